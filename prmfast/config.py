@@ -1,0 +1,314 @@
+"""Configuration: one nested dataclass per stage, presets, file and `--set key=value` overrides.
+
+Every option has a default here; a preset is a small dict of dotted overrides on top of the
+defaults; a config file (JSON or TOML) and `--set` overrides are applied after the preset.
+Unknown keys and values of the wrong type fail at start with a message naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    """Task suite. `name` is a load_tasks name; the synthetic fields apply to "synthetic" only."""
+    name: str = "synthetic"
+    path: str | None = None
+    n_train: int = 2000
+    n_val: int = 100
+    n_test: int = 200
+    min_horizon: int = 1
+    max_horizon: int = 8
+    n_test_inputs: int = 8
+
+
+@dataclass
+class ModelConfig:
+    """Policy backbone: "tiny" builds a Llama-style model from the fields below and trains a
+    byte-level BPE tokenizer on the suite; anything else is a local HF folder or .gguf file."""
+    init: str = "tiny"
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position: int = 512
+    dtype: str = "float32"
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling used by rollouts during RL and labelling."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 160
+    batch_size: int = 64
+
+
+@dataclass
+class SFTConfig:
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    checkpoint_every: int = 100
+    eval_samples: int = 10
+    eval_temperature: float = 0.2
+
+
+@dataclass
+class RLConfig:
+    """PPO. reward: sparse | partial | dense | oracle; critic_init: policy | prm."""
+    reward: str = "sparse"
+    critic_init: str = "policy"
+    steps: int = 40
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 4
+    ppo_epochs: int = 2
+    minibatches: int = 2
+    policy_lr: float = 5e-5
+    critic_lr: float = 1e-4
+    lr_schedule: str = "constant"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = None
+    value_clip: float = 0.2
+    vf_coef: float = 0.5
+    kl_coef: float = 0.02
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    max_grad_norm: float = 1.0
+    critic_warmup_steps: int = 0
+    prm_coef_fail: float = 0.25
+    prm_coef_pass: float = 0.025
+    normalize_by_lines: bool = True
+    neutral_comments: bool = True
+    num_checkpoints: int = 4
+
+
+@dataclass
+class CollectConfig:
+    """PRM data collection by binary search (paper Algorithm 1)."""
+    num_checkpoints: int = 4
+    num_prompts: int = 200
+    responses_per_prompt: int = 2
+    k: int = 20
+    temperature: float = 1.0
+    quality_sample: int = 40
+    quality_ks: list[int] = field(default_factory=lambda: [4, 8, 20])
+
+
+@dataclass
+class PRMConfig:
+    """PRM training. selection: full | revised_only | failed_only | passed_and_revised."""
+    selection: str = "revised_only"
+    init: str = "sft"
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3
+    patience: int = 2
+    val_fraction: float = 0.1
+    rerank_n: int = 8
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 10
+    temperature: float = 0.2
+    max_k: int = 30
+    length_threshold: int = 100
+
+
+@dataclass
+class SandboxConfig:
+    workers: int | None = None
+    timeout_s: float = 5.0
+    memory_mb: int = 1024
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    out: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "smoke": {
+        "data.n_train": 200,
+        "data.n_val": 16,
+        "data.n_test": 16,
+        "data.max_horizon": 4,
+        "model.hidden_size": 64,
+        "model.num_layers": 2,
+        "model.num_heads": 2,
+        "model.intermediate_size": 128,
+        "sampling.max_new_tokens": 96,
+        "sft.epochs": 1.0,
+        "sft.eval_samples": 2,
+        "rl.steps": 2,
+        "rl.prompts_per_step": 4,
+        "rl.samples_per_prompt": 2,
+        "rl.ppo_epochs": 1,
+        "rl.minibatches": 1,
+        "rl.num_checkpoints": 2,
+        "collect.num_checkpoints": 2,
+        "collect.num_prompts": 4,
+        "collect.responses_per_prompt": 1,
+        "collect.k": 4,
+        "collect.quality_sample": 4,
+        "collect.quality_ks": [2, 4],
+        "prm.epochs": 1,
+        "prm.rerank_n": 2,
+        "eval.samples": 2,
+        "eval.max_k": 2,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the schema; the message names the key."""
+
+
+def load_config(preset: str = "default", file: str | Path | None = None,
+                sets: list[str] | None = None) -> Config:
+    """Defaults, then the preset, then the file (JSON or TOML), then `key=value` overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = Config()
+    apply_overrides(cfg, PRESETS[preset], source=f"preset {preset!r}")
+    if file is not None:
+        apply_overrides(cfg, _flatten(_read_config_file(Path(file))), source=str(file))
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. rl.steps=10")
+        key, raw = item.split("=", 1)
+        apply_overrides(cfg, {key.strip(): _parse_cli_value(raw)}, source="--set")
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], *, source: str) -> None:
+    """Set dotted keys (e.g. "rl.steps") on cfg in place, checking names and types."""
+    for key, value in overrides.items():
+        obj, name = _resolve(cfg, key, source)
+        hint = typing.get_type_hints(type(obj))[name]
+        setattr(obj, name, _coerce(value, hint, key, source))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of config_to_dict (used to reload the config saved in a run folder)."""
+    cfg = Config()
+    apply_overrides(cfg, _flatten(data), source="saved config")
+    return cfg
+
+
+def _resolve(cfg: Config, key: str, source: str) -> tuple[Any, str]:
+    parts = key.split(".")
+    obj: Any = cfg
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if part not in names:
+            prefix = ".".join(parts[:depth])
+            known = [f"{prefix}.{n}" if prefix else n for n in names]
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+            raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(obj, part)):
+                raise ConfigError(f"{source}: {key!r} is a section; set one of its keys")
+            return obj, part
+        obj = getattr(obj, part)
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"{source}: {'.'.join(parts[:depth + 1])!r} is not a section")
+    raise ConfigError(f"{source}: empty config key")
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{source}: bad value for {key!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key!r} expects a list, got {value!r}")
+        return [_coerce(v, args[0], key, source) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key!r} expects true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key!r} expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{source}: {key!r} expects a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {key!r} expects a string, got {value!r}")
+    raise ConfigError(f"{source}: {key!r} has an unsupported type {hint!r}")
+
+
+def _parse_cli_value(raw: str) -> Any:
+    """`--set` values are JSON where they parse (numbers, true/false, null, lists), else strings."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} does not parse: {exc}") from exc
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

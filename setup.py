@@ -1,0 +1,25 @@
+"""Builds the package and the C++ sandbox dispatcher (prmfast._sandbox, pybind11).
+
+The Triton kernel sources live in the top-level kernels/ folder and are installed as
+the subpackage prmfast.kernels.triton (see package_dir)."""
+from glob import glob
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import find_packages, setup
+
+ext_modules = [
+    Pybind11Extension(
+        "prmfast._sandbox",
+        sorted(glob("csrc/*.cpp")),
+        include_dirs=["csrc"],
+        cxx_std=17,
+        extra_compile_args=["-O2", "-Wall"],
+    )
+]
+
+setup(
+    packages=find_packages(include=["prmfast", "prmfast.*"]) + ["prmfast.kernels.triton"],
+    package_dir={"prmfast.kernels.triton": "kernels"},
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
+)
