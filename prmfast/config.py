@@ -60,6 +60,7 @@ class SFTConfig:
     lr: float = 3e-3
     warmup_steps: int = 20
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
     checkpoint_every: int = 100
     eval_samples: int = 10
     eval_temperature: float = 0.2
@@ -78,6 +79,7 @@ class RLConfig:
     policy_lr: float = 5e-5
     critic_lr: float = 1e-4
     lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: float | None = None
@@ -95,6 +97,7 @@ class RLConfig:
     normalize_by_lines: bool = True
     neutral_comments: bool = True
     num_checkpoints: int = 4
+    save_every: int = 5
 
 
 @dataclass
@@ -107,6 +110,8 @@ class CollectConfig:
     temperature: float = 1.0
     quality_sample: int = 40
     quality_ks: list[int] = field(default_factory=lambda: [4, 8, 20])
+    first_wave: int = 4               # completions per probe in the first wave (then doubling)
+    chunk_size: int = 64              # responses labelled together (and appended) at a time
 
 
 @dataclass
@@ -120,6 +125,8 @@ class PRMConfig:
     patience: int = 2
     val_fraction: float = 0.1
     rerank_n: int = 8
+    rerank_temperature: float = 1.0
+    neutral_comments: bool = True     # False: comment lines take the surrounding label (hack)
 
 
 @dataclass
@@ -179,6 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "collect.quality_sample": 4,
         "collect.quality_ks": [2, 4],
         "prm.epochs": 1,
+        "prm.selection": "full",
         "prm.rerank_n": 2,
         "eval.samples": 2,
         "eval.max_k": 2,

@@ -1,0 +1,162 @@
+// Confinement primitives. These run in a freshly forked, single-threaded child, so they
+// may change process-wide state freely; every failure is reported as an OSError because
+// running untrusted code half-confined would be worse than not running it.
+#include "confine.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/landlock.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+// The system's linux/landlock.h predates ABI 4-6; these values are fixed by the kernel ABI.
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+constexpr uint64_t kNetBindTcp = 1ULL << 0;       // LANDLOCK_ACCESS_NET_BIND_TCP
+constexpr uint64_t kNetConnectTcp = 1ULL << 1;    // LANDLOCK_ACCESS_NET_CONNECT_TCP
+constexpr uint64_t kScopeAbstractUnix = 1ULL << 0;  // LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+constexpr uint64_t kScopeSignal = 1ULL << 1;        // LANDLOCK_SCOPE_SIGNAL
+
+// struct landlock_ruleset_attr as of ABI 6; shorter prefixes are passed to older kernels.
+struct RulesetAttr {
+  uint64_t handled_access_fs;
+  uint64_t handled_access_net;
+  uint64_t scoped;
+};
+
+namespace prmfast {
+namespace {
+
+[[noreturn]] void raise_errno(const char* what) {
+  PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
+  throw py::error_already_set();
+}
+
+void set_limit(int resource, rlim_t soft, rlim_t hard, const char* what) {
+  struct rlimit rl = {soft, hard};
+  if (setrlimit(resource, &rl) != 0) raise_errno(what);
+}
+
+// Landlock access rights that modify the file system. Reads are deliberately not handled:
+// the interpreter needs its whole prefix, and the unprivileged uid already cannot read
+// private files.
+uint64_t write_rights(int abi) {
+  uint64_t rights = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR |
+                    LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_CHAR |
+                    LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
+                    LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO |
+                    LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM;
+  if (abi >= 2) rights |= LANDLOCK_ACCESS_FS_REFER;
+  if (abi >= 3) rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
+  return rights;
+}
+
+}  // namespace
+
+void unshare_ns(int flags) {
+  if (unshare(flags) != 0) raise_errno("unshare");
+}
+
+void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
+              unsigned long flags, const std::string& data) {
+  auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  if (mount(opt(source), target.c_str(), opt(fstype), flags, opt(data)) != 0)
+    raise_errno(target.c_str());
+}
+
+void set_parent_death_signal(int sig) {
+  if (prctl(PR_SET_PDEATHSIG, sig) != 0) raise_errno("prctl(PR_SET_PDEATHSIG)");
+}
+
+void apply_limits(const Limits& l) {
+  set_limit(RLIMIT_CORE, 0, 0, "setrlimit(RLIMIT_CORE)");
+  if (l.address_space_mb > 0) {
+    rlim_t bytes = static_cast<rlim_t>(l.address_space_mb) << 20;
+    set_limit(RLIMIT_AS, bytes, bytes, "setrlimit(RLIMIT_AS)");
+  }
+  // The soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL for code that
+  // handles or ignores SIGXCPU.
+  if (l.cpu_s > 0) set_limit(RLIMIT_CPU, l.cpu_s, l.cpu_s + 1, "setrlimit(RLIMIT_CPU)");
+  if (l.file_size_mb > 0) {
+    rlim_t bytes = static_cast<rlim_t>(l.file_size_mb) << 20;
+    set_limit(RLIMIT_FSIZE, bytes, bytes, "setrlimit(RLIMIT_FSIZE)");
+  }
+  if (l.open_files > 0) set_limit(RLIMIT_NOFILE, l.open_files, l.open_files, "setrlimit(RLIMIT_NOFILE)");
+  if (l.processes > 0) set_limit(RLIMIT_NPROC, l.processes, l.processes, "setrlimit(RLIMIT_NPROC)");
+}
+
+void drop_privileges(unsigned uid, unsigned gid) {
+  if (setgroups(0, nullptr) != 0) raise_errno("setgroups");
+  if (setresgid(gid, gid, gid) != 0) raise_errno("setresgid");
+  if (setresuid(uid, uid, uid) != 0) raise_errno("setresuid");
+  // Regaining privileges through setuid binaries is then impossible; Landlock needs it too.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) raise_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+int landlock_abi() {
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return abi < 0 ? 0 : static_cast<int>(abi);
+}
+
+int landlock_restrict(const std::vector<std::string>& writable) {
+  int abi = landlock_abi();
+  if (abi < 1) {
+    errno = EOPNOTSUPP;
+    raise_errno("landlock");
+  }
+  // Fields beyond what the running ABI knows must stay zero, so size the attribute to it.
+  // Handling the TCP rights with no rule allowing them denies every bind and connect.
+  RulesetAttr attr = {};
+  attr.handled_access_fs = write_rights(abi);
+  size_t attr_size = offsetof(RulesetAttr, handled_access_net);
+  if (abi >= 4) {
+    attr.handled_access_net = kNetBindTcp | kNetConnectTcp;
+    attr_size = offsetof(RulesetAttr, scoped);
+  }
+  if (abi >= 6) {
+    attr.scoped = kScopeAbstractUnix | kScopeSignal;
+    attr_size = sizeof(attr);
+  }
+  int ruleset = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0));
+  if (ruleset < 0) raise_errno("landlock_create_ruleset");
+  for (const auto& path : writable) {
+    struct landlock_path_beneath_attr rule = {};
+    rule.allowed_access = attr.handled_access_fs;
+    rule.parent_fd = open(path.c_str(), O_PATH | O_CLOEXEC);
+    if (rule.parent_fd < 0) {
+      close(ruleset);
+      raise_errno(path.c_str());
+    }
+    // Non-directories (e.g. /dev/null) accept only file rights.
+    struct stat st;
+    if (fstat(rule.parent_fd, &st) == 0 && !S_ISDIR(st.st_mode))
+      rule.allowed_access &= LANDLOCK_ACCESS_FS_WRITE_FILE |
+                             (abi >= 3 ? LANDLOCK_ACCESS_FS_TRUNCATE : 0);
+    long rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+    close(rule.parent_fd);
+    if (rc != 0) {
+      close(ruleset);
+      raise_errno("landlock_add_rule");
+    }
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) raise_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+  long rc = syscall(SYS_landlock_restrict_self, ruleset, 0);
+  close(ruleset);
+  if (rc != 0) raise_errno("landlock_restrict_self");
+  return abi;
+}
+
+}  // namespace prmfast

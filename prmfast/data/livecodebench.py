@@ -1,0 +1,78 @@
+"""LiveCodeBench releases v1-v6 with PUBLIC test cases only (results must say so).
+
+stdin/stdout problems (AtCoder, Codeforces) become StdioTests; functional (LeetCode) problems
+become CallTests on the method named in `starter_code`, called through a module-level shim
+appended to every program (meta["harness"]). A problem without any public test (abc350_c, a
+special-judge problem) is skipped: every program would pass it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prmfast.data.jsonl import DataError, read_jsonl
+from prmfast.data.paths import resolve
+from prmfast.data.task import Task
+from prmfast.sandbox.specs import CallTests, StdioTests
+
+RELEASES = {"v1": "refined_test.jsonl", "v2": "refined_test2.jsonl", "v3": "refined_test3.jsonl",
+            "v4": "refined_test4.jsonl", "v5": "refined_test5.jsonl", "v6": "refined_test6.jsonl"}
+FIELDS = ("question_id", "question_title", "question_content", "difficulty", "starter_code",
+          "public_test_cases")
+PREAMBLE = "from typing import *\n"
+
+
+def _shim(method: str) -> str:
+    return f"\n\ndef {method}(*args):\n    return Solution().{method}(*args)\n"
+
+
+def _parse_value(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: functional test value is not JSON ({err.msg}): {text[:80]!r}") from None
+
+
+def _task(row: dict, release: str, where: str) -> Task | None:
+    cases = json.loads(row["public_test_cases"]) if isinstance(row["public_test_cases"], str) \
+        else row["public_test_cases"]
+    if not cases:
+        return None
+    question = f'"""\n{row["question_content"].replace(chr(13), "")}\n"""\n'
+    meta = {"dataset": "livecodebench", "release": release, "difficulty": row["difficulty"],
+            "title": row["question_title"], "public_tests_only": True}
+    if {c["testtype"] for c in cases} == {"stdin"}:
+        return Task(task_id=f"livecodebench/{row['question_id']}", prompt=question,
+                    tests=StdioTests([(c["input"], c["output"]) for c in cases]), entry_point=None,
+                    reference=None, meta={**meta, "testtype": "stdin"})
+    names = re.findall(r"def (\w+)\(self", row["starter_code"])
+    if len(names) != 1 or {c["testtype"] for c in cases} != {"functional"}:
+        raise DataError(f"{where}: cannot read a single functional entry point / test type")
+    calls = [([_parse_value(line, where) for line in c["input"].split("\n")],
+              _parse_value(c["output"], where)) for c in cases]
+    return Task(task_id=f"livecodebench/{row['question_id']}",
+                prompt=question + PREAMBLE + "\n" + row["starter_code"].rstrip() + "\n",
+                tests=CallTests(names[0], calls, 1e-6), entry_point=names[0], reference=None,
+                meta={**meta, "testtype": "functional", "preamble": PREAMBLE,
+                      "harness": _shim(names[0])})
+
+
+def load(path=None, releases: list[str] | None = None) -> list[Task]:
+    """All releases by default; `releases` picks some (e.g. ["v5", "v6"]). `path` is the
+    livecodebench folder, the data folder above it, or one refined_test*.jsonl file."""
+    unknown = set(releases or ()) - set(RELEASES)
+    if unknown:
+        raise ValueError(f"unknown releases {sorted(unknown)}; known: {list(RELEASES)}")
+    if path is not None and Path(path).is_file():
+        files = {next((r for r, f in RELEASES.items() if f == Path(path).name), "v?"): Path(path)}
+    else:
+        files = {r: resolve(path, f"livecodebench/{f}") for r, f in RELEASES.items()
+                 if releases is None or r in releases}
+    tasks = []
+    for release, file in files.items():
+        for i, row in enumerate(read_jsonl(file, FIELDS)):
+            task = _task(row, release, f"{file}: row {i + 1} ({row['question_id']})")
+            if task is not None:
+                tasks.append(task)
+    return tasks

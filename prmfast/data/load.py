@@ -1,0 +1,39 @@
+"""load_tasks: one entry point for every dataset (DESIGN 3.3)."""
+from __future__ import annotations
+
+from functools import partial
+
+from prmfast.data import evalplus, humaneval, livecodebench, mbpp, synthetic
+from prmfast.data.task import Task
+
+
+def _whole_benchmark(loader, split: str, path, **kw) -> list[Task]:
+    if split not in ("test", "all"):
+        raise ValueError(f"this benchmark has one evaluation set: split must be 'test' or 'all', got {split!r}")
+    return loader(path=path, **kw)
+
+
+def _synthetic(split: str, path, **kw) -> list[Task]:
+    if path is not None:
+        raise ValueError("the synthetic suite is generated, it takes no path")
+    return synthetic.generate(split, **kw)
+
+
+LOADERS = {
+    "synthetic": _synthetic,
+    "humaneval": partial(_whole_benchmark, humaneval.load),
+    "humanevalplus": partial(_whole_benchmark, partial(evalplus.load, "humanevalplus")),
+    "mbpp": lambda split, path, **kw: mbpp.load(path=path, split=split, **kw),
+    "mbppplus": partial(_whole_benchmark, partial(evalplus.load, "mbppplus")),
+    "livecodebench": partial(_whole_benchmark, livecodebench.load),
+}
+
+
+def load_tasks(name: str, split: str = "test", path=None, **kw) -> list[Task]:
+    """Tasks of dataset `name` (see LOADERS). `path`: a dataset file or a folder holding it
+    (default ../shared/data, or $PRMFAST_SHARED/data). Extra keywords go to the dataset's loader:
+    synthetic: n, seed, min_horizon, max_horizon, n_inputs; mbpp: variant ("full"|"sanitized");
+    humanevalplus/mbppplus: plus, cache_dir, workers; livecodebench: releases."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
+    return LOADERS[name](split, path, **kw)

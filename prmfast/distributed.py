@@ -1,0 +1,238 @@
+"""Multi-process training on existing engines: torch.distributed (DDP, FSDP2) and DeepSpeed ZeRO.
+
+Launch with the engines' own launchers; every rank runs the same script:
+
+    torchrun --nproc_per_node 8 -m prmfast.train ... --dist ddp
+    deepspeed --num_gpus 8 --module prmfast.train ... --dist deepspeed \
+        --deepspeed-config configs/deepspeed/zero2.json
+
+How a trainer uses this module (see docs/scale.md):
+
+    info = init_distributed(backend)                 # reads RANK/WORLD_SIZE/LOCAL_RANK
+    policy = wrap_model(policy, backend, make_optimizer, ds_config=...)
+    my_prompts = shard(prompts)                      # rollouts + sandbox on this rank's share
+    ...
+    scale = token_mean_scale(n_local_tokens)         # global token mean across ranks
+    policy.backward(loss * scale); policy.step()
+    metrics = all_reduce_metrics(metrics)            # mean over ranks; log on is_main()
+
+Single process (no launcher): everything degrades to plain local behaviour.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
+BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def init_distributed(backend: str = "ddp", *, comm: str | None = None) -> DistInfo:
+    """Join the process group the launcher set up (env:// rendezvous); idempotent.
+
+    backend: one of BACKENDS; "deepspeed" initialises through deepspeed.init_distributed.
+    comm: "nccl" | "gloo"; default nccl on CUDA, gloo on CPU. A single process without
+    launcher variables (WORLD_SIZE unset or 1) initialises nothing.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    comm = comm or ("nccl" if cuda else "gloo")
+    if backend == "deepspeed" and not dist.is_initialized():
+        import deepspeed
+        deepspeed.init_distributed(dist_backend=comm)
+    elif world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=comm)
+    return DistInfo(rank=get_rank(), world_size=get_world_size(), local_rank=local_rank,
+                    device=device)
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that logs, evaluates and saves."""
+    return get_rank() == 0
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This rank's share of items, strided (rank, rank + W, ...), so shares differ by at most one.
+
+    Use for prompts before rollouts and for sandbox jobs; `gather_shards` restores the order.
+    """
+    return list(items[get_rank()::get_world_size()])
+
+
+def gather_shards(local: Sequence[T]) -> list[T]:
+    """Inverse of `shard`: every rank gets the full list in the original order (pickled objects)."""
+    world = get_world_size()
+    if world == 1:
+        return list(local)
+    parts: list[list[T]] = [[] for _ in range(world)]
+    dist.all_gather_object(parts, list(local))
+    total = sum(len(p) for p in parts)
+    return [parts[i % world][i // world] for i in range(total)]
+
+
+def all_reduce_metrics(metrics: dict[str, float], op: str = "mean") -> dict[str, float]:
+    """Reduce scalar metrics over ranks ("mean" | "sum" | "max" | "min"); same keys on all ranks.
+
+    One collective for the whole dict (float64 on the communication device).
+    """
+    ops = {"mean": dist.ReduceOp.SUM, "sum": dist.ReduceOp.SUM,
+           "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    if op not in ops:
+        raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+    if get_world_size() == 1:
+        return {k: float(v) for k, v in metrics.items()}
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                          device=_comm_device())
+    dist.all_reduce(values, op=ops[op])
+    if op == "mean":
+        values /= get_world_size()
+    return dict(zip(keys, values.tolist()))
+
+
+def token_mean_scale(n_local: int) -> float:
+    """Factor that turns a rank-local token mean into its share of the global token mean.
+
+    Gradient averaging (DDP, ZeRO) divides by the world size W; with N_r tokens on rank r the
+    global mean needs local_mean * W * N_r / sum(N). Multiply the local loss by this factor.
+    """
+    world = get_world_size()
+    if world == 1:
+        return 1.0
+    total = torch.tensor([float(n_local)], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(total)
+    return world * n_local / max(total.item(), 1.0)
+
+
+class Wrapped:
+    """A model under a distributed engine, with one backward/step interface for all of them.
+
+    model: call it for forwards (DDP/FSDP module or DeepSpeed engine).
+    module: the plain nn.Module (for generate, saving, state_dict on rank 0).
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module, optimizer, backend: str,
+                 max_grad_norm: float | None):
+        self.model, self.module, self.optimizer = model, module, optimizer
+        self.backend, self.max_grad_norm = backend, max_grad_norm
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.backend == "deepspeed":
+            self.model.backward(loss)
+        else:
+            loss.backward()
+
+    def step(self) -> float | None:
+        """Clip (if max_grad_norm), step the optimizer, zero grads; returns the grad norm."""
+        if self.backend == "deepspeed":  # clipping comes from the config's gradient_clipping
+            self.model.step()
+            norm = self.model.get_global_grad_norm()
+            return None if norm is None else float(norm)
+        norm = None
+        if self.max_grad_norm is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                        self.max_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+
+def wrap_model(model: nn.Module, backend: str,
+               make_optimizer: Callable[[Any], torch.optim.Optimizer], *,
+               max_grad_norm: float | None = None,
+               ds_config: str | os.PathLike | dict | None = None) -> Wrapped:
+    """Put model (already on its device) under backend and build its optimizer.
+
+    make_optimizer(params) -> optimizer; it is called on the wrapped parameters (after FSDP
+    sharding; inside deepspeed.initialize for ZeRO-3). ds_config: a path or dict for
+    "deepspeed" (see load_deepspeed_config); gradient_clipping there replaces max_grad_norm.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "deepspeed":
+        import deepspeed
+        config = ds_config if isinstance(ds_config, dict) else load_deepspeed_config(ds_config)
+        engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=make_optimizer,
+                                                       config=config)
+        return Wrapped(engine, engine.module, optimizer, backend, None)
+    if backend == "ddp" and get_world_size() > 1:
+        device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
+        wrapped: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    elif backend == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        _fsdp_shard_layers(model, fully_shard)
+        wrapped = fully_shard(model)
+    else:
+        wrapped = model
+    module = wrapped.module if isinstance(wrapped, nn.parallel.DistributedDataParallel) else model
+    return Wrapped(wrapped, module, make_optimizer(wrapped.parameters()), backend, max_grad_norm)
+
+
+def _fsdp_shard_layers(model: nn.Module, fully_shard) -> None:
+    """FSDP2: shard each decoder layer separately (HF models list them as `_no_split_modules`)."""
+    no_split = set(getattr(model, "_no_split_modules", None) or [])
+    for sub in model.modules():
+        if type(sub).__name__ in no_split:
+            fully_shard(sub)
+
+
+def load_deepspeed_config(path: str | os.PathLike | None = None,
+                          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a DeepSpeed JSON config (default configs/deepspeed/zero2.json) and apply overrides.
+
+    overrides use dotted keys, e.g. {"bf16.enabled": False, "gradient_clipping": 1.0}.
+    Without CUDA, bf16/fp16 are switched off (CPU smoke runs).
+    """
+    path = Path(path) if path is not None else DEEPSPEED_CONFIGS / "zero2.json"
+    config = json.loads(path.read_text())
+    if not torch.cuda.is_available():
+        for key in ("bf16", "fp16"):
+            config.setdefault(key, {})["enabled"] = False
+    for dotted, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "deepspeed"

@@ -1,0 +1,33 @@
+"""Byte-level BPE tokenizer for tiny-model runs, trained with `tokenizers`, saved as an HF folder."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int,
+                    out_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE (every byte is in the vocabulary, so any text round-trips) with
+    EOS and pad tokens; save it to out_dir as an HF tokenizer folder when given."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` with no special tokens added (prompts and responses alike)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

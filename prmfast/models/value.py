@@ -1,0 +1,75 @@
+"""ValueModel: a causal LM's backbone plus a scalar head; the critic and the PRM."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+from prmfast import kernels
+
+HEAD_FILE = "value_head.safetensors"
+
+
+class ValueModel(nn.Module):
+    """backbone (an HF base model, e.g. LlamaModel) -> hidden [B, T, H] -> head -> [B, T]."""
+
+    def __init__(self, backbone: PreTrainedModel, head: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden_size = backbone.config.hidden_size
+        self.head = head if head is not None else nn.Linear(hidden_size, 1)
+        if head is None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.head.to(next(backbone.parameters()).dtype)
+
+    @classmethod
+    def from_causal_lm(cls, model: PreTrainedModel) -> "ValueModel":
+        """A copy of model's backbone (the LM head dropped) with a new zero-initialised head."""
+        return cls(copy.deepcopy(model.base_model))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ValueModel":
+        """Load a folder written by save_pretrained. A causal-LM folder without a head file
+        gives its backbone with a zero head (PRM initialised from a policy checkpoint)."""
+        path = Path(path)
+        model = cls(AutoModel.from_pretrained(path))
+        if (path / HEAD_FILE).exists():
+            state = load_file(str(path / HEAD_FILE))
+            model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
+        return model
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
+        """HF folder of the backbone + value_head.safetensors (+ the tokenizer when given)."""
+        path = Path(path)
+        self.backbone.save_pretrained(str(path))
+        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()},
+                  str(path / HEAD_FILE))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(path))
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, T] -> last hidden states [B, T, H]."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def values(self, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token scalar [B, T] (the critic's V_t)."""
+        return self.head(self.hidden(input_ids, attention_mask)).squeeze(-1)
+
+    def line_scores(self, input_ids: torch.Tensor, line_end: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """PRM scores [B, T]: head output at line-end tokens (line_end [B, T] bool), zero elsewhere,
+        computed by the fused kernels.line_scores."""
+        h = self.hidden(input_ids, attention_mask)
+        b, t, d = h.shape
+        scores = kernels.line_scores(h.reshape(b * t, d), self.head.weight[0], self.head.bias,
+                                     line_end.reshape(b * t))
+        return scores.reshape(b, t)

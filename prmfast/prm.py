@@ -1,0 +1,416 @@
+"""The Process Reward Model: training by MSE on line labels, line scoring, evaluation.
+
+PRM = prmfast.models.ValueModel (backbone initialised from the SFT policy by default, zero head);
+the score of line m of a response is the head's output at the line's last token (the token that
+holds its newline, prmfast.lines), computed by kernels.line_scores through ValueModel.line_scores.
+
+Batches are padded [B, T] (right padding) and length-grouped to limit padding; the head and the
+loss touch only line-end tokens (the packed line-end subset). On CPU with sdpa attention a padded
+forward is what HF supports; a packed forward needs varlen attention (flash-attn, GPU only).
+
+Public API (the RL stage calls score_lines for dense rewards):
+    PRMBatch(input_ids [B, T] long, attention_mask [B, T] long, line_end [B, T] bool,
+             targets [B, T] float, zero off line ends)
+    make_batch(prompts: list[list[int]], responses: list[list[int]], tokenizer,
+               targets: list[list[float]] | None = None) -> PRMBatch
+    score_lines(prm, batch) -> scores [B, T]: R_phi at line-end tokens, 0 elsewhere
+    line_values(scores, batch) -> list[list[float]]: per response, per line
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from prmfast.config import PRMConfig
+from prmfast.labeling.search import labels_from_line
+from prmfast.lines import segment
+
+
+# ---------------------------------------------------------------- examples and batches
+
+@dataclass
+class PRMExample:
+    input_ids: list[int]        # prompt + response
+    line_ends: list[int]        # per line: position of its last token in input_ids
+    targets: list[float]        # per line
+
+
+@dataclass
+class PRMBatch:
+    input_ids: torch.Tensor     # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] long
+    line_end: torch.Tensor      # [B, T] bool
+    targets: torch.Tensor       # [B, T] float, 0 off line ends
+
+
+def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
+                    neutral: bool = True) -> list[float]:
+    """Training targets per line: the labels, with comment lines 0 (neutral) or, for the
+    comment-hack experiment, the label of the nearest code line before (else after) them."""
+    if neutral:
+        return [0.0 if c else float(x) for x, c in zip(labels, is_comment)]
+    out, last = [], None
+    for x, c in zip(labels, is_comment):
+        last = last if c else float(x)
+        out.append(last)
+    nxt = next((float(x) for x, c in zip(labels, is_comment) if not c), 0.0)
+    return [nxt if v is None else v for v in out]
+
+
+def example(prompt_ids: list[int], response_ids: list[int], spans: Sequence[Sequence[int]],
+            targets: Sequence[float]) -> PRMExample:
+    base = len(prompt_ids)
+    return PRMExample(list(prompt_ids) + list(response_ids),
+                      [base + end - 1 for _, end in spans], list(map(float, targets)))
+
+
+def example_from_record(rec: dict, neutral_comments: bool = True) -> PRMExample:
+    """A labels.jsonl record -> PRMExample on its binary-search labels."""
+    return example(rec["prompt_ids"], rec["response_ids"], rec["line_spans"],
+                   comment_targets(rec["labels"], rec["is_comment"], neutral_comments))
+
+
+def collate(examples: Sequence[PRMExample], pad_id: int) -> PRMBatch:
+    """Right-padded batch [B, T_max]."""
+    width = max(1, max(len(e.input_ids) for e in examples))
+    b = len(examples)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    line_end = torch.zeros((b, width), dtype=torch.bool)
+    targets = torch.zeros((b, width))
+    for i, e in enumerate(examples):
+        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
+        mask[i, :len(e.input_ids)] = 1
+        if e.line_ends:
+            line_end[i, e.line_ends] = True
+            targets[i, e.line_ends] = torch.tensor(e.targets)
+    return PRMBatch(ids, mask, line_end, targets)
+
+
+def make_batch(prompts: list[list[int]], responses: list[list[int]], tokenizer,
+               targets: list[list[float]] | None = None) -> PRMBatch:
+    """Segment the responses (prmfast.lines) and build a padded batch; targets default to 0."""
+    exs = []
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        spans = segment(r, tokenizer).spans
+        exs.append(example(p, r, spans, targets[i] if targets is not None else [0.0] * len(spans)))
+    return collate(exs, tokenizer.pad_token_id)
+
+
+def score_lines(prm, batch: PRMBatch) -> torch.Tensor:
+    """PRM scores [B, T]: the head at line-end tokens, 0 elsewhere (differentiable)."""
+    return prm.line_scores(batch.input_ids, batch.line_end, batch.attention_mask)
+
+
+def line_values(scores: torch.Tensor, batch: PRMBatch) -> list[list[float]]:
+    """Per response, the scores of its lines in order."""
+    return [row[mask].tolist() for row, mask in zip(scores.detach().float(), batch.line_end)]
+
+
+def mse_loss(scores: torch.Tensor, batch: PRMBatch) -> torch.Tensor:
+    """Mean squared error over line-end tokens."""
+    n = batch.line_end.sum().clamp(min=1)
+    return ((scores - batch.targets) ** 2 * batch.line_end).sum() / n
+
+
+def length_batches(examples: Sequence[PRMExample], batch_size: int,
+                   rng: random.Random | None = None) -> list[list[PRMExample]]:
+    """Batches of similar length (less padding); shuffled batch order when rng is given."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    batches = [[examples[i] for i in order[s:s + batch_size]]
+               for s in range(0, len(order), batch_size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict(prm, examples: Sequence[PRMExample], pad_id: int,
+            batch_size: int = 64) -> list[list[float]]:
+    """Per-line scores for each example (same order)."""
+    was = prm.training
+    prm.eval()
+    out: dict[int, list[float]] = {}
+    index = {id(e): i for i, e in enumerate(examples)}
+    for group in length_batches(examples, batch_size):
+        batch = collate(group, pad_id)
+        for e, vals in zip(group, line_values(score_lines(prm, batch), batch)):
+            out[index[id(e)]] = vals
+    prm.train(was)
+    return [out[i] for i in range(len(examples))]
+
+
+# ---------------------------------------------------------------- training
+
+def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
+              pad_id: int, seed: int = 0, progress: bool = True) -> dict:
+    """AdamW on the MSE; early stopping on validation loss (patience in epochs); the best
+    epoch's weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(prm.parameters(), lr=cfg.lr, weight_decay=0.0)
+    history = {"step_loss": [], "train_loss": [], "val_loss": []}
+    best, best_state, bad_epochs = math.inf, None, 0
+    for epoch in range(cfg.epochs):
+        prm.train()
+        batches = length_batches(train, cfg.batch_size, rng)
+        losses = []
+        for group in tqdm(batches, desc=f"prm epoch {epoch + 1}", disable=not progress):
+            batch = collate(group, pad_id)
+            loss = mse_loss(score_lines(prm, batch), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        history["step_loss"] += losses
+        history["train_loss"].append(sum(losses) / max(1, len(losses)))
+        val_loss = evaluate_loss(prm, val, pad_id, cfg.batch_size) if val else history["train_loss"][-1]
+        history["val_loss"].append(val_loss)
+        if val_loss < best:
+            best, best_state, bad_epochs = val_loss, copy.deepcopy(prm.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs > cfg.patience:
+                break
+    if best_state is not None:
+        prm.load_state_dict(best_state)
+    history["best_val_loss"] = best
+    history["epochs_run"] = len(history["train_loss"])
+    return history
+
+
+@torch.no_grad()
+def evaluate_loss(prm, examples: Sequence[PRMExample], pad_id: int, batch_size: int) -> float:
+    was = prm.training
+    prm.eval()
+    total, count = 0.0, 0
+    for group in length_batches(examples, batch_size):
+        batch = collate(group, pad_id)
+        n = int(batch.line_end.sum())
+        total += mse_loss(score_lines(prm, batch), batch).item() * n
+        count += n
+    prm.train(was)
+    return total / max(1, count)
+
+
+# ---------------------------------------------------------------- metrics
+
+def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count half); nan without both classes."""
+    pos = sum(map(bool, positive))
+    neg = len(positive) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum, i = 0.0, 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        mid_rank = (i + j) / 2 + 1
+        rank_sum += mid_rank * sum(bool(positive[order[t]]) for t in range(i, j + 1))
+        i = j + 1
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def line_metrics(scores: Sequence[Sequence[float]],
+                 labels: Sequence[Sequence[int] | None]) -> dict:
+    """Line-level AUC and sign accuracy over lines labelled +-1 (label 0 / None skipped)."""
+    s, y = [], []
+    for sc, lab in zip(scores, labels):
+        if lab is None:
+            continue
+        for v, t in zip(sc, lab):
+            if t != 0:
+                s.append(v)
+                y.append(t > 0)
+    acc = sum((v >= 0) == t for v, t in zip(s, y)) / len(s) if s else float("nan")
+    return {"auc": roc_auc(s, y), "accuracy": acc, "lines": len(s), "positive": sum(y)}
+
+
+def first_negative_line(scores: Sequence[float], is_comment: Sequence[bool]) -> int | None:
+    """0-based index of the first code line the PRM scores below 0; None if none."""
+    return next((i for i, (v, c) in enumerate(zip(scores, is_comment)) if not c and v < 0), None)
+
+
+def localisation(scores: Sequence[Sequence[float]], is_comment: Sequence[Sequence[bool]],
+                 first_errors: Sequence[int | None]) -> dict:
+    """Accuracy of first_negative_line against the true first error line (0-based), over the
+    responses that have one; also within one line."""
+    hits = near = n = 0
+    for sc, com, err in zip(scores, is_comment, first_errors):
+        if err is None:
+            continue
+        got = first_negative_line(sc, com)
+        n += 1
+        hits += got == err
+        near += got is not None and abs(got - err) <= 1
+    return {"accuracy": hits / n if n else float("nan"),
+            "within_one": near / n if n else float("nan"), "responses": n}
+
+
+def _aggregate(scores: Sequence[float], how: str) -> float:
+    if not scores:
+        return -math.inf
+    return min(scores) if how == "min" else scores[-1]
+
+
+def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
+    """Best-of-N by the PRM as pass@1. groups: per problem, N (passed, line scores) samples.
+    random = expected pass rate of a uniform pick; prm_min / prm_last = pass rate of the sample
+    with the highest minimum / last line score (first one on ties); oracle = any passes."""
+    n = len(groups)
+    if n == 0:
+        return {}
+    out = {"problems": n, "n": max(len(g) for g in groups),
+           "random": sum(sum(p for p, _ in g) / len(g) for g in groups) / n,
+           "oracle": sum(any(p for p, _ in g) for g in groups) / n}
+    for how in ("min", "last"):
+        picks = [max(g, key=lambda s: _aggregate(s[1], how))[0] for g in groups]
+        out[f"prm_{how}"] = sum(picks) / n
+    return out
+
+
+def oracle_labels(is_comment: Sequence[bool], passed: bool,
+                  oracle_m_star: int | None) -> list[int] | None:
+    """Per-line labels by the synthetic oracle; None for a failing response the oracle has no
+    first error for (unusable)."""
+    if passed:
+        return labels_from_line(is_comment, None)
+    return None if oracle_m_star is None else labels_from_line(is_comment, oracle_m_star)
+
+
+def first_bad_index(labels: Sequence[int] | None) -> int | None:
+    """0-based index of the first line labelled -1 (None if none or unlabelled)."""
+    return None if labels is None else next((i for i, x in enumerate(labels) if x < 0), None)
+
+
+def response_metrics(scores: Sequence[Sequence[float]], is_comment: Sequence[Sequence[bool]],
+                     truth: dict[str, Sequence[Sequence[int] | None]]) -> dict:
+    """Line AUC/accuracy and first-error localisation against each named set of labels."""
+    return {name: {"lines": line_metrics(scores, labels),
+                   "first_error": localisation(scores, is_comment,
+                                               [first_bad_index(x) for x in labels])}
+            for name, labels in truth.items()}
+
+
+# ---------------------------------------------------------------- the "prm" stage
+
+def split_by_task(records: list[dict], val_fraction: float,
+                  seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out a val_fraction of the tasks (all their responses) for validation."""
+    ids = sorted({r["task_id"] for r in records})
+    random.Random(seed).shuffle(ids)
+    n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 else 0
+    val_ids = set(ids[:n_val])
+    return ([r for r in records if r["task_id"] not in val_ids],
+            [r for r in records if r["task_id"] in val_ids])
+
+
+def init_path(cfg, out_dir: Path) -> Path:
+    """Backbone source: "sft" = DIR/sft/model, "rl_last" = the last RL-baseline checkpoint,
+    anything else a model folder."""
+    from prmfast.labeling.policy import list_checkpoints
+    if cfg.prm.init == "sft":
+        return out_dir / "sft" / "model"
+    if cfg.prm.init == "rl_last":
+        ckpts = list_checkpoints(out_dir / "rl_baseline")
+        return ckpts[-1] if ckpts else out_dir / "rl_baseline" / "ckpt_*"
+    return Path(cfg.prm.init)
+
+
+def check_prerequisites(cfg, out_dir: Path) -> None:
+    """Fail early, naming what is missing."""
+    labels = out_dir / "prm_data" / "labels.jsonl"
+    if not labels.exists():
+        raise FileNotFoundError(f"{labels} is missing: run the collect stage first")
+    if not init_path(cfg, out_dir).is_dir():
+        raise FileNotFoundError(f"PRM init {init_path(cfg, out_dir)} (prm.init={cfg.prm.init!r})"
+                                " is missing: run the sft stage first or set prm.init")
+    if not list(out_dir.glob("rl_baseline/ckpt_*")):
+        raise FileNotFoundError(f"no {out_dir}/rl_baseline/ckpt_*: the reranking test samples "
+                                "from the last RL-baseline checkpoint")
+
+
+def run(cfg, run_dir: str | Path) -> Path:
+    """The "prm" stage: DIR/prm/model and DIR/prm/eval.json, DONE last; skips when DONE."""
+    from prmfast.data import split_tasks
+
+    out_dir = Path(run_dir)
+    if (out_dir / "prm" / "DONE").exists():
+        print(f"prm: {out_dir / 'prm' / 'DONE'} exists, skipping")
+        return out_dir / "prm"
+    check_prerequisites(cfg, out_dir)
+    result = train_and_evaluate(cfg, out_dir, split_tasks(cfg, "test"))
+    (out_dir / "prm" / "DONE").write_text("ok\n")
+    test = result["test"]
+    print(f"prm: held-out AUC vs oracle {result['held_out']['oracle']['lines']['auc']:.3f}, "
+          f"test AUC vs oracle {test['oracle']['lines']['auc']:.3f}; rerank pass@1 "
+          f"random {test['rerank']['random']:.3f} / PRM-min {test['rerank']['prm_min']:.3f}")
+    return out_dir / "prm"
+
+
+def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
+    """Select, train, save (DIR/prm/model) and evaluate (DIR/prm/eval.json) the PRM."""
+    from transformers import AutoTokenizer
+
+    from prmfast.labeling.collect import sample_responses, to_response
+    from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox
+    from prmfast.labeling.select import select
+    from prmfast.labeling.store import read_jsonl
+    from prmfast.models import ValueModel
+
+    stage_dir = out_dir / "prm"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    records = read_jsonl(out_dir / "prm_data" / "labels.jsonl")
+    train_recs, val_recs = split_by_task(records, cfg.prm.val_fraction, cfg.seed)
+    train_sel, val_sel = (select(train_recs, cfg.prm.selection),
+                          select(val_recs, cfg.prm.selection))
+    if not train_sel:
+        raise ValueError(f"selection {cfg.prm.selection!r} keeps no training response out of "
+                         f"{len(train_recs)}; collect more or choose another prm.selection")
+    neutral = cfg.prm.neutral_comments
+    prm = ValueModel.from_pretrained(init_path(cfg, out_dir))
+    tokenizer = AutoTokenizer.from_pretrained(init_path(cfg, out_dir))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    history = train_prm(prm, [example_from_record(r, neutral) for r in train_sel],
+                        [example_from_record(r, neutral) for r in val_sel], cfg.prm, pad, cfg.seed)
+    prm.save_pretrained(stage_dir / "model", tokenizer)
+
+    held_scores = predict(prm, [example_from_record(r) for r in val_recs], pad)
+    held_out = response_metrics(
+        held_scores, [r["is_comment"] for r in val_recs],
+        {"binary_search": [r["labels"] for r in val_recs],
+         "oracle": [oracle_labels(r["is_comment"], r["passed"], r.get("oracle_m_star"))
+                    for r in val_recs]})
+
+    policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
+    rows = sample_responses(policy, test_tasks[:cfg.data.n_test], cfg.prm.rerank_n, cfg,
+                            stage_dir / "rerank_samples.jsonl", cfg.prm.rerank_temperature)
+    by_id = {t.task_id: t for t in test_tasks}
+    resps = [to_response(r, by_id[r["task_id"]], policy.tokenizer) for r in rows]
+    test_scores = predict(prm, [example(r.prompt_ids, r.response_ids, r.spans, [0.0] * len(r.spans))
+                                for r in resps], pad)
+    groups: dict[str, list] = {}
+    for r, sc in zip(resps, test_scores):
+        groups.setdefault(r.task.task_id, []).append((r.passed, sc))
+    test = response_metrics(test_scores, [r.is_comment for r in resps],
+                            {"oracle": [oracle_labels(r.is_comment, r.passed, row["oracle_m_star"])
+                                        for r, row in zip(resps, rows)]})
+    test["rerank"] = rerank(list(groups.values()))
+    result = {"selection": cfg.prm.selection, "neutral_comments": neutral,
+              "train_responses": len(train_sel), "val_responses": len(val_sel),
+              "held_out_responses": len(val_recs), "test_samples": len(resps),
+              "rerank_policy": policy.name,
+              "history": {k: v for k, v in history.items() if k != "step_loss"},
+              "held_out": held_out, "test": test}
+    (stage_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,321 @@
+"""The last two stages of `python -m prmfast.train`: evaluate every model, write the report.
+
+    run_eval(cfg, DIR)    pass@1 (eval.temperature, eval.samples per task) overall, per horizon
+                          bucket and per response-length bucket, best-of-K up to eval.max_k, for
+                          each model present (sft, rl_baseline, rl_prm, any other rl_* run) ->
+                          DIR/eval/<model>.json, DIR/eval.json
+    write_report(DIR)     DIR/report.md with tables and DIR/plots/*.png: pass@1 by horizon per
+                          model, best-of-K, RL training curves (reward, pass rate, KL, value
+                          loss), hack metrics (lines per response, comment share, line reward),
+                          the step-time breakdown
+    python -m prmfast.report DIR    progress of a run: stages done, RL steps, ETA
+
+eval.json schema (one entry per model):
+    {"models": {name: {"pass@1": float, "by_horizon": {"short"|"medium"|"long": float},
+                       "by_length": {"<=100"|">100": float}, "best_of_k": {"1": float, ...},
+                       "n_tasks": int, "path": str}}, "settings": {...}}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+HORIZONS = ("short", "medium", "long")
+CURVES = (("reward", "reward per response"), ("pass_rate", "pass rate (train)"),
+          ("kl", "KL to reference (per response)"), ("vf_loss", "value loss"))
+HACKS = (("lines_per_response", "lines per response"), ("comment_share", "comment-line share"),
+         ("line_reward", "line (PRM) reward per response"),
+         ("response_tokens", "response tokens"))
+TIME_PARTS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd",
+              "prm_fwd", "kernels", "update")
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def model_dirs(run_dir: Path) -> dict[str, Path]:
+    """Models to evaluate, in report order: sft, rl_baseline, rl_prm, then other rl_* runs."""
+    run_dir = Path(run_dir)
+    found = {"sft": run_dir / "sft" / "model"}
+    for stage in sorted(run_dir.glob("rl_*"), key=lambda p: (p.name not in ("rl_baseline",
+                                                                             "rl_prm"), p.name)):
+        found[stage.name] = stage / "model"
+    return {name: path for name, path in found.items()
+            if path.is_dir() and (path.parent / "DONE").exists()}
+
+
+def run_eval(cfg, run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Evaluate every finished model of the run on the test split (one JSON per model, so an
+    interrupted stage resumes with the models still missing). Returns DIR/eval.json."""
+    run_dir = Path(run_dir)
+    models = model_dirs(run_dir)
+    if not models:
+        raise FileNotFoundError(f"no finished model under {run_dir} (run the sft stage first)")
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = Evaluator(cfg)
+    results = {name: evaluator.evaluate(path, out / f"{name}.json", progress=progress)
+               for name, path in models.items()}
+    summary = {"models": results, "settings": evaluator.settings()}
+    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    (out / "DONE").write_text("ok\n")
+    return run_dir / "eval.json"
+
+
+class Evaluator:
+    """The test split and a sandbox, loaded once; evaluate(model folder) per model. One sampling
+    run per model with n = max(eval.samples, eval.max_k) completions per task at
+    eval.temperature gives both the pass@1 estimate and the best-of-K curve."""
+
+    def __init__(self, cfg):
+        from prmfast.data import split_tasks
+        from prmfast.sandbox import Sandbox
+        self.cfg = cfg
+        self.tasks = split_tasks(cfg, "test")
+        self.sandbox = Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
+                               memory_mb=cfg.sandbox.memory_mb)
+
+    def settings(self) -> dict:
+        ev = self.cfg.eval
+        return {"samples": max(ev.samples, ev.max_k), "temperature": ev.temperature,
+                "max_k": ev.max_k, "length_threshold": ev.length_threshold,
+                "n_tasks": len(self.tasks)}
+
+    def evaluate(self, model_dir: Path, cache: Path, *, progress: bool = True) -> dict:
+        """The eval.json entry of the policy in model_dir; cached in `cache` (with the raw
+        per-task results), so a rerun only evaluates what is missing."""
+        from prmfast.eval import evaluate_policy
+        from prmfast.models import load_policy
+        from prmfast.rollout import HFGenerateBackend
+        if not cache.exists():
+            cfg, ev = self.cfg, self.cfg.eval
+            policy, tokenizer = load_policy(model_dir, cfg.model.dtype)
+            raw = evaluate_policy(
+                HFGenerateBackend(policy, tokenizer, batch_size=cfg.sampling.batch_size),
+                tokenizer, self.tasks, self.sandbox, samples=max(ev.samples, ev.max_k),
+                temperature=ev.temperature, max_new_tokens=cfg.sampling.max_new_tokens,
+                length_threshold=ev.length_threshold, max_k=ev.max_k, seed=cfg.seed,
+                progress=progress)
+            tmp = cache.with_name(cache.name + ".tmp")
+            tmp.write_text(json.dumps({**summarise(raw, ev.length_threshold),
+                                       "path": str(model_dir), "raw": raw}, indent=1))
+            tmp.rename(cache)
+        return {k: v for k, v in json.loads(cache.read_text()).items() if k != "raw"}
+
+
+def summarise(raw: dict, length_threshold: int) -> dict:
+    """The eval.json entry of a model from prmfast.eval.evaluate_policy's result."""
+    names = {"short": f"<={length_threshold}", "long": f">{length_threshold}"}
+    return {"pass@1": raw["pass@1"],
+            "by_horizon": {k: v["pass@1"] for k, v in raw.get("by_horizon", {}).items()},
+            "by_length": {names.get(k, k): v["pass@1"] for k, v in raw.get("by_length", {}).items()},
+            "best_of_k": {str(k + 1): v for k, v in enumerate(raw.get("best_of_k", []))},
+            "n_tasks": raw.get("n_tasks"), "stop_rate": raw.get("stop_rate"),
+            "mean_response_tokens": raw.get("mean_response_tokens")}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def read_metrics(stage_dir: Path) -> list[dict]:
+    """Rows of DIR/<stage>/metrics.jsonl (empty when absent)."""
+    path = Path(stage_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def eval_table(models: dict[str, dict]) -> str:
+    """Markdown table: pass@1 overall, per horizon, per length bucket, best-of-max-K."""
+    lengths = sorted({k for r in models.values() for k in r.get("by_length", {})})
+    head = ["model", "pass@1", *HORIZONS, *(f"len {k}" for k in lengths), "best-of-K (max K)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in models.items():
+        bok = r.get("best_of_k", {})
+        kmax = max(bok, key=int) if bok else None
+        cells = [name, _fmt(r.get("pass@1"))]
+        cells += [_fmt(r.get("by_horizon", {}).get(h)) for h in HORIZONS]
+        cells += [_fmt(r.get("by_length", {}).get(k)) for k in lengths]
+        cells.append(f"{_fmt(bok[kmax])} (K={kmax})" if kmax else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def timing_table(runs: dict[str, list[dict]]) -> str:
+    """Mean seconds per RL iteration spent in each part, its share, and tokens/s."""
+    head = ["run", *TIME_PARTS, "total", "kernels share", "tokens/s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, metrics in runs.items():
+        if not metrics:
+            continue
+        mean = {k: sum(m.get(f"time_{k}", 0.0) for m in metrics) / len(metrics)
+                for k in (*TIME_PARTS, "total")}
+        tok_s = sum(m.get("tokens_per_s", 0.0) for m in metrics) / len(metrics)
+        share = mean["kernels"] / mean["total"] if mean["total"] else 0.0
+        rows.append("| " + " | ".join([name, *(f"{mean[k]:.3f}" for k in TIME_PARTS),
+                                        f"{mean['total']:.3f}", f"{100 * share:.3f}%",
+                                        f"{tok_s:.0f}"]) + " |")
+    return "\n".join(rows)
+
+
+def _plot_series(path: Path, runs: dict[str, list[dict]], keys) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not any(runs.values()):
+        return False
+    cols = 2
+    fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(10, 3.2 * math.ceil(len(keys) / cols)))
+    for ax, (key, title) in zip(axes.flat, keys):
+        for name, metrics in runs.items():
+            pts = [(m["step"], m[key]) for m in metrics if key in m]
+            if pts:
+                ax.plot(*zip(*pts), label=name)
+        ax.set_title(title)
+        ax.set_xlabel("RL iteration")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _plot_eval(plots: Path, models: dict[str, dict]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / max(1, len(models))
+    for i, (name, r) in enumerate(models.items()):
+        ys = [r.get("by_horizon", {}).get(h, float("nan")) for h in HORIZONS]
+        ax.bar([x + i * width for x in range(len(HORIZONS))], ys, width, label=name)
+    ax.set_xticks([x + width * (len(models) - 1) / 2 for x in range(len(HORIZONS))], HORIZONS)
+    ax.set_ylabel("pass@1")
+    ax.set_title("pass@1 by horizon bucket")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plots / "pass_by_horizon.png", dpi=90)
+    plt.close(fig)
+    written.append("pass_by_horizon.png")
+    if any(r.get("best_of_k") for r in models.values()):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, r in models.items():
+            ks = sorted(r.get("best_of_k", {}), key=int)
+            ax.plot([int(k) for k in ks], [r["best_of_k"][k] for k in ks], marker=".", label=name)
+        ax.set_xlabel("K")
+        ax.set_ylabel("pass rate")
+        ax.set_title("best-of-K")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plots / "best_of_k.png", dpi=90)
+        plt.close(fig)
+        written.append("best_of_k.png")
+    return written
+
+
+def _json_summary(path: Path) -> str | None:
+    """Top-level numbers of a stage's JSON file, as 'key: value' pairs (None when absent)."""
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    items = [f"{k}: {_fmt(v) if isinstance(v, float) else v}" for k, v in data.items()
+             if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return ", ".join(items) if items else None
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """DIR/report.md and DIR/plots/*.png from whatever the run has produced."""
+    run_dir = Path(run_dir)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = [f"# prmfast run report: {run_dir.name}", ""]
+    eval_path = run_dir / "eval.json"
+    if eval_path.exists():
+        ev = json.loads(eval_path.read_text())
+        s = ev.get("settings", {})
+        lines += ["## Evaluation (test split)", "",
+                  f"pass@1 at temperature {s.get('temperature')} with {s.get('samples')} samples "
+                  f"per task; horizon buckets short 1-3, medium 4-5, long 6+; response-length "
+                  f"buckets split at {s.get('length_threshold')} tokens.", "",
+                  eval_table(ev["models"]), ""]
+        lines += [f"![{p}](plots/{p})" for p in _plot_eval(plots, ev["models"])] + [""]
+    runs = {p.name: read_metrics(p) for p in sorted(run_dir.glob("rl_*")) if p.is_dir()}
+    runs = {k: v for k, v in runs.items() if v}
+    if runs:
+        lines += ["## RL training", ""]
+        if _plot_series(plots / "training.png", runs, CURVES):
+            lines += ["![training curves](plots/training.png)", ""]
+        if _plot_series(plots / "hacks.png", runs, HACKS):
+            lines += ["Reward-hack metrics (the paper's two hacks show as rising lines per "
+                      "response or comment share):", "", "![hack metrics](plots/hacks.png)", ""]
+        lines += ["Final iteration:", "", "| run | steps | reward | pass rate | KL | lines/resp "
+                  "| comment share |", "|---|---|---|---|---|---|---|"]
+        for name, m in runs.items():
+            last = m[-1]
+            lines.append(f"| {name} | {last['step']} | {_fmt(last['reward'])} | "
+                         f"{_fmt(last['pass_rate'])} | {_fmt(last['kl'])} | "
+                         f"{_fmt(last['lines_per_response'])} | {_fmt(last['comment_share'])} |")
+        lines += ["", "### Step-time breakdown (mean seconds per iteration)", "",
+                  timing_table(runs), ""]
+    other = [(stage, _json_summary(run_dir / stage / file)) for stage, file in
+             (("sft", "eval.json"), ("prm_data", "summary.json"), ("prm_data", "quality.json"),
+              ("prm", "eval.json"))]
+    other = [(s, text) for s, text in other if text]
+    if other:
+        lines += ["## Other stages", ""] + [f"- **{s}**: {text}" for s, text in other] + [""]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def run_report(cfg, run_dir: str | Path) -> Path:
+    """Pipeline stage: write DIR/report.md (always rewritten; it only reads)."""
+    path = write_report(run_dir)
+    print(f"report: {path}")
+    return path
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+def progress_lines(run_dir: str | Path, stages: list[str]) -> list[str]:
+    """One line per stage: done / in progress (RL: step k of n and an ETA from the mean step
+    time so far) / pending."""
+    run_dir = Path(run_dir)
+    out = []
+    for stage in stages:
+        folder = run_dir / stage
+        if (folder / "DONE").exists():
+            out.append(f"{stage:12s} done")
+            continue
+        metrics = read_metrics(folder)
+        cfg_file = folder / "config.json"
+        if metrics and cfg_file.exists():
+            total = json.loads(cfg_file.read_text())["rl"]["steps"]
+            mean = sum(m["time_total"] for m in metrics) / len(metrics)
+            eta = mean * (total - metrics[-1]["step"])
+            out.append(f"{stage:12s} step {metrics[-1]['step']}/{total}, ETA {eta / 60:.1f} min")
+        else:
+            out.append(f"{stage:12s} {'started' if folder.exists() else 'pending'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m prmfast.report",
+                                     description="progress of a run folder; --write: report.md")
+    parser.add_argument("run_dir")
+    parser.add_argument("--write", action="store_true", help="(re)write DIR/report.md")
+    args = parser.parse_args(argv)
+    stages = ["sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"]
+    print("\n".join(progress_lines(args.run_dir, stages)))
+    if args.write:
+        print(write_report(args.run_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Small pure helpers of the PPO loop: advantage whitening, KL estimate, LR schedules, checkpoint
+spacing, per-step seeds. No state, no I/O."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def whiten(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over all N packed tokens. x [N] -> [N]; a batch of < 2 tokens is only
+    centred."""
+    if x.numel() < 2:
+        return x - x.mean() if x.numel() else x
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(policy || reference) sample estimate log p - log p_ref (the k1 estimator
+    used for the reward penalty in Ziegler et al. 2019 / Ouyang et al. 2022). [N] -> [N]."""
+    return logprobs - ref_logprobs
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based) of `total`:
+    linear warm-up over `warmup` steps, then constant, linear decay to 0 or cosine decay to 0."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"rl.lr_schedule: unknown {schedule!r}; choose one of {LR_SCHEDULES}")
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def checkpoint_steps(total_steps: int, num_checkpoints: int) -> list[int]:
+    """Steps (1-based counts of finished iterations) after which to save a policy checkpoint,
+    evenly spaced and ending at the last step: e.g. (40, 4) -> [10, 20, 30, 40]."""
+    if num_checkpoints <= 0 or total_steps <= 0:
+        return []
+    k = min(num_checkpoints, total_steps)
+    return sorted({round(total_steps * (i + 1) / k) for i in range(k)})
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    """A seed for iteration `step` that depends only on (seed, step, salt), so that a resumed
+    run draws exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + step * 7_919 + salt * 104_729) % (2**31 - 1)

@@ -1,0 +1,256 @@
+"""Experience for one PPO iteration in the packed layout (DESIGN section 2).
+
+Rollouts (prompt ids + response ids) are packed into S sequences of response tokens: sequence s
+is its response tokens followed by EOS when the sample stopped on EOS, so N = sum of response
+lengths and `cu_seqlens` [S+1] delimits them. The model forwards run on a right-padded [S, T]
+batch of prompt + response; one gather moves their hidden states into the packed [N, H] form and
+everything after that (log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
+
+Position conventions (shared with prmfast.prm so a PRM score lands where it was trained):
+    act_index  the position whose hidden state predicts token t: policy / reference log-probs and
+               critic values V(s_t) (the state before action t)
+    tok_index  the position of token t itself: PRM score of the prefix ending at t, read at line
+               ends only
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from prmfast import kernels
+from prmfast.rl.algos import kl_estimate, whiten
+from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
+
+
+@dataclass
+class PackedBatch:
+    """S sequences ready for the model forwards.
+
+    input_ids, attention_mask [S, T] (right padded prompt + response); cu_seqlens [S+1] int64;
+    targets [N] int64 (the response tokens); act_index, tok_index [N] int64 (flat indices into
+    [S*T], see the module docstring). `sequences` and `prompt_lens` keep the unpadded form so
+    minibatches can be re-padded tightly."""
+    sequences: list[list[int]]
+    prompt_lens: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cu_seqlens: torch.Tensor
+    targets: torch.Tensor
+    act_index: torch.Tensor
+    tok_index: torch.Tensor
+
+    @classmethod
+    def from_sequences(cls, sequences: list[list[int]], prompt_lens: list[int], pad_id: int
+                       ) -> "PackedBatch":
+        n_seq = len(sequences)
+        width = max([len(s) for s in sequences] + [1])
+        input_ids = torch.full((n_seq, width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((n_seq, width), dtype=torch.long)
+        lengths, act, targets = [], [], []
+        for i, (seq, p) in enumerate(zip(sequences, prompt_lens)):
+            if p < 1:
+                raise ValueError(f"prompt_lens[{i}]: a prompt needs at least one token")
+            input_ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[i, :len(seq)] = 1
+            lengths.append(len(seq) - p)
+            act.append(torch.arange(p - 1, len(seq) - 1) + i * width)
+            targets.extend(seq[p:])
+        cu = torch.zeros(n_seq + 1, dtype=torch.long)
+        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.long), 0)
+        act_index = torch.cat(act) if act else torch.zeros(0, dtype=torch.long)
+        return cls(sequences, prompt_lens, input_ids, attention_mask, cu,
+                   torch.tensor(targets, dtype=torch.long), act_index, act_index + 1)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
+
+    def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
+        """A minibatch of the given sequences, re-padded, and the [N_mb] index of its tokens in
+        this batch's packed tensors."""
+        sub = PackedBatch.from_sequences([self.sequences[i] for i in seq_ids],
+                                         [self.prompt_lens[i] for i in seq_ids], pad_id)
+        cu = self.cu_seqlens
+        index = [torch.arange(int(cu[i]), int(cu[i + 1])) for i in seq_ids]
+        return sub, (torch.cat(index) if index else torch.zeros(0, dtype=torch.long))
+
+
+def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Per-sequence sums of a packed tensor. x [N] -> [S]."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    seq = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+    return torch.zeros(lengths.numel(), dtype=x.dtype).index_add_(0, seq, x)
+
+
+def _gather_hidden(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """[S, T, H] -> [N, H] at flat positions `index`."""
+    return hidden.reshape(-1, hidden.shape[-1])[index]
+
+
+def policy_logprobs(model, batch: PackedBatch, *, temperature: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the response tokens under a causal LM. -> ([N], [N])."""
+    hidden = model.base_model(input_ids=batch.input_ids,
+                              attention_mask=batch.attention_mask).last_hidden_state
+    return kernels.token_logprobs(_gather_hidden(hidden, batch.act_index),
+                                  model.get_output_embeddings().weight, batch.targets,
+                                  temperature=temperature)
+
+
+def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
+    """V(s_t) for every response token t from a ValueModel. -> [N]."""
+    hidden = critic.hidden(batch.input_ids, attention_mask=batch.attention_mask)
+    return critic.head(_gather_hidden(hidden, batch.act_index)).squeeze(-1)
+
+
+def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
+    """PRM score R_phi(x, y(<=m)) at the last token of every line (fused head), 0 elsewhere.
+    line_end [N] bool -> [N]."""
+    hidden = prm.hidden(batch.input_ids, attention_mask=batch.attention_mask)
+    return kernels.line_scores(_gather_hidden(hidden, batch.tok_index), prm.head.weight[0],
+                               prm.head.bias, line_end)
+
+
+@dataclass
+class Experience:
+    """One iteration's packed experience. Token tensors [N]: old_logprobs, ref_logprobs,
+    values, line_end, comment_end, line_scores, kl, rewards, advantages (whitened if asked),
+    returns. Sequence tensors [S]: passed, frac_passed, outcome."""
+    batch: PackedBatch
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    line_end: torch.Tensor
+    comment_end: torch.Tensor
+    line_scores: torch.Tensor
+    kl: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    passed: torch.Tensor
+    frac_passed: torch.Tensor
+    outcome: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ResponseFacts:
+    """Per-response facts gathered outside the model forwards (rollout, lines, sandbox, oracle).
+
+    line_end: per packed token (response tokens, then EOS if present) whether it closes a line;
+    line_index: per packed token its 0-based line (-1 after the last line); comment_end: per
+    packed token whether it closes a comment or blank line; passed; frac_passed in [0, 1];
+    first_error_line: the oracle's 0-based first wrong line (None: none found / not computed)."""
+    line_end: list[bool]
+    line_index: list[int]
+    comment_end: list[bool]
+    passed: bool
+    frac_passed: float
+    first_error_line: int | None = None
+
+
+def facts_from_lines(lines, n_tokens: int, *, passed: bool, frac_passed: float,
+                     first_error_line: int | None = None) -> ResponseFacts:
+    """Expand a prmfast.lines.Lines of the response into per-token facts over `n_tokens` packed
+    tokens (the response tokens and a trailing EOS, which closes no line)."""
+    line_end = [False] * n_tokens
+    line_index = [-1] * n_tokens
+    comment_end = [False] * n_tokens
+    for m, (start, end) in enumerate(lines.spans):
+        for t in range(start, end):
+            line_index[t] = m
+        if end > start:
+            line_end[end - 1] = True
+            comment_end[end - 1] = bool(lines.is_comment[m])
+    return ResponseFacts(line_end, line_index, comment_end, passed, frac_passed, first_error_line)
+
+
+@dataclass
+class ExperienceConfig:
+    """The rl.* options make_experience reads (a subset of RLConfig)."""
+    reward: str
+    temperature: float
+    kl_coef: float
+    gamma: float
+    lam: float
+    prm_coef_fail: float
+    prm_coef_pass: float
+    normalize_by_lines: bool
+    neutral_comments: bool
+    whiten_advantages: bool
+
+    @classmethod
+    def from_rl(cls, rl, temperature: float) -> "ExperienceConfig":
+        return cls(rl.reward, temperature, rl.kl_coef, rl.gamma, rl.lam, rl.prm_coef_fail,
+                   rl.prm_coef_pass, rl.normalize_by_lines, rl.neutral_comments,
+                   rl.whiten_advantages)
+
+
+@torch.no_grad()
+def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, reference,
+                    critic, prm, cfg: ExperienceConfig, timer) -> Experience:
+    """Forwards (policy, reference, critic, PRM if the reward needs it), then the reward
+    variant's line scores and outcome, then `kernels.dense_rewards_gae` in one pass.
+    `timer(name)` is a context manager that records the time of each part."""
+    variant = REWARDS[cfg.reward]
+    with timer("policy_fwd"):
+        old_logprobs, _ = policy_logprobs(policy, batch, temperature=cfg.temperature)
+    with timer("ref_fwd"):
+        ref_logprobs, _ = policy_logprobs(reference, batch, temperature=cfg.temperature)
+    with timer("critic_fwd"):
+        values = critic_values(critic, batch)
+    line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool)
+    comment_end = torch.tensor([b for f in facts for b in f.comment_end], dtype=torch.bool)
+    if line_end.numel() != batch.num_tokens:
+        raise ValueError(f"facts: {line_end.numel()} per-token entries for {batch.num_tokens} tokens")
+    prm_scores = None
+    if variant.needs_prm:
+        if prm is None:
+            raise ValueError("rl.reward='dense' needs a PRM (run the prm stage first)")
+        with timer("prm_fwd"):
+            prm_scores = prm_line_scores(prm, batch, line_end)
+    passed = torch.tensor([f.passed for f in facts], dtype=torch.bool)
+    frac_passed = torch.tensor([f.frac_passed for f in facts], dtype=torch.float32)
+    with timer("kernels"):
+        inputs = RewardInputs(
+            cu_seqlens=batch.cu_seqlens, line_end=line_end,
+            line_index=torch.tensor([i for f in facts for i in f.line_index], dtype=torch.long),
+            comment_end=comment_end, passed=passed, frac_passed=frac_passed,
+            first_error_line=[f.first_error_line for f in facts] if variant.needs_oracle else None,
+            prm_scores=prm_scores)
+        scores, outcome = line_rewards(cfg.reward, inputs, neutral_comments=cfg.neutral_comments)
+        kl = kl_estimate(old_logprobs, ref_logprobs)
+        rewards, advantages, returns = kernels.dense_rewards_gae(
+            values, scores, line_end, kl, outcome, passed, batch.cu_seqlens,
+            gamma=cfg.gamma, lam=cfg.lam, kl_coef=cfg.kl_coef, prm_coef_fail=cfg.prm_coef_fail,
+            prm_coef_pass=cfg.prm_coef_pass, normalize_by_lines=cfg.normalize_by_lines)
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages)
+    return Experience(batch, old_logprobs, ref_logprobs, values, line_end, comment_end, scores,
+                      kl, rewards, advantages, returns, passed, frac_passed, outcome)
+
+
+def experience_metrics(exp: Experience, kl_coef: float) -> dict[str, float]:
+    """Per-iteration means: reward, pass rate, KL, response length and the hack metrics (lines
+    per response, comment-line share, PRM/line score at line ends, line reward per response)."""
+    cu = exp.batch.cu_seqlens
+    n_seq = max(1, cu.numel() - 1)
+    n_lines = int(exp.line_end.sum())
+    outcome_at_end = torch.zeros_like(exp.rewards)
+    ends = cu[1:][cu[1:] > cu[:-1]] - 1
+    outcome_at_end[ends] = exp.outcome[cu[1:] > cu[:-1]]
+    line_part = segment_sum(exp.rewards + kl_coef * exp.kl - outcome_at_end, cu)
+    return {
+        "reward": float(segment_sum(exp.rewards, cu).sum()) / n_seq,
+        "outcome": float(exp.outcome.float().mean()) if exp.outcome.numel() else 0.0,
+        "pass_rate": float(exp.passed.float().mean()) if exp.passed.numel() else 0.0,
+        "frac_passed": float(exp.frac_passed.mean()) if exp.frac_passed.numel() else 0.0,
+        "kl": float(segment_sum(exp.kl, cu).sum()) / n_seq,
+        "response_tokens": exp.batch.num_tokens / n_seq,
+        "lines_per_response": n_lines / n_seq,
+        "comment_share": float(exp.comment_end.sum()) / max(1, n_lines),
+        "line_score_mean": float(exp.line_scores[exp.line_end].mean()) if n_lines else 0.0,
+        "line_reward": float(line_part.sum()) / n_seq,
+        "value_mean": float(exp.values.mean()) if exp.values.numel() else 0.0,
+    }

@@ -1,0 +1,194 @@
+"""The RL stages of `python -m prmfast.train`: PPO from the SFT policy into DIR/<name>/.
+
+    DIR/<name>/config.json     the effective config of the run (rl.* after the stage's overrides)
+    DIR/<name>/metrics.jsonl   one row per iteration (rewards, losses, hack metrics, timings)
+    DIR/<name>/ckpt_XXXX/      policy checkpoints after evenly spaced iterations (HF folders)
+    DIR/<name>/model/          the final policy
+    DIR/<name>/state/          resumable state (removed once DONE is written)
+    DIR/<name>/DONE            written last
+
+Named runs: "rl_baseline" (sparse reward, critic from the policy) and "rl_prm" (dense PRM reward,
+critic initialised from the PRM: DenseReward + ValueInit); `rl` runs whatever cfg.rl says into
+DIR/rl_<variant_name(cfg.rl)>.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
+from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
+from prmfast.rl.rewards import REWARDS
+from prmfast.rl.trainer import PPOTrainer, latest_state
+
+CRITIC_INITS = ("policy", "prm")
+PIPELINE_RUNS = {
+    "rl_baseline": {"rl.reward": "sparse", "rl.critic_init": "policy"},
+    "rl_prm": {"rl.reward": "dense", "rl.critic_init": "prm"},
+}
+
+
+def variant_name(rl) -> str:
+    """Folder suffix of an RL run: "baseline" (sparse + critic from policy), "prm" (dense +
+    ValueInit), else the reward, "_vinit" for ValueInit, "_noT" without 1/T normalisation,
+    "_nocomment" without neutral comments; e.g. "dense_noT"."""
+    if rl.normalize_by_lines and rl.neutral_comments:
+        if (rl.reward, rl.critic_init) == ("sparse", "policy"):
+            return "baseline"
+        if (rl.reward, rl.critic_init) == ("dense", "prm"):
+            return "prm"
+    name = rl.reward + ("_vinit" if rl.critic_init == "prm" else "")
+    name += "" if rl.normalize_by_lines else "_noT"
+    return name + ("" if rl.neutral_comments else "_nocomment")
+
+
+def check_rl_config(cfg: Config) -> None:
+    """Value checks of the rl.* keys (types are checked by prmfast.config). Raises ConfigError
+    naming the key."""
+    rl = cfg.rl
+    choices = {"rl.reward": (rl.reward, tuple(REWARDS)),
+               "rl.critic_init": (rl.critic_init, CRITIC_INITS),
+               "rl.lr_schedule": (rl.lr_schedule, LR_SCHEDULES)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+    positive = {"rl.steps": rl.steps, "rl.prompts_per_step": rl.prompts_per_step,
+                "rl.samples_per_prompt": rl.samples_per_prompt, "rl.ppo_epochs": rl.ppo_epochs,
+                "rl.minibatches": rl.minibatches, "rl.save_every": rl.save_every}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if rl.dual_clip is not None and rl.dual_clip <= 1.0:
+        raise ConfigError(f"rl.dual_clip: must be > 1 (or null), got {rl.dual_clip}")
+    for key in ("clip_low", "clip_high", "value_clip", "kl_coef", "policy_lr", "critic_lr",
+                "max_grad_norm", "entropy_coef", "critic_warmup_steps", "num_checkpoints",
+                "lr_warmup_steps"):
+        if getattr(rl, key) < 0:
+            raise ConfigError(f"rl.{key}: must be >= 0, got {getattr(rl, key)}")
+    for key in ("gamma", "lam"):
+        if not 0.0 <= getattr(rl, key) <= 1.0:
+            raise ConfigError(f"rl.{key}: must be in [0, 1], got {getattr(rl, key)}")
+    if rl.reward == "oracle" and cfg.data.name != "synthetic":
+        raise ConfigError("rl.reward: 'oracle' needs data.name='synthetic' (it has the oracle)")
+
+
+def run_config(cfg: Config, name: str) -> Config:
+    """The config of a named run: cfg with the run's fixed rl.* overrides applied."""
+    run_cfg = copy.deepcopy(cfg)
+    apply_overrides(run_cfg, PIPELINE_RUNS.get(name, {}), source=f"stage {name!r}")
+    return run_cfg
+
+
+def rl_prerequisites(cfg: Config, run_dir: Path, name: str) -> list[Path]:
+    """Folders the run reads: the SFT policy, and the PRM for dense reward or ValueInit."""
+    rl = run_config(cfg, name).rl
+    needs = [Path(run_dir) / "sft" / "model"]
+    if REWARDS[rl.reward].needs_prm or rl.critic_init == "prm":
+        needs.append(Path(run_dir) / "prm" / "model")
+    return needs
+
+
+def check_rl_ready(cfg: Config, run_dir: Path, name: str) -> None:
+    """Fail before any work when the config is invalid or an input folder is missing."""
+    check_rl_config(run_config(cfg, name))
+    missing = [p for p in rl_prerequisites(cfg, run_dir, name) if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"stage {name!r} needs {', '.join(str(p) for p in missing)}: run the earlier stages "
+            f"first (python -m prmfast.train all --out {run_dir})")
+
+
+def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
+           progress: bool = True) -> Path:
+    """PPO into run_dir/name (default rl_<variant_name>); skips when DONE exists, resumes from
+    run_dir/name/state otherwise. Returns the run folder."""
+    from prmfast.data import split_tasks
+    from prmfast.data.oracle import first_error_lines
+    from prmfast.models import ValueModel, load_policy
+    from prmfast.rollout import HFGenerateBackend
+    from prmfast.sandbox import Sandbox
+
+    run_dir = Path(run_dir)
+    name = name or f"rl_{variant_name(cfg.rl)}"
+    cfg = run_config(cfg, name)
+    out = run_dir / name
+    if (out / "DONE").exists():
+        return out
+    check_rl_ready(cfg, run_dir, name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    rl = cfg.rl
+    torch.manual_seed(cfg.seed)
+    sft_dir = run_dir / "sft" / "model"
+    policy, tokenizer = load_policy(sft_dir, cfg.model.dtype)
+    reference, _ = load_policy(sft_dir, cfg.model.dtype)
+    prm_dir = run_dir / "prm" / "model"
+    critic = (ValueModel.from_pretrained(prm_dir) if rl.critic_init == "prm"
+              else ValueModel.from_causal_lm(policy))
+    prm = ValueModel.from_pretrained(prm_dir) if REWARDS[rl.reward].needs_prm else None
+    trainer = PPOTrainer(
+        cfg, policy=policy, reference=reference, critic=critic, prm=prm, tokenizer=tokenizer,
+        tasks=split_tasks(cfg, "train"), backend=HFGenerateBackend(policy, tokenizer,
+                                                          batch_size=cfg.sampling.batch_size),
+        sandbox=Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
+                        memory_mb=cfg.sandbox.memory_mb),
+        oracle=first_error_lines if rl.reward == "oracle" else None)
+    state = latest_state(out / "state")
+    if state is not None:
+        trainer.load_state(state)
+    metrics = out / "metrics.jsonl"
+    _truncate_metrics(metrics, trainer.step)
+    ckpts = set(checkpoint_steps(rl.steps, rl.num_checkpoints))
+    with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress,
+              unit="it", dynamic_ncols=True) as bar:
+        while trainer.step < rl.steps:
+            row = trainer.train_step()
+            with metrics.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if trainer.step in ckpts:
+                _save_policy_atomic(policy, tokenizer, out / f"ckpt_{trainer.step:04d}")
+            if trainer.step % rl.save_every == 0 or trainer.step in ckpts:
+                trainer.save_state(out / "state")
+            bar.set_postfix(reward=f"{row['reward']:.3f}", pass_rate=f"{row['pass_rate']:.2f}",
+                            tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+    _save_policy_atomic(policy, tokenizer, out / "model")
+    (out / "DONE").write_text("ok\n")
+    for leftover in ("state", "state.old", "state.tmp"):
+        shutil.rmtree(out / leftover, ignore_errors=True)
+    return out
+
+
+def _save_policy_atomic(policy, tokenizer, path: Path) -> None:
+    from prmfast.models import save_policy
+    tmp = path.with_name(".tmp_" + path.name)       # not matched by the ckpt_* glob of collect
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_policy(policy, tokenizer, tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows past the resumed step (iterations that ran after the last save)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def run_rl_baseline(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Pipeline stage: PPO with the sparse unit-test reward, critic from the policy, into
+    DIR/rl_baseline (its checkpoints feed the collect stage)."""
+    return run_rl(cfg, run_dir, "rl_baseline", progress=progress)
+
+
+def run_rl_prm(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Pipeline stage: PPO with the PRM dense reward and the PRM-initialised critic
+    (DenseReward + ValueInit), into DIR/rl_prm."""
+    return run_rl(cfg, run_dir, "rl_prm", progress=progress)

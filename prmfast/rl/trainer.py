@@ -1,0 +1,248 @@
+"""The PPO loop: one iteration = rollout -> sandbox -> lines -> experience -> update.
+
+PPOTrainer owns the policy (trained), the reference (frozen SFT policy, for the KL penalty), the
+critic (ValueModel, trained), the PRM (frozen ValueModel, dense reward only), their optimizers
+and LR schedules. Everything an iteration draws (prompts, samples, minibatch order) is seeded from
+(seed, step), so a resumed run reproduces an uninterrupted one. Time per part of an iteration is
+recorded under the names of TIMING_KEYS.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from prmfast.profiling import nvtx_range
+from prmfast.rl.algos import lr_factor, step_seed
+from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
+                                   experience_metrics, facts_from_lines, make_experience,
+                                   policy_logprobs)
+from prmfast.rl.loss import PPOLoss
+from prmfast.rl.rewards import REWARDS
+
+TIMING_KEYS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd", "prm_fwd",
+               "kernels", "update")
+
+
+class StepTimer:
+    """`with timer("name"):` adds the block's wall time to times["name"] (and opens an NVTX /
+    profiler range of that name)."""
+
+    def __init__(self):
+        self.times: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        with nvtx_range(name):
+            yield
+        self.times[name] += time.perf_counter() - start
+
+
+class PPOTrainer:
+    """PPO with a per-token KL penalty against the reference policy (Ouyang et al. 2022,
+    InstructGPT) and the PRM dense reward of arXiv 2410.17621, on packed sequences.
+
+    tasks: the training prompts (prmfast.data.Task); backend: a RolloutBackend around `policy`;
+    sandbox: a prmfast.sandbox.Sandbox; oracle: first_error_lines(tasks, response_texts) ->
+    0-based first wrong line per response, or None (needed by the oracle reward only)."""
+
+    def __init__(self, cfg, *, policy, reference, critic, tokenizer, tasks, backend, sandbox,
+                 prm=None, oracle=None):
+        rl = cfg.rl
+        if rl.reward not in REWARDS:
+            raise ValueError(f"rl.reward: unknown variant {rl.reward!r}; choose one of {sorted(REWARDS)}")
+        if REWARDS[rl.reward].needs_oracle and oracle is None:
+            raise ValueError("rl.reward='oracle' needs the synthetic suite's oracle")
+        self.cfg, self.rl = cfg, rl
+        self.policy, self.reference, self.critic, self.prm = policy, reference, critic, prm
+        self.tokenizer, self.tasks = tokenizer, tasks
+        self.backend, self.sandbox, self.oracle = backend, sandbox, oracle
+        self.exp_cfg = ExperienceConfig.from_rl(rl, cfg.sampling.temperature)
+        self.loss_fn = PPOLoss(clip_low=rl.clip_low, clip_high=rl.clip_high, dual_clip=rl.dual_clip,
+                               value_clip=rl.value_clip, vf_coef=rl.vf_coef,
+                               entropy_coef=rl.entropy_coef)
+        for frozen in (reference, prm):
+            if frozen is not None:
+                frozen.requires_grad_(False).eval()
+        policy.eval()                       # no dropout in rollouts and in the ratio
+        critic.eval()
+        self.policy_opt = torch.optim.AdamW(policy.parameters(), lr=rl.policy_lr,
+                                            weight_decay=0.0)
+        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=rl.critic_lr, weight_decay=0.0)
+        total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
+        schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
+        self.policy_sched = torch.optim.lr_scheduler.LambdaLR(self.policy_opt, schedule)
+        self.critic_sched = torch.optim.lr_scheduler.LambdaLR(self.critic_opt, schedule)
+        self.step = 0                       # iterations finished
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eos_id = tokenizer.eos_token_id
+
+    # --- one iteration -------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        """Run iteration self.step and advance it. Returns the metrics row of the iteration."""
+        from prmfast.models import encode
+        rl, step = self.rl, self.step
+        timer = StepTimer()
+        start = time.perf_counter()
+        picker = random.Random(step_seed(self.cfg.seed, step))
+        tasks = picker.sample(self.tasks, min(rl.prompts_per_step, len(self.tasks)))
+        with timer("generate"):
+            groups = self.backend.generate(
+                [encode(self.tokenizer, t.prompt) for t in tasks], n=rl.samples_per_prompt,
+                max_new_tokens=self.cfg.sampling.max_new_tokens,
+                temperature=self.cfg.sampling.temperature, top_p=self.cfg.sampling.top_p,
+                seed=step_seed(self.cfg.seed, step, salt=1))
+        pairs = [(task, s) for task, group in zip(tasks, groups) for s in group]
+        batch, facts = self._score_rollouts(pairs, timer)
+        exp = make_experience(batch, facts, policy=self.policy, reference=self.reference,
+                              critic=self.critic, prm=self.prm, cfg=self.exp_cfg, timer=timer)
+        with timer("update"):
+            stats = self.update(exp, train_policy=step >= rl.critic_warmup_steps)
+        self.step += 1
+        total = time.perf_counter() - start
+        row = {"step": self.step, **experience_metrics(exp, rl.kl_coef), **stats,
+               "policy_lr": self.policy_sched.get_last_lr()[0]}
+        row.update({f"time_{k}": round(timer.times.get(k, 0.0), 4) for k in TIMING_KEYS})
+        row["time_total"] = round(total, 4)
+        row["tokens_per_s"] = batch.num_tokens / total if total > 0 else 0.0
+        return row
+
+    def _score_rollouts(self, pairs, timer) -> tuple[PackedBatch, list]:
+        """Sandbox outcomes, lines and (oracle reward) first error lines of the samples; the
+        packed batch of prompt + response (+ EOS when the sample stopped)."""
+        from prmfast.data import build_program
+        from prmfast.lines import segment
+        from prmfast.sandbox import Job
+        with timer("sandbox"):
+            results = self.sandbox.run([Job(build_program(t, s.text), t.tests) for t, s in pairs])
+        first_errors: list[int | None] = [None] * len(pairs)
+        if REWARDS[self.rl.reward].needs_oracle:
+            with timer("oracle"):
+                failed = [i for i, res in enumerate(results) if not res.passed]
+                found = self.oracle([pairs[i][0] for i in failed], [pairs[i][1].text for i in failed])
+                for i, line in zip(failed, found):
+                    first_errors[i] = line
+        sequences, prompt_lens, facts = [], [], []
+        with timer("lines"):
+            for (task, sample), res, first_error in zip(pairs, results, first_errors):
+                eos = [self.eos_id] if sample.finish_reason == "stop" else []
+                response = list(sample.response_ids) + eos
+                sequences.append(list(sample.prompt_ids) + response)
+                prompt_lens.append(len(sample.prompt_ids))
+                frac = sum(res.tests) / len(res.tests) if res.tests else float(res.passed)
+                facts.append(facts_from_lines(segment(list(sample.response_ids), self.tokenizer),
+                                              len(response), passed=res.passed, frac_passed=frac,
+                                              first_error_line=first_error))
+        return PackedBatch.from_sequences(sequences, prompt_lens, self.pad_id), facts
+
+    def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
+        """rl.ppo_epochs passes over rl.minibatches minibatches of sequences. With
+        train_policy=False (critic warm-up) only the critic learns. Returns mean loss stats."""
+        rl = self.rl
+        n_seq = exp.batch.cu_seqlens.numel() - 1
+        gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, salt=2))
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        self.policy.train(train_policy)
+        self.critic.train()
+        try:
+            for _ in range(rl.ppo_epochs):
+                order = torch.randperm(n_seq, generator=gen).tolist()
+                for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long),
+                                                min(rl.minibatches, max(1, n_seq))):
+                    stats = self._minibatch_step(exp, chunk.tolist(), train_policy)
+                    for k, v in stats.items():
+                        sums[k] += v
+                    count += 1
+        finally:
+            self.policy.eval()
+            self.critic.eval()
+        return {k: v / max(1, count) for k, v in sums.items()}
+
+    def _minibatch_step(self, exp, seq_ids: list[int], train_policy: bool) -> dict[str, float]:
+        mb, idx = exp.batch.select(seq_ids, self.pad_id)
+        if train_policy:
+            logprobs, entropy = policy_logprobs(self.policy, mb,
+                                                temperature=self.exp_cfg.temperature)
+        else:
+            logprobs, entropy = exp.old_logprobs[idx], None
+        values = critic_values(self.critic, mb)
+        loss, stats = self.loss_fn(logprobs, exp.old_logprobs[idx], exp.advantages[idx], values,
+                                   exp.values[idx], exp.returns[idx], mb.cu_seqlens, entropy)
+        self.policy_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+            self.critic.parameters(), self.rl.max_grad_norm))
+        self.critic_opt.step()
+        self.critic_sched.step()
+        if train_policy:
+            stats["policy_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                self.policy.parameters(), self.rl.max_grad_norm))
+            self.policy_opt.step()
+            self.policy_sched.step()
+        stats["loss"] = float(loss)
+        return stats
+
+    # --- resumable state -----------------------------------------------------------------
+
+    def save_state(self, path: Path) -> None:
+        """policy/ and critic/ HF folders + trainer.pt (optimizers, schedules, RNG, step),
+        written to a temporary folder and swapped in, so an interrupted save never leaves a
+        half-written state."""
+        from prmfast.models import save_policy
+        path = Path(path)
+        tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+        _remove(tmp)
+        tmp.mkdir(parents=True)
+        save_policy(self.policy, self.tokenizer, tmp / "policy")
+        self.critic.save_pretrained(tmp / "critic")
+        torch.save({"step": self.step,
+                    "policy_opt": self.policy_opt.state_dict(),
+                    "critic_opt": self.critic_opt.state_dict(),
+                    "policy_sched": self.policy_sched.state_dict(),
+                    "critic_sched": self.critic_sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate()}, tmp / "trainer.pt")
+        if path.exists():
+            _remove(old)
+            path.rename(old)
+        tmp.rename(path)
+        _remove(old)
+
+    def load_state(self, path: Path) -> None:
+        """Restore what save_state wrote (weights are loaded into the existing modules)."""
+        from prmfast.models import ValueModel, load_policy
+        path = Path(path)
+        policy, _ = load_policy(path / "policy")
+        self.policy.load_state_dict(policy.state_dict())
+        self.critic.load_state_dict(ValueModel.from_pretrained(path / "critic").state_dict())
+        state = torch.load(path / "trainer.pt", weights_only=False)
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.policy_sched.load_state_dict(state["policy_sched"])
+        self.critic_sched.load_state_dict(state["critic_sched"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.step = int(state["step"])
+
+
+def latest_state(path: Path) -> Path | None:
+    """The state folder to resume from: `path`, or `path`.old if a save was cut off mid-swap."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".old")):
+        if (candidate / "trainer.pt").exists():
+            return candidate
+    return None
+
+
+def _remove(path: Path) -> None:
+    import shutil
+    if path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,123 @@
+"""Batched sampling with an HF causal LM: left-padded prompts, KV cache, temperature and top-p.
+
+The loop is HF `generate`'s (prefill, then one token per step through the model's cache), kept
+in-house for two things generate does not give cheaply: the log-prob of every sampled token under
+the distribution it was drawn from, and a private seeded torch.Generator (the global RNG is left
+alone, and equal seeds give equal samples for the same prompts and batch size).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from prmfast.rollout.base import Sample
+
+
+class HFGenerateBackend:
+    """RolloutBackend for any HF causal LM (policy kept on its own device and dtype).
+
+    Log-probs: at temperature > 0 they are under the distribution actually sampled from, i.e.
+    softmax(logits / temperature) restricted to the top-p nucleus and renormalised. At temperature
+    0 (greedy) that distribution is a point mass, so they are the model's plain log-probs
+    (temperature 1, no top-p) of the chosen tokens instead.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.stop_ids = sorted({i for i in eos + [tokenizer.eos_token_id] if i is not None})
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    def generate(self, prompt_ids: list[list[int]], *, n: int, max_new_tokens: int,
+                 temperature: float, top_p: float = 1.0, seed: int | None = None,
+                 progress: bool = False) -> list[list[Sample]]:
+        if temperature < 0 or not 0 < top_p <= 1 or n < 1 or max_new_tokens < 1:
+            raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, n >= 1, max_new_tokens >= 1;"
+                             f" got {temperature}, {top_p}, {n}, {max_new_tokens}")
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("prompt_ids: every prompt needs at least one token")
+        device = next(self.model.parameters()).device
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        rows = [p for p in prompt_ids for _ in range(n)]
+        out: list[Sample] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), tqdm(total=len(rows), disable=not progress,
+                                              desc="generate", unit="seq") as bar:
+                for b in range(0, len(rows), self.batch_size):
+                    chunk = rows[b:b + self.batch_size]
+                    tokens, logprobs = self._sample_batch(chunk, max_new_tokens, temperature,
+                                                          top_p, gen, device)
+                    out += [self._sample(p, t, lp) for p, t, lp in zip(chunk, tokens, logprobs)]
+                    bar.update(len(chunk))
+        finally:
+            self.model.train(was_training)
+        return [out[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+
+    def _sample_batch(self, prompts, max_new_tokens, temperature, top_p, gen, device):
+        """Generate for one batch; returns tokens and log-probs, each [B, steps] (as lists)."""
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        stop = torch.tensor(self.stop_ids, device=device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        next_pos = pos[:, -1:] + 1
+        tokens, logprobs = [], []
+        for step in range(max_new_tokens):
+            tok, lp = pick_tokens(logits, temperature, top_p, gen)
+            tok = tok.masked_fill(done, self.pad_id)
+            tokens.append(tok)
+            logprobs.append(lp)
+            done |= torch.isin(tok, stop)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+                                cache=cache, use_cache=True).logits[:, -1]
+            next_pos = next_pos + 1
+        return torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
+
+    def _sample(self, prompt: list[int], tokens: list[int], logprobs: list[float]) -> Sample:
+        end = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+        response = tokens if end is None else tokens[:end]
+        return Sample(prompt_ids=list(prompt), response_ids=response,
+                      logprobs=logprobs[:len(response)],
+                      finish_reason="length" if end is None else "stop",
+                      text=self.tokenizer.decode(response, skip_special_tokens=True))
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, V] -> (tokens [B], their log-probs [B]); see HFGenerateBackend for which
+    distribution the log-probs are under."""
+    logits = logits.float()
+    if temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = logp.argmax(dim=-1)
+    else:
+        logp = torch.log_softmax(top_p_filter(logits / temperature, top_p), dim=-1)
+        tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(1)
+    return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the nucleus: the fewest most-likely tokens whose
+    probability reaches top_p. logits [B, V] -> [B, V]."""
+    if top_p >= 1:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    outside = probs.cumsum(dim=-1) - probs >= top_p       # mass before this token already enough
+    return logits.scatter(1, order, sorted_logits.masked_fill(outside, -math.inf))

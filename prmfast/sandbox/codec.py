@@ -1,0 +1,96 @@
+"""Plain-data encoding between the untrusted child and the judge.
+
+Values cross the process boundary as JSON with tagged containers, so the judge only ever
+holds builtin objects it built itself: an untrusted object's __eq__, __repr__ or __hash__
+never runs on the trusted side. Anything else is passed as a reference the child keeps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import struct
+
+FRAME_HEADER = struct.Struct("<I")
+
+
+class ProtocolError(Exception):
+    """The untrusted side sent something that is not a well-formed message."""
+
+
+def encode(value, refs=None):
+    """Builtin data -> JSON-able tree. Unencodable objects become ["ref", id] when `refs`
+    (a list the caller keeps the objects in) is given, else raise TypeError."""
+    t = type(value)
+    if value is None or t is bool or t is str:
+        return value
+    if t is int:
+        return value if abs(value) < 2**53 else ["bigint", str(value)]
+    if t is float:
+        return value if math.isfinite(value) else ["float", repr(value)]
+    if t in (list, tuple, set, frozenset):
+        return [t.__name__] + [encode(v, refs) for v in value]
+    if t is dict:
+        return ["dict"] + [[encode(k, refs), encode(v, refs)] for k, v in value.items()]
+    if t is bytes:
+        return ["bytes", value.hex()]
+    if t is complex:
+        return ["complex", encode(value.real), encode(value.imag)]
+    # Subclasses of builtin types (Counter, namedtuple, numpy scalars...) cross as their
+    # base type: only the value is kept, never the subclass's behaviour.
+    for base in (dict, list, tuple, set, frozenset, str, bytes):
+        if isinstance(value, base):
+            return encode(base(value.items()) if base is dict else base(value), refs)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return encode(int(value))
+    if isinstance(value, numbers.Real):
+        return encode(float(value))
+    if refs is None:
+        raise TypeError(f"cannot encode {t.__name__}")
+    refs.append(value)
+    return ["ref", len(refs) - 1]
+
+
+def decode(tree, make_ref=None):
+    """Inverse of encode, validating everything (the tree may come from untrusted code)."""
+    t = type(tree)
+    if tree is None or t in (bool, str, int, float):
+        return tree
+    if t is not list or not tree or type(tree[0]) is not str:
+        raise ProtocolError(f"malformed value {t.__name__}")
+    tag, items = tree[0], tree[1:]
+    if tag == "list":
+        return [decode(v, make_ref) for v in items]
+    if tag in ("tuple", "set", "frozenset"):
+        kind = {"tuple": tuple, "set": set, "frozenset": frozenset}[tag]
+        return kind(decode(v, make_ref) for v in items)
+    if tag == "dict":
+        if any(type(kv) is not list or len(kv) != 2 for kv in items):
+            raise ProtocolError("malformed dict")
+        return {decode(k, make_ref): decode(v, make_ref) for k, v in items}
+    if len(items) == 1 and type(items[0]) is str:
+        if tag == "bigint":
+            return int(items[0])
+        if tag == "float" and items[0] in ("inf", "-inf", "nan"):
+            return float(items[0])
+        if tag == "bytes":
+            return bytes.fromhex(items[0])
+    if tag == "complex" and len(items) == 2:
+        return complex(decode(items[0]), decode(items[1]))
+    if tag == "ref" and len(items) == 1 and type(items[0]) is int and make_ref is not None:
+        return make_ref(items[0])
+    raise ProtocolError(f"malformed value tagged {tag!r}")
+
+
+def dumps(message) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+def loads(body: bytes):
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"bad frame: {exc}") from None

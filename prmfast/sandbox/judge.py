@@ -1,0 +1,474 @@
+"""The trusted side of a job: forks the untrusted children, drives them, decides.
+
+The judge runs as PID 1 of the job's PID namespace. It forks each untrusted child before
+it reads the secret half of the payload (expected outputs, test code), so no child's
+memory ever holds them; children send back plain data only (see codec), and every verdict
+is computed here.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import collections
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from prmfast.sandbox import child as child_side
+from prmfast.sandbox import codec
+from prmfast.sandbox.compare import normalize_stdout, strict_equal
+
+MAX_FRAME = 64 << 20
+_IMPORT_DENYLIST = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
+
+
+class Stop(BaseException):
+    """The child is gone; `status` says why. BaseException so test code cannot swallow it."""
+
+    def __init__(self, status: str, detail: str = ""):
+        super().__init__(status, detail)
+        self.status, self.detail = status, detail
+
+
+class Child:
+    """One untrusted process as seen from the judge: its channel, output and deadline."""
+
+    def __init__(self, cfg: dict, workdir: str, program: str, mode: str, stdin: bytes = b""):
+        self.limit = cfg["limits"]["output_bytes"]
+        chan_parent, chan_child = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdin_fd = os.memfd_create("stdin")
+        os.write(stdin_fd, stdin)
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w)
+            except BaseException as exc:
+                os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
+                os._exit(120)
+            if mode == "script":
+                child_side.run_script(program)
+            child_side.serve(program)
+            os._exit(0)
+        for fd in (out_w, err_w, stdin_fd):
+            os.close(fd)
+        chan_child.close()
+        self.pid, self.sock, self.chan = pid, chan_parent, chan_parent.fileno()
+        self.pidfd = os.pidfd_open(pid)
+        self.sel = selectors.DefaultSelector()
+        for fd in (self.chan, out_r, err_r, self.pidfd):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ)
+        self.out_fd, self.err_fd = out_r, err_r
+        self.stdout, self.stderr, self.total_output = bytearray(), bytearray(), 0
+        self.inbuf, self.frames = bytearray(), collections.deque()
+        self.wait_status = None
+        self.deadline = float("inf")
+        self.stopped: Stop | None = None
+
+    # -- waiting -------------------------------------------------------------------
+    def _on_readable(self, fd: int) -> None:
+        if fd == self.pidfd:
+            _, self.wait_status = os.waitpid(self.pid, 0)
+            self.sel.unregister(fd)
+            return
+        data = os.read(fd, 1 << 16)
+        if not data:
+            self.sel.unregister(fd)
+            return
+        if fd == self.chan:
+            self.inbuf += data
+            self._parse_frames()
+            return
+        self.total_output += len(data)
+        if self.total_output > self.limit:
+            self.stop(Stop("output_limit", f"more than {self.limit} bytes of output"))
+        if fd == self.out_fd:
+            self.stdout += data
+        else:
+            self.stderr += data
+            del self.stderr[:-4096]
+
+    def _parse_frames(self) -> None:
+        while len(self.inbuf) >= 4:
+            (size,) = struct.unpack_from("<I", self.inbuf)
+            if size > MAX_FRAME:
+                self.stop(Stop("error", "oversized reply from the program"))
+            if len(self.inbuf) < 4 + size:
+                return
+            self.frames.append(bytes(self.inbuf[4:4 + size]))
+            del self.inbuf[:4 + size]
+
+    def _pump(self, until) -> None:
+        """Process events until until() is true; stops the child on deadline."""
+        while not until():
+            if self.stopped:
+                raise self.stopped
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop(Stop("timeout"))
+            for key, _ in self.sel.select(min(remaining, 3600)):
+                self._on_readable(key.fd)
+
+    def _exited(self) -> bool:
+        return self.wait_status is not None
+
+    def request(self, message: dict):
+        """Send one request and wait for its reply (None if the child is gone)."""
+        if self.stopped:
+            raise self.stopped
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(codec.dumps(message))
+            self.sock.setblocking(False)
+        except OSError:
+            pass  # the child died: noticed below through its exit status
+        self._pump(lambda: self.frames or self._exited())
+        if self.frames:
+            return codec.loads(self.frames.popleft())
+        self.stop(exit_stop(self.wait_status))
+
+    def wait_exit(self) -> None:
+        self._pump(self._exited)
+
+    def stop(self, reason: Stop):
+        """Kill the child and everything it started, drain its output, raise `reason`."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.kill()
+        raise self.stopped
+
+    def kill(self) -> None:
+        if self.wait_status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, self.wait_status = os.waitpid(self.pid, 0)
+        kill_namespace()
+
+    def close(self) -> None:
+        """Reap the child, stop whatever it left behind and read its output to the end."""
+        self.kill()
+        for key in list(self.sel.get_map().values()):
+            if key.fd in (self.out_fd, self.err_fd):
+                os.set_blocking(key.fd, True)
+                while self.total_output <= self.limit and (data := os.read(key.fd, 1 << 16)):
+                    self.total_output += len(data)
+                    (self.stdout if key.fd == self.out_fd else self.stderr).extend(data)
+        del self.stderr[:-4096]
+        self.sel.close()
+        self.sock.close()
+        for fd in (self.out_fd, self.err_fd, self.pidfd):
+            os.close(fd)
+
+
+def kill_namespace() -> None:
+    """SIGKILL every other process of this PID namespace (orphans, double forks).
+    Only ever as PID 1: kill(-1) from the host namespace would hit the whole machine."""
+    if os.getpid() != 1:
+        return
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def exit_stop(wait_status: int) -> Stop:
+    """Why a child that should still be running is gone."""
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            return Stop("timeout", "CPU time limit")
+        return Stop("crashed", f"killed by {signal.Signals(sig).name}")
+    code = os.WEXITSTATUS(wait_status)
+    if code == child_side.MEMORY_EXIT:
+        return Stop("memory", "MemoryError")
+    return Stop("error", f"the program exited (code {code}) before the tests finished")
+
+
+class Remote:
+    """An object that lives in the untrusted child: it can be called, its attributes read
+    and iterated, and it equals nothing but itself."""
+    __slots__ = ("_child", "_ref")
+
+    def __init__(self, ch: Child, ref: int):
+        object.__setattr__(self, "_child", ch)
+        object.__setattr__(self, "_ref", ref)
+
+    def __call__(self, *args, **kwargs):
+        return call_remote(self._child, {"op": "call", "ref": self._ref, "args": encode_arg(args),
+                                         "kwargs": encode_arg(kwargs)})
+
+    def __getattr__(self, name):
+        return call_remote(self._child, {"op": "getattr", "ref": self._ref, "name": name})
+
+    def __iter__(self):
+        return iter(call_remote(self._child, {"op": "list", "ref": self._ref}))
+
+    def __len__(self):
+        return call_remote(self._child, {"op": "len", "ref": self._ref})
+
+    def __bool__(self):
+        return call_remote(self._child, {"op": "bool", "ref": self._ref}) is True
+
+    def __getitem__(self, key):
+        return call_remote(self._child, {"op": "getitem", "ref": self._ref, "key": encode_arg(key)})
+
+    def __repr__(self):
+        return f"<untrusted object #{self._ref}>"
+
+
+class RemoteError(Exception):
+    """An exception raised inside the untrusted program (of a type the judge cannot rebuild)."""
+
+
+def encode_arg(value):
+    if isinstance(value, Remote):
+        return ["ref", value._ref]
+    if type(value) in (list, tuple, set, frozenset):
+        return [type(value).__name__] + [encode_arg(v) for v in value]
+    if type(value) is dict:
+        return ["dict"] + [[encode_arg(k), encode_arg(v)] for k, v in value.items()]
+    return codec.encode(value)
+
+
+def call_remote(ch: Child, message: dict):
+    reply = ch.request(message)
+    if type(reply) is not dict:
+        ch.stop(Stop("error", "malformed reply from the program"))
+    if "ok" in reply:
+        return codec.decode(reply["ok"], lambda i: Remote(ch, i))
+    name, msg = reply.get("exc", ["RemoteError", ""])
+    if name == "MemoryError":
+        ch.stop(Stop("memory", "MemoryError"))
+    kind = getattr(builtins, str(name), None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        kind = RemoteError
+    exc = kind(f"{name}: {msg}")
+    exc.from_program = True
+    raise exc
+
+
+def classify(exc: BaseException) -> str:
+    """Verdict of a test case that raised `exc`."""
+    if isinstance(exc, Stop):
+        return exc.status
+    if isinstance(exc, AssertionError):
+        return "failed"
+    return "error" if getattr(exc, "from_program", False) else "failed"
+
+
+# -- the three test kinds -----------------------------------------------------------
+def load_program(ch: Child) -> dict:
+    """Wait for the child's first message: the program's globals, or why it failed."""
+    reply = _first_reply(ch)
+    if "ok" not in reply or type(reply["ok"]) is not dict:
+        name, msg = reply.get("exc", ["Error", ""])
+        if name == "MemoryError":
+            raise Stop("memory", "MemoryError while loading the program")
+        raise Stop("error", f"{name}: {msg}")
+    return reply["ok"]
+
+
+def _first_reply(ch: Child) -> dict:
+    ch._pump(lambda: ch.frames or ch._exited())
+    if not ch.frames:
+        ch.stop(exit_stop(ch.wait_status))
+    reply = codec.loads(ch.frames.popleft())
+    if type(reply) is not dict:
+        ch.stop(Stop("error", "malformed reply from the program"))
+    return reply
+
+
+def namespace_from(manifest: dict, ch: Child) -> dict:
+    """The judge's mirror of the program's globals: plain values, remote callables, and
+    standard-library modules imported here by name."""
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    for name, entry in manifest.items():
+        if type(entry) is not dict:
+            raise Stop("error", "malformed manifest")
+        if "module" in entry:
+            mod = str(entry["module"])
+            top = mod.partition(".")[0]
+            if top in sys.stdlib_module_names and top not in _IMPORT_DENYLIST:
+                try:
+                    ns[name] = __import__(mod, fromlist=["_"])
+                except ImportError:
+                    pass
+        else:
+            ns[name] = codec.decode(entry.get("value"), lambda i: Remote(ch, i))
+    return ns
+
+
+def split_cases(code: str, entry_point: str | None):
+    """(setup statements, case statements). With an entry point and a check(), the single
+    case is check(<entry point>); otherwise every top-level assert is a case."""
+    tree = ast.parse(code)
+    defines_check = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "check"
+                        for n in tree.body)
+    if entry_point and defines_check:
+        call = ast.parse(f"check({entry_point})").body
+        return [(n, False) for n in tree.body] + [(call[0], True)]
+    return [(n, isinstance(n, ast.Assert)) for n in tree.body]
+
+
+def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+    ch = Child(cfg, workdir, public["program"], "serve")
+    tests, statuses = [], []
+    try:
+        cases = split_cases(secret_reader()["code"], public.get("entry_point"))
+    except SyntaxError as exc:
+        ch.close()
+        return verdict(tests, statuses, Stop("error", f"test code: {exc}"), ch)
+    n_cases = sum(is_case for _, is_case in cases)
+    try:
+        ch.deadline = job_deadline
+        ns = namespace_from(load_program(ch), ch)
+        for node, is_case in cases:
+            ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
+            status = "passed"
+            try:
+                exec(compile(ast.Module([node], []), "<tests>", "exec"), ns)
+            except BaseException as exc:
+                status = classify(exc)
+                if ch.stopped:
+                    status = ch.stopped.status
+            if not is_case:
+                if status != "passed":
+                    raise Stop(status, "a test setup statement failed")
+                continue
+            tests.append(status == "passed")
+            statuses.append(status)
+            if ch.stopped:
+                break
+    except Stop as stop:
+        return verdict(tests + [False] * (n_cases - len(tests)), statuses, stop, ch)
+    finally:
+        ch.close()
+    return verdict(tests + [False] * (n_cases - len(tests)), statuses, None, ch)
+
+
+def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+    ch = Child(cfg, workdir, public["program"], "serve")
+    secret = secret_reader()
+    tests, statuses = [], []
+    try:
+        ch.deadline = job_deadline
+        load_program(ch)
+        fn = call_remote(ch, {"op": "entry", "name": public["entry_point"]})
+        for args, expected in zip(public["args"], secret["expected"]):
+            ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
+            try:
+                got = fn(*codec.decode(args)) if isinstance(fn, Remote) else None
+                status = "passed" if strict_equal(got, codec.decode(expected), secret["atol"]) else "failed"
+            except BaseException as exc:
+                status = ch.stopped.status if ch.stopped else classify(exc)
+            tests.append(status == "passed")
+            statuses.append(status)
+            if ch.stopped:
+                break
+    except Stop as stop:
+        return verdict(pad(tests, public["args"]), statuses, stop, ch)
+    except Exception as exc:  # the entry point is missing or not callable
+        return verdict(pad(tests, public["args"]), statuses, Stop("error", str(exc)), ch)
+    finally:
+        ch.close()
+    return verdict(pad(tests, public["args"]), statuses, None, ch)
+
+
+def pad(tests: list, cases: list) -> list:
+    """Cases that never ran count as failed."""
+    return tests + [False] * (len(cases) - len(tests))
+
+
+def run_stdio(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+    runs, last = [], None
+    for stdin in public["stdin"]:
+        ch = Child(cfg, workdir, public["program"], "script", stdin.encode())
+        ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
+        try:
+            ch.wait_exit()
+            stop = None if ch.wait_status == 0 else exit_stop(ch.wait_status)
+        except Stop as exc:
+            stop = exc
+        ch.close()
+        runs.append((stop, bytes(ch.stdout)))
+        last = ch
+        if stop is not None and stop.status == "timeout" and time.monotonic() >= job_deadline:
+            break
+    expected = secret_reader()["stdout"]
+    tests, statuses = [], []
+    for (stop, out), want in zip(runs, expected):
+        if stop is not None:
+            status = stop.status
+        else:
+            got = out.decode("utf-8", errors="replace")
+            status = "passed" if normalize_stdout(got) == normalize_stdout(want) else "failed"
+        tests.append(status == "passed")
+        statuses.append(status)
+    tests += [False] * (len(expected) - len(tests))
+    statuses += ["timeout"] * (len(expected) - len(statuses))
+    return verdict(tests, statuses, None, last)
+
+
+def verdict(tests, statuses, stop: Stop | None, ch: Child | None) -> dict:
+    bad = [i for i, s in enumerate(statuses) if s != "passed"]
+    if stop is not None:
+        status = stop.status
+    elif bad:
+        status = statuses[bad[0]]
+    else:
+        status = "passed" if statuses else "error"
+    stderr = bytes(ch.stderr).decode("utf-8", errors="replace") if ch else ""
+    detail = stop.detail if stop is not None else ""
+    if detail:
+        stderr = (stderr + "\n" + detail).strip()
+    if status == "error" and not statuses and not detail and not stderr:
+        stderr = "no test cases"
+    return {"status": status, "tests": tests,
+            "first_failure": bad[0] if bad else (0 if stop is not None and not tests else None),
+            "stderr": stderr[-2000:]}
+
+
+RUNNERS = {"assert": run_assert, "call": run_call, "stdio": run_stdio}
+
+
+def _read_part(fd: int):
+    (size,) = struct.unpack("<Q", os.read(fd, 8))
+    data = b""
+    while len(data) < size:
+        data += os.read(fd, size - len(data))
+    return json.loads(data)
+
+
+def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int) -> None:
+    """Entry of the judge process (PID 1 of the job's namespace)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    start = time.monotonic()
+    public = _read_part(payload_fd)
+    cfg = {"layers": server_cfg["layers"], "uid": server_cfg["uid_base"] + slot,
+           "limits": public["limits"]}
+    limits = public["limits"]
+    job_deadline = start + limits["timeout_s"]
+    try:
+        result = RUNNERS[public["kind"]](cfg, workdir, public, lambda: _read_part(payload_fd),
+                                         limits["case_timeout_s"], job_deadline)
+    except Stop as stop:
+        result = verdict([], [], stop, None)
+    data = json.dumps(result).encode()
+    while data:
+        data = data[os.write(result_fd, data):]
+    kill_namespace()

@@ -1,0 +1,158 @@
+"""Sandbox: the public entry point (DESIGN 3.2)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+
+from prmfast import _sandbox
+from prmfast.sandbox import codec
+from prmfast.sandbox.specs import AssertTests, CallTests, Job, Result, StdioTests
+
+LAYERS = ("pidns", "netns", "setuid", "landlock", "rlimits")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
+
+
+def available_layers() -> tuple[str, ...]:
+    """The isolation layers this machine supports (all need root except rlimits)."""
+    root = os.geteuid() == 0
+    ok = {"rlimits"}
+    if root:
+        ok |= {"pidns", "netns", "setuid"}
+    if _sandbox.landlock_abi() >= 1:
+        ok.add("landlock")
+    return tuple(layer for layer in LAYERS if layer in ok)
+
+
+class Sandbox:
+    """Runs batches of jobs in sandboxed Python processes.
+
+    timeout_s:      wall-clock and CPU budget of a whole job (Job.timeout_s overrides it)
+    case_timeout_s: budget of one test case (default: timeout_s)
+    memory_mb:      address-space limit of the untrusted process (Job.memory_mb overrides)
+    output_bytes:   stdout + stderr a job may produce before it ends as "output_limit"
+    isolation:      layers to apply, a subset of LAYERS (default: all available_layers());
+                    switching layers off exists to measure their cost, not for production
+    uid_base:       untrusted code of worker slot k runs as uid/gid uid_base + k
+    """
+
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024,
+                 *, case_timeout_s: float | None = None, output_bytes: int = 1 << 20,
+                 file_size_mb: int = 16, open_files: int = 256, processes: int = 64,
+                 isolation: Iterable[str] | None = None, uid_base: int = 1_200_000,
+                 python: str | None = None):
+        self.workers = int(workers or os.cpu_count() or 1)
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if timeout_s <= 0 or memory_mb <= 0 or output_bytes <= 0:
+            raise ValueError("timeout_s, memory_mb and output_bytes must be positive")
+        self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
+        self.case_timeout_s = float(case_timeout_s or timeout_s)
+        self.limits = {"output_bytes": int(output_bytes), "file_size_mb": int(file_size_mb),
+                       "open_files": int(open_files), "processes": int(processes)}
+        layers = available_layers() if isolation is None else tuple(isolation)
+        unknown = set(layers) - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown isolation layers {sorted(unknown)}; choose from {LAYERS}")
+        missing = set(layers) - set(available_layers())
+        if missing:
+            raise ValueError(f"isolation layers {sorted(missing)} are not available here")
+        self.isolation = layers
+        self._base = tempfile.mkdtemp(prefix="prmfast-sandbox-")
+        os.chmod(self._base, 0o711)
+        config = {"layers": list(layers), "uid_base": int(uid_base), "base": self._base,
+                  "package_root": _PACKAGE_ROOT}
+        argv = [python or sys.executable, "-I", "-B", _SERVER, json.dumps(config)]
+        env = ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
+        self._dispatcher = _sandbox.Dispatcher(argv, env)
+
+    def run(self, jobs: Sequence[Job]) -> list[Result]:
+        """Run every job; one Result per job, in order. Releases the GIL while waiting."""
+        payloads = [self._payload(job) for job in jobs]
+        deadlines = [self._job_timeout(job) * 1.5 + 2.0 for job in jobs]
+        outcomes = self._dispatcher.run(payloads, deadlines, self.workers)
+        self._sweep()
+        return [self._result(job, o) for job, o in zip(jobs, outcomes)]
+
+    def close(self) -> None:
+        self._dispatcher.close()
+        shutil.rmtree(self._base, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def server_pid(self) -> int:
+        """PID of the fork server (-1 before the first run)."""
+        return self._dispatcher.server_pid
+
+    # -- helpers -------------------------------------------------------------------
+    def _job_timeout(self, job: Job) -> float:
+        return float(job.timeout_s if job.timeout_s is not None else self.timeout_s)
+
+    def _payload(self, job: Job) -> bytes:
+        """Two length-prefixed JSON parts: what the untrusted side may know (program and
+        inputs), then what it must never see (test code, expected outputs)."""
+        timeout = self._job_timeout(job)
+        limits = dict(self.limits, timeout_s=timeout,
+                      case_timeout_s=min(self.case_timeout_s, timeout),
+                      cpu_s=max(1, int(timeout + 0.999)),
+                      memory_mb=int(job.memory_mb if job.memory_mb is not None else self.memory_mb))
+        tests = job.tests
+        public = {"program": job.program, "limits": limits}
+        if isinstance(tests, AssertTests):
+            public.update(kind="assert", entry_point=tests.entry_point)
+            secret = {"code": tests.code}
+        elif isinstance(tests, CallTests):
+            public.update(kind="call", entry_point=tests.entry_point,
+                          args=[codec.encode(list(args)) for args, _ in tests.cases])
+            secret = {"expected": [codec.encode(want) for _, want in tests.cases],
+                      "atol": float(tests.atol)}
+        elif isinstance(tests, StdioTests):
+            public.update(kind="stdio", stdin=[stdin for stdin, _ in tests.cases])
+            secret = {"stdout": [stdout for _, stdout in tests.cases]}
+        else:
+            raise TypeError(f"Job.tests must be AssertTests, StdioTests or CallTests, not {type(tests)}")
+        return b"".join(struct.pack("<Q", len(part)) + part
+                        for part in (json.dumps(public).encode(), json.dumps(secret).encode()))
+
+    def _result(self, job: Job, outcome) -> Result:
+        try:
+            data = json.loads(outcome.result)
+        except ValueError:
+            data = None
+        n_cases = len(getattr(job.tests, "cases", ())) or None
+        if outcome.timed_out:
+            data = {"status": "timeout", "stderr": "job deadline exceeded"}
+        elif not isinstance(data, dict):
+            why = "the sandbox server was lost" if outcome.lost else "the judge died"
+            data = {"status": "error", "stderr": why}
+        tests = [bool(t) for t in data.get("tests", [])]
+        if n_cases and len(tests) < n_cases:
+            tests += [False] * (n_cases - len(tests))
+        status = data.get("status", "error")
+        first = data.get("first_failure")
+        if status != "passed" and first is None:
+            first = next((i for i, ok in enumerate(tests) if not ok), 0)
+        return Result(passed=status == "passed", status=status, tests=tests,
+                      first_failure=None if status == "passed" else first,
+                      stderr=data.get("stderr", ""), wall_s=outcome.wall_s)
+
+    def _sweep(self) -> None:
+        """Remove job folders a killed server could not (after a batch, none is in use)."""
+        for name in os.listdir(self._base):
+            shutil.rmtree(os.path.join(self._base, name), ignore_errors=True)

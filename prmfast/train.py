@@ -1,0 +1,100 @@
+"""The CLI: `python -m prmfast.train [STAGE] [--preset P] [--out DIR] [--config FILE] [--set k=v]`.
+
+STAGE is one of STAGES or "all" (every stage of PIPELINE in order; the default). Each stage is a
+function (cfg, run_dir) that writes run_dir/<stage>/ and skips itself when its DONE file exists,
+so rerunning a command resumes the run. The config is resolved and checked before any work:
+a bad key or value exits with code 2 and a message naming it. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prmfast.config import PRESETS, Config, ConfigError, config_to_dict, load_config
+
+Stage = Callable[[Config, Path], object]
+
+
+class StageNotImplemented(RuntimeError):
+    """A registered stage whose implementation has not landed yet."""
+
+
+def _lazy(module: str, attr: str) -> Stage:
+    """A stage whose module (torch, transformers, ...) is imported only when it runs."""
+    def stage(cfg: Config, run_dir: Path):
+        return getattr(importlib.import_module(module), attr)(cfg, run_dir)
+    return stage
+
+
+def _not_implemented(name: str) -> Stage:
+    def stage(cfg: Config, run_dir: Path):
+        raise StageNotImplemented(f"stage {name!r} is not implemented yet")
+    return stage
+
+
+STAGES: dict[str, Stage] = {
+    "sft": _lazy("prmfast.sft", "run"),
+    "rl": _lazy("prmfast.rl.stage", "run_rl"),
+    "rl_baseline": _lazy("prmfast.rl.stage", "run_rl_baseline"),
+    "collect": _lazy("prmfast.labeling.collect", "run"),
+    "prm": _lazy("prmfast.prm", "run"),
+    "rl_prm": _lazy("prmfast.rl.stage", "run_rl_prm"),
+    "eval": _lazy("prmfast.report", "run_eval"),
+    "report": _lazy("prmfast.report", "run_report"),
+}
+PIPELINE = ("sft", "rl_baseline", "collect", "prm", "rl_prm", "eval", "report")
+# value checks run before any stage starts: (module, function(cfg)) per stage
+CHECKS: dict[str, tuple[str, str]] = {
+    "rl": ("prmfast.rl.stage", "check_rl_config"),
+    "rl_baseline": ("prmfast.rl.stage", "check_rl_config"),
+    "rl_prm": ("prmfast.rl.stage", "check_rl_config"),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m prmfast.train",
+        description="Train a code policy with PPO and a line-level PRM, stage by stage.")
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", *STAGES],
+                        help="stage to run (default: all, the whole pipeline)")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="named set of overrides on the defaults (default: default)")
+    parser.add_argument("--out", help="run folder (default: runs/<timestamp>)")
+    parser.add_argument("--config", help="JSON or TOML file of overrides, applied after the preset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set rl.steps=10 (repeatable; last wins)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.preset, args.config, args.set)
+        stages = PIPELINE if args.stage == "all" else (args.stage,)
+        for name in stages:
+            if name in CHECKS:
+                getattr(importlib.import_module(CHECKS[name][0]), CHECKS[name][1])(cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.out or cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    cfg.out = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    for name in stages:
+        try:
+            STAGES[name](cfg, run_dir)
+        except StageNotImplemented as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""PRM: targets, batches, metrics on hand-made cases, and training on a tiny model."""
+import math
+
+import pytest
+import torch
+
+from prmfast.config import ModelConfig, PRMConfig
+from prmfast.prm import (collate, comment_targets, example, first_bad_index, line_metrics,
+                         line_values, localisation, make_batch, oracle_labels, predict, rerank,
+                         roc_auc, score_lines, split_by_task, train_prm)
+
+
+def test_comment_targets_neutral_and_hack_on_cpu():
+    labels, com = [0, 1, 0, -1, 0], [True, False, True, False, True]
+    assert comment_targets(labels, com) == [0.0, 1.0, 0.0, -1.0, 0.0]
+    assert comment_targets(labels, com, neutral=False) == [1.0, 1.0, 1.0, -1.0, -1.0]
+
+
+def test_roc_auc_on_hand_made_cases_on_cpu():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [False, True, False, True]) == 0.5
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
+    assert math.isnan(roc_auc([1.0, 2.0], [True, True]))
+
+
+def test_line_metrics_skip_neutral_and_unlabelled_on_cpu():
+    scores = [[0.5, 9.0, -0.2], [0.3, 0.1], [-5.0]]
+    labels = [[1, 0, -1], [1, -1], None]
+    m = line_metrics(scores, labels)
+    assert m["lines"] == 4 and m["positive"] == 2
+    assert m["accuracy"] == 0.75          # 0.1 on a -1 line is wrong
+    assert m["auc"] == 1.0
+
+
+def test_localisation_and_first_bad_on_cpu():
+    com = [False, True, False, False]
+    assert first_bad_index([1, 0, 1, -1]) == 3 and first_bad_index([1, 0, 1, 1]) is None
+    scores = [[0.5, -9.0, -0.1, -0.3],   # comment line ignored: first negative code line is 2
+              [0.5, 0.0, 0.4, -0.2],     # 3
+              [0.5, 0.0, 0.4, 0.2]]      # none
+    out = localisation(scores, [com] * 3, [2, 2, 3])
+    assert out["responses"] == 3
+    assert out["accuracy"] == pytest.approx(1 / 3) and out["within_one"] == pytest.approx(2 / 3)
+
+
+def test_rerank_on_hand_made_groups_on_cpu():
+    groups = [[(False, [0.9, -0.5]), (True, [0.2, 0.3])],    # min picks pass, last picks pass
+              [(True, [0.9, 0.6]), (False, [0.5, 0.8])],     # min picks pass, last picks fail
+              [(False, []), (False, [0.1])]]
+    out = rerank(groups)
+    assert out["random"] == pytest.approx(1 / 3)
+    assert out["prm_min"] == pytest.approx(2 / 3) and out["prm_last"] == pytest.approx(1 / 3)
+    assert out["oracle"] == pytest.approx(2 / 3)
+
+
+def test_oracle_labels_on_cpu():
+    com = [False, True, False]
+    assert oracle_labels(com, True, None) == [1, 0, 1]
+    assert oracle_labels(com, False, 3) == [1, 0, -1]
+    assert oracle_labels(com, False, None) is None
+
+
+def test_split_by_task_holds_out_whole_tasks_on_cpu():
+    recs = [{"task_id": f"t{i % 10}"} for i in range(40)]
+    train, val = split_by_task(recs, 0.2, seed=0)
+    assert len({r["task_id"] for r in val}) == 2
+    assert not {r["task_id"] for r in val} & {r["task_id"] for r in train}
+
+
+def test_collate_puts_targets_on_line_end_tokens_on_cpu():
+    ex = example([7, 8], [1, 2, 3, 4], [(0, 2), (2, 4)], [1.0, -1.0])
+    b = collate([ex, example([7], [5], [(0, 1)], [1.0])], pad_id=0)
+    assert b.input_ids.tolist() == [[7, 8, 1, 2, 3, 4], [7, 5, 0, 0, 0, 0]]
+    assert b.line_end.nonzero().tolist() == [[0, 3], [0, 5], [1, 1]]
+    assert b.targets[0, 3] == 1.0 and b.targets[0, 5] == -1.0 and b.targets[1].sum() == 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from prmfast.models import ValueModel, build_tiny_model, train_tokenizer
+
+    texts = ["    xs = [x for x in xs if x > 3]\n    xs = sorted(xs)\n    # note\n    return sum(xs)\n",
+             "    xs = [x * 2 for x in xs]\n    return len(xs)\n", "# Write f(xs):\ndef f(xs):\n"]
+    tok = train_tokenizer(texts * 30, vocab_size=300)
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    return tok, ValueModel.from_causal_lm(build_tiny_model(tok, cfg)), texts
+
+
+def test_score_lines_api_places_scores_on_line_ends_on_cpu(tiny):
+    from prmfast.lines import segment
+    from prmfast.models import encode
+
+    tok, prm, texts = tiny
+    with torch.no_grad():
+        prm.head.bias.fill_(0.5)
+    prompt, resp = encode(tok, texts[2]), [encode(tok, t) for t in texts[:2]]
+    batch = make_batch([prompt, prompt], resp, tok)
+    scores = score_lines(prm, batch)
+    assert scores.shape == batch.input_ids.shape
+    assert (scores[~batch.line_end] == 0).all() and (scores[batch.line_end] != 0).all()
+    values = line_values(scores, batch)
+    assert [len(v) for v in values] == [len(segment(r, tok).spans) for r in resp]
+    for row, r in enumerate(resp):   # each scored token holds its line's newline (or ends it)
+        ends = batch.line_end[row].nonzero().flatten().tolist()
+        pieces = [tok.decode([batch.input_ids[row, i].item()]) for i in ends]
+        assert all("\n" in p for p in pieces[:-1])
+        assert ends[-1] == len(prompt) + len(r) - 1
+
+
+@pytest.mark.slow
+def test_prm_training_lowers_the_loss_on_cpu(tiny):
+    from prmfast.models import encode
+
+    tok, prm, texts = tiny
+    prompt = encode(tok, texts[2])
+    examples = []
+    for i in range(24):   # the label depends on the response's content: learnable
+        ids = encode(tok, texts[i % 2])
+        spans = _spans(ids, tok)
+        examples.append(example(prompt, ids, spans, [1.0 if i % 2 == 0 or j == 0 else -1.0
+                                                     for j in range(len(spans))]))
+    cfg = PRMConfig(epochs=6, batch_size=8, lr=3e-3, patience=10)
+    before = predict(prm, examples[:2], tok.pad_token_id)
+    hist = train_prm(prm, examples[:20], examples[20:], cfg, tok.pad_token_id, progress=False)
+    assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
+    assert hist["val_loss"][-1] < hist["val_loss"][0]
+    after = predict(prm, examples[:2], tok.pad_token_id)
+    assert after != before
+    assert after[1][-1] < 0 < after[0][-1]
+
+
+def _spans(ids, tok):
+    from prmfast.lines import segment
+    return segment(ids, tok).spans
