@@ -172,7 +172,8 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
             losses.append(loss.item())
         history["step_loss"] += losses
         history["train_loss"].append(sum(losses) / max(1, len(losses)))
-        val_loss = evaluate_loss(prm, val, pad_id, cfg.batch_size) if val else history["train_loss"][-1]
+        val_loss = (evaluate_loss(prm, val, pad_id, cfg.batch_size) if val
+                    else history["train_loss"][-1])
         history["val_loss"].append(val_loss)
         if val_loss < best:
             best, best_state, bad_epochs = val_loss, copy.deepcopy(prm.state_dict()), 0

@@ -107,7 +107,7 @@ def collect(cfg: Config, out_dir: Path, tasks: list) -> dict:
 
 def measure_quality(cfg: Config, out_dir: Path, tasks: list) -> dict:
     """Scan a sample of failed responses at best-of-max(quality_ks) with their own checkpoint's
-    policy; compare scan, binary search and oracle for every k in quality_ks; writes quality.json."""
+    policy; compare scan, binary search and oracle for each k in quality_ks -> quality.json."""
     data_dir = out_dir / "prm_data"
     records = read_jsonl(data_dir / "labels.jsonl")
     failed = [r for r in records if not r["passed"] and code_lines(r["is_comment"])]

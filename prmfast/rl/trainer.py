@@ -187,7 +187,7 @@ class PPOTrainer:
                 self.policy.parameters(), self.rl.max_grad_norm))
             self.policy_opt.step()
             self.policy_sched.step()
-        stats["loss"] = float(loss)
+        stats["loss"] = float(loss.detach())
         return stats
 
     # --- resumable state -----------------------------------------------------------------

@@ -7,6 +7,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 
 from prmfast import _sandbox
@@ -70,13 +71,15 @@ class Sandbox:
         argv = [python or sys.executable, "-I", "-B", _SERVER, json.dumps(config)]
         env = ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
         self._dispatcher = _sandbox.Dispatcher(argv, env)
+        self._lock = threading.Lock()
 
     def run(self, jobs: Sequence[Job]) -> list[Result]:
         """Run every job; one Result per job, in order. Releases the GIL while waiting."""
         payloads = [self._payload(job) for job in jobs]
         deadlines = [self._job_timeout(job) * 1.5 + 2.0 for job in jobs]
-        outcomes = self._dispatcher.run(payloads, deadlines, self.workers)
-        self._sweep()
+        with self._lock:  # the sweep must not race another thread's batch
+            outcomes = self._dispatcher.run(payloads, deadlines, self.workers)
+            self._sweep()
         return [self._result(job, o) for job, o in zip(jobs, outcomes)]
 
     def close(self) -> None:

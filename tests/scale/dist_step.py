@@ -26,10 +26,12 @@ def main() -> None:
     batch = [torch.randint(0, 64, (n,), generator=gen) for n in (5, 9, 3, 12, 7)]
     wrapped = D.wrap_model(model, backend, lambda p: torch.optim.SGD(p, lr=0.5),
                            max_grad_norm=None, ds_config=ds_config)
-    local = D.shard(batch)
+    local = D.shard(batch)  # one forward per rank: DDP syncs buffers on every forward call
+    ids = torch.nn.utils.rnn.pad_sequence(local, batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(s) for s in local], batch_first=True)
     n_local = sum(len(seq) - 1 for seq in local)
-    nll = sum(wrapped(input_ids=seq[None], labels=seq[None]).loss * (len(seq) - 1) for seq in local)
-    loss = nll / n_local * D.token_mean_scale(n_local)
+    mean_nll = wrapped(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+    loss = mean_nll * D.token_mean_scale(n_local)
     wrapped.backward(loss)
     wrapped.step()
     metrics = D.all_reduce_metrics({"tokens": float(n_local)}, op="sum")

@@ -14,17 +14,17 @@ REPO = HERE.parent.parent
 SCRIPT = HERE / "dist_step.py"
 
 
-def _run(args, env_extra=None, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None) if not (env_extra and key in env_extra) else None
+def _run(args, env_extra=None, timeout=300):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def _torchrun(nproc, *args):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_port", "0", str(SCRIPT), *args]
+            "--standalone", str(SCRIPT), *args]
 
 
 def _assert_same(a_path, b_path, tol):
@@ -45,8 +45,6 @@ def test_ddp_two_ranks_match_one_process_on_cpu(single, tmp_path):
     out = tmp_path / "ddp.pt"
     _run(_torchrun(2, "ddp", str(out)))
     _assert_same(single, out, 1e-5)
-    before = torch.load(single)
-    assert any(k for k in before)  # the step changed something: compared with a fresh model below
 
 
 @pytest.mark.slow

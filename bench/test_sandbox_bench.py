@@ -1,0 +1,150 @@
+"""Sandbox throughput on the 164 HumanEval canonical solutions, against the two usual
+harness designs, all in the same run with the same number of workers:
+  (a) one fresh `python file.py` subprocess per job, from a thread pool;
+  (b) one multiprocessing.Process plus a Manager per job (human-eval / LiveCodeBench style).
+Also: latency percentiles, scaling from 1 to 2 workers, and the cost of each isolation layer.
+
+    pytest bench/test_sandbox_bench.py --benchmark-only -s
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from prmfast.sandbox import LAYERS, AssertTests, Job, Sandbox, available_layers
+
+WORKERS = 2
+SHARED = Path(os.environ.get("PRMFAST_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+@pytest.fixture(scope="module")
+def problems():
+    path = SHARED / "data" / "humaneval" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set PRMFAST_SHARED)")
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def script(p) -> str:
+    return f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\n\ncheck({p['entry_point']})\n"
+
+
+def sandbox_jobs(problems):
+    return [Job(p["prompt"] + p["canonical_solution"], AssertTests(p["test"], p["entry_point"]))
+            for p in problems]
+
+
+# -- baseline (a): a fresh interpreter per job -------------------------------------------
+def subprocess_per_job(problems, workers=WORKERS, timeout=10.0):
+    with tempfile.TemporaryDirectory() as tmp:
+        def one(i_p):
+            i, p = i_p
+            path = os.path.join(tmp, f"job{i}.py")
+            Path(path).write_text(script(p))
+            try:
+                done = subprocess.run([sys.executable, path], capture_output=True, timeout=timeout, cwd=tmp)
+                return done.returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, enumerate(problems)))
+
+
+# -- baseline (b): a Process and a Manager per job ---------------------------------------
+def _unsafe_execute(program: str, result) -> None:
+    try:
+        exec(program, {"__name__": "__main__"})
+        result.append("passed")
+    except BaseException as exc:  # noqa: BLE001 - the harness records any failure
+        result.append(f"failed: {exc!r}")
+
+
+def process_and_manager_per_job(problems, workers=WORKERS, timeout=10.0):
+    def one(p):
+        with multiprocessing.Manager() as manager:
+            result = manager.list()
+            proc = multiprocessing.Process(target=_unsafe_execute, args=(script(p), result))
+            proc.start()
+            proc.join(timeout=timeout)
+            if proc.is_alive():
+                proc.kill()
+            return bool(result) and result[0] == "passed"
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, problems))
+
+
+def timed(fn, *args, **kw):
+    start = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - start
+
+
+def test_sandbox_vs_baselines(benchmark, problems):
+    jobs = sandbox_jobs(problems)
+    with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
+        sb.run(jobs[:4])  # start the fork server
+        results = benchmark.pedantic(sb.run, args=(jobs,), rounds=3, iterations=1)
+        assert all(r.passed for r in results)
+        ours = len(jobs) / benchmark.stats.stats.median
+        lat = sorted(r.wall_s for r in results)
+    ok_a, t_a = timed(subprocess_per_job, problems)
+    ok_b, t_b = timed(process_and_manager_per_job, problems)
+    assert all(ok_a) and all(ok_b)
+    rate_a, rate_b = len(jobs) / t_a, len(jobs) / t_b
+    q = statistics.quantiles(lat, n=100)
+    info = {"sandbox_jobs_per_s": round(ours, 1), "subprocess_jobs_per_s": round(rate_a, 1),
+            "process_manager_jobs_per_s": round(rate_b, 1), "speedup_vs_subprocess": round(ours / rate_a, 1),
+            "speedup_vs_process_manager": round(ours / rate_b, 1),
+            "latency_ms_p50": round(q[49] * 1e3, 1), "latency_ms_p90": round(q[89] * 1e3, 1),
+            "latency_ms_p99": round(q[98] * 1e3, 1)}
+    benchmark.extra_info.update(info)
+    print("\n" + json.dumps(info, indent=1))
+
+
+def test_sandbox_scaling(benchmark, problems):
+    jobs = sandbox_jobs(problems)
+    rates = {}
+    for workers in (1, 2):
+        with Sandbox(workers=workers, timeout_s=10.0) as sb:
+            sb.run(jobs[:4])
+            _, dt = timed(sb.run, jobs)
+            rates[workers] = len(jobs) / dt
+    with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
+        sb.run(jobs[:4])
+        benchmark.pedantic(sb.run, args=(jobs,), rounds=1, iterations=1)
+    info = {f"jobs_per_s_{w}_workers": round(r, 1) for w, r in rates.items()}
+    info["scaling_1_to_2"] = round(rates[2] / rates[1], 2)
+    benchmark.extra_info.update(info)
+    print("\n" + json.dumps(info, indent=1))
+
+
+def test_isolation_layer_cost(benchmark, problems):
+    """Throughput with every layer, with none, and with each one left out."""
+    jobs = sandbox_jobs(problems)
+    full = available_layers()
+    configs = {"all": full, "none": ()}
+    configs.update({f"without_{layer}": tuple(x for x in full if x != layer) for layer in full})
+    rates = {}
+    for name, layers in configs.items():
+        with Sandbox(workers=WORKERS, timeout_s=10.0, isolation=layers) as sb:
+            sb.run(jobs[:4])
+            results, dt = timed(sb.run, jobs)
+            assert all(r.passed for r in results), name
+            rates[name] = round(len(jobs) / dt, 1)
+    with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
+        sb.run(jobs[:4])
+        benchmark.pedantic(sb.run, args=(jobs,), rounds=1, iterations=1)
+    benchmark.extra_info.update({"layers_available": list(full), "all_layers": list(LAYERS), **rates})
+    print("\n" + json.dumps(rates, indent=1))
