@@ -107,19 +107,20 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
            progress: bool = True) -> Path:
     """PPO into run_dir/name (default rl_<variant_name>); skips when DONE exists, resumes from
     run_dir/name/state otherwise. Returns the run folder."""
+    run_dir = Path(run_dir)
+    name = name or f"rl_{variant_name(cfg.rl)}"
+    cfg = run_config(cfg, name)
+    out = run_dir / name
+    if (out / "DONE").exists():
+        print(f"{name}: {out / 'DONE'} exists, skipping")
+        return out
+    check_rl_ready(cfg, run_dir, name)
     from prmfast.data import split_tasks
     from prmfast.data.oracle import first_error_lines
     from prmfast.models import ValueModel, load_policy
     from prmfast.rollout import HFGenerateBackend
     from prmfast.sandbox import Sandbox
 
-    run_dir = Path(run_dir)
-    name = name or f"rl_{variant_name(cfg.rl)}"
-    cfg = run_config(cfg, name)
-    out = run_dir / name
-    if (out / "DONE").exists():
-        return out
-    check_rl_ready(cfg, run_dir, name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     rl = cfg.rl

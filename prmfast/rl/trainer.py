@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from prmfast.data import build_program
+from prmfast.lines import segment
+from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
@@ -23,9 +27,10 @@ from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
                                    policy_logprobs)
 from prmfast.rl.loss import PPOLoss
 from prmfast.rl.rewards import REWARDS
+from prmfast.sandbox import Job
 
-TIMING_KEYS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd", "prm_fwd",
-               "kernels", "update")
+TIMING_KEYS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd",
+               "prm_fwd", "kernels", "update")
 
 
 class StepTimer:
@@ -86,7 +91,6 @@ class PPOTrainer:
 
     def train_step(self) -> dict[str, float]:
         """Run iteration self.step and advance it. Returns the metrics row of the iteration."""
-        from prmfast.models import encode
         rl, step = self.rl, self.step
         timer = StepTimer()
         start = time.perf_counter()
@@ -116,9 +120,6 @@ class PPOTrainer:
     def _score_rollouts(self, pairs, timer) -> tuple[PackedBatch, list]:
         """Sandbox outcomes, lines and (oracle reward) first error lines of the samples; the
         packed batch of prompt + response (+ EOS when the sample stopped)."""
-        from prmfast.data import build_program
-        from prmfast.lines import segment
-        from prmfast.sandbox import Job
         with timer("sandbox"):
             results = self.sandbox.run([Job(build_program(t, s.text), t.tests) for t, s in pairs])
         first_errors: list[int | None] = [None] * len(pairs)
@@ -196,7 +197,6 @@ class PPOTrainer:
         """policy/ and critic/ HF folders + trainer.pt (optimizers, schedules, RNG, step),
         written to a temporary folder and swapped in, so an interrupted save never leaves a
         half-written state."""
-        from prmfast.models import save_policy
         path = Path(path)
         tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
         _remove(tmp)
@@ -218,7 +218,6 @@ class PPOTrainer:
 
     def load_state(self, path: Path) -> None:
         """Restore what save_state wrote (weights are loaded into the existing modules)."""
-        from prmfast.models import ValueModel, load_policy
         path = Path(path)
         policy, _ = load_policy(path / "policy")
         self.policy.load_state_dict(policy.state_dict())
@@ -243,6 +242,5 @@ def latest_state(path: Path) -> Path | None:
 
 
 def _remove(path: Path) -> None:
-    import shutil
     if path.exists():
         shutil.rmtree(path)

@@ -1,0 +1,118 @@
+"""The whole pipeline on the smoke preset; resume after an interrupt in every stage; fail-fast
+config and prerequisite errors."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prmfast.config import load_config
+from prmfast.rl.stage import check_rl_ready, run_rl, variant_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "prmfast.train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path):
+    start = time.perf_counter()
+    proc = train("all", "--preset", "smoke", "--out", str(tmp_path / "run"))
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    for stage in ("sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"):
+        assert (run / stage / "DONE").exists(), stage
+    assert len(list((run / "rl_baseline").glob("ckpt_[0-9]*"))) == 2
+    ev = json.loads((run / "eval.json").read_text())
+    assert set(ev["models"]) == {"sft", "rl_baseline", "rl_prm"}
+    assert {"pass@1", "by_horizon", "by_length", "best_of_k"} <= set(ev["models"]["rl_prm"])
+    rows = [json.loads(x) for x in (run / "rl_prm" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["time_prm_fwd"] > 0
+    report = (run / "report.md").read_text()
+    assert "pass@1" in report and "Step-time breakdown" in report
+    assert {p.name for p in (run / "plots").iterdir()} >= {"pass_by_horizon.png", "training.png"}
+    assert wall < 180, f"smoke pipeline took {wall:.0f}s (budget 180s)"
+    # a rerun skips every stage
+    start = time.perf_counter()
+    assert train("all", "--preset", "smoke", "--out", str(run)).returncode == 0
+    assert time.perf_counter() - start < 60
+
+
+# the sandbox call during which each stage is interrupted (after some work was saved)
+INTERRUPT_AT = {"sft": 1, "rl_baseline": 2, "collect": 2, "prm": 1, "rl_prm": 2, "eval": 2}
+
+
+@pytest.mark.slow
+def test_resume_after_an_interrupt_in_every_stage(tmp_path, monkeypatch):
+    from prmfast import report, train as train_mod
+    from prmfast.sandbox import Sandbox
+    cfg = load_config("smoke")
+    run = tmp_path / "run"
+    real_run = Sandbox.run
+    for stage in train_mod.PIPELINE:
+        calls = {"n": 0}
+        if stage == "report":
+            monkeypatch.setattr(report, "_plot_series", _raise_interrupt)
+        else:
+            def interrupted(self, jobs, _stage=stage, _calls=calls):
+                _calls["n"] += 1
+                if _calls["n"] == INTERRUPT_AT[_stage]:
+                    raise KeyboardInterrupt
+                return real_run(self, jobs)
+            monkeypatch.setattr(Sandbox, "run", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_mod.STAGES[stage](cfg, run)
+        monkeypatch.undo()
+        train_mod.STAGES[stage](cfg, run)
+        assert stage == "report" or (run / _folder(stage) / "DONE").exists(), stage
+    for name in ("rl_baseline", "rl_prm"):
+        steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().split()]
+        assert steps == [1, 2], name
+        assert not (run / name / "state").exists()
+    assert (run / "report.md").exists()
+
+
+def _folder(stage):
+    return {"collect": "prm_data"}.get(stage, stage)
+
+
+def _raise_interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_config_errors_fail_fast(tmp_path):
+    for bad, key in (("rl.reward=dens", "rl.reward"), ("rl.stepz=3", "rl.stepz"),
+                     ("rl.dual_clip=0.5", "rl.dual_clip"), ("rl.steps=ten", "rl.steps")):
+        start = time.perf_counter()
+        proc = train("all", "--preset", "smoke", "--out", str(tmp_path / "x"), "--set", bad)
+        assert proc.returncode == 2, (bad, proc.stderr[-2000:])
+        assert key in proc.stderr
+        assert time.perf_counter() - start < 30
+        assert not (tmp_path / "x" / "sft").exists()
+
+
+def test_missing_prerequisites_are_named_on_cpu(tmp_path):
+    cfg = load_config("smoke")
+    with pytest.raises(FileNotFoundError, match="sft/model"):
+        check_rl_ready(cfg, tmp_path, "rl_baseline")
+    (tmp_path / "sft" / "model").mkdir(parents=True)
+    check_rl_ready(cfg, tmp_path, "rl_baseline")
+    with pytest.raises(FileNotFoundError, match="prm/model"):
+        run_rl(cfg, tmp_path, "rl_prm")
+
+
+def test_variant_names_on_cpu():
+    def name(*sets):
+        return variant_name(load_config("smoke", sets=list(sets)).rl)
+    assert name() == "baseline"
+    assert name("rl.reward=dense", "rl.critic_init=prm") == "prm"
+    assert name("rl.reward=partial") == "partial"
+    assert name("rl.critic_init=prm") == "sparse_vinit"
+    assert name("rl.reward=dense", "rl.critic_init=prm", "rl.normalize_by_lines=false") == \
+        "dense_vinit_noT"
