@@ -17,7 +17,7 @@ from prmfast.labeling.collect import sample_responses, to_response
 from prmfast.labeling.driver import label_responses
 from prmfast.labeling.policy import Policy, make_sandbox
 
-N_TASKS, K = 24, 8
+N_TASKS, K = 16, 8
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def policy_and_responses(tmp_path_factory):
     from prmfast.models import build_tiny_model, save_policy, train_tokenizer
 
     tmp = tmp_path_factory.mktemp("labeling_bench")
-    cfg = load_config("smoke", sets=[f"collect.k={K}", "collect.first_wave=2", "sft.epochs=3",
+    cfg = load_config("smoke", sets=[f"collect.k={K}", "collect.first_wave=2", "sft.epochs=10",
                                      "sampling.max_new_tokens=64", "sampling.batch_size=64"])
-    train = synthetic.generate("train", n=200, seed=0, max_horizon=4)
+    train = synthetic.generate("train", n=300, seed=0, max_horizon=4)
     tok = train_tokenizer([t.prompt + t.reference for t in train], cfg.model.vocab_size)
     torch.manual_seed(0)
     model = build_tiny_model(tok, cfg.model)
@@ -45,8 +45,8 @@ def policy_and_responses(tmp_path_factory):
 
 def _throughput(labelled, wall_s):
     executions = sum(lab.cost.executions for lab in labelled)
-    return {"responses_per_min": 60 * len(labelled) / wall_s, "executions_per_s": executions / wall_s,
-            "executions": executions, "wall_s": wall_s}
+    return {"responses_per_min": 60 * len(labelled) / wall_s,
+            "executions_per_s": executions / wall_s, "executions": executions, "wall_s": wall_s}
 
 
 def test_labeling_throughput_batched_vs_sequential(benchmark, policy_and_responses):

@@ -1,5 +1,5 @@
 // Child-side confinement primitives, called from the sandbox's own Python processes
-// (fork server, job supervisor, judge, untrusted child) before untrusted code runs.
+// (fork server, judge, untrusted child) before untrusted code runs.
 #pragma once
 #include <string>
 #include <vector>
@@ -16,6 +16,9 @@ struct Limits {
 
 // unshare(2) with the given CLONE_* flags; raises OSError on failure.
 void unshare_ns(int flags);
+// setns(2): with CLONE_NEWPID, `fd` (e.g. /proc/self/ns/pid) becomes the PID namespace of
+// this process's future children; raises OSError on failure.
+void set_namespace(int fd, int nstype);
 // mount(2); raises OSError on failure.
 void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
               unsigned long flags, const std::string& data);

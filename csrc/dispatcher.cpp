@@ -2,9 +2,9 @@
 //   submit: payload in a sealed memfd + the write end of a result pipe, passed to the fork
 //           server with SCM_RIGHTS (no size limit, no risk of both sides blocking on writes);
 //   wait:   the result pipe reaches EOF once every process of the job is gone, and the
-//           server reports the supervisor's exit status; a job is done when both happened;
-//   kill:   past its deadline the server SIGKILLs the job's supervisor, which takes the
-//           judge and the job's PID namespace with it (parent-death signals).
+//           server reports the judge's exit status; a job is done when both happened;
+//   kill:   past its deadline the server SIGKILLs the job's judge, PID 1 of the job's PID
+//           namespace, which takes every process of the job with it.
 // If the server dies (or is killed), in-flight jobs are resubmitted once to a new server.
 #include "dispatcher.h"
 

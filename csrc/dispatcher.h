@@ -11,7 +11,7 @@ namespace prmfast {
 
 struct Outcome {
   std::string result;    // what the job's judge wrote (a JSON document), bounded
-  int wait_status = -1;  // of the job's supervisor process, as reported by the server
+  int wait_status = -1;  // of the job's judge process, as reported by the server
   bool timed_out = false;  // the dispatcher's backstop deadline killed the job
   bool lost = false;       // the fork server died twice while the job was in flight
   double wall_s = 0.0;

@@ -35,6 +35,7 @@ PYBIND11_MODULE(_sandbox, m) {
       .def("close", &Dispatcher::close, py::call_guard<py::gil_scoped_release>());
 
   m.def("unshare", &unshare_ns, py::arg("flags"));
+  m.def("setns", &set_namespace, py::arg("fd"), py::arg("nstype"));
   m.def("mount", &mount_fs, py::arg("source"), py::arg("target"), py::arg("fstype"),
         py::arg("flags"), py::arg("data") = "");
   for (auto [name, value] : {std::pair<const char*, unsigned long>{"MS_RDONLY", MS_RDONLY},

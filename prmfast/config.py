@@ -71,13 +71,13 @@ class RLConfig:
     """PPO. reward: sparse | partial | dense | oracle; critic_init: policy | prm."""
     reward: str = "sparse"
     critic_init: str = "policy"
-    steps: int = 40
-    prompts_per_step: int = 16
+    steps: int = 16
+    prompts_per_step: int = 8
     samples_per_prompt: int = 4
     ppo_epochs: int = 2
     minibatches: int = 2
-    policy_lr: float = 5e-5
-    critic_lr: float = 1e-4
+    policy_lr: float = 1e-4
+    critic_lr: float = 5e-4
     lr_schedule: str = "constant"
     lr_warmup_steps: int = 0
     clip_low: float = 0.2
@@ -131,10 +131,13 @@ class PRMConfig:
 
 @dataclass
 class EvalConfig:
+    """Final evaluation (eval stage): pass@1 from max(samples, max_k) completions per task at
+    `temperature`, best-of-K for K <= max_k, on the first max_tasks test tasks (null: all)."""
     samples: int = 10
     temperature: float = 0.2
-    max_k: int = 30
+    max_k: int = 10
     length_threshold: int = 100
+    max_tasks: int | None = 60
 
 
 @dataclass
@@ -190,6 +193,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prm.rerank_n": 2,
         "eval.samples": 2,
         "eval.max_k": 2,
+        "eval.max_tasks": 8,
+    },
+    # scripts/ablation.py: 3 seeds x (SFT, 7 RL runs, collect, 2 PRMs, 9 evaluations) in about
+    # an hour on 2 CPU cores
+    "ablation": {
+        "data.n_train": 600,
+        "data.n_test": 48,
+        "sampling.max_new_tokens": 128,
+        "rl.steps": 10,
+        "rl.prompts_per_step": 8,
+        "rl.samples_per_prompt": 4,
+        "rl.num_checkpoints": 2,
+        "collect.num_checkpoints": 2,
+        "collect.num_prompts": 40,
+        "collect.responses_per_prompt": 2,
+        "collect.k": 8,
+        "collect.quality_sample": 8,
+        "collect.quality_ks": [4, 8],
+        "prm.epochs": 4,
+        "prm.rerank_n": 4,
+        "eval.samples": 4,
+        "eval.max_k": 4,
+        "eval.max_tasks": 48,
     },
 }
 

@@ -91,3 +91,13 @@ def evaluate_policy(backend, tokenizer, tasks, sandbox, *, samples: int, tempera
     if max_k:
         summary["best_of_k"] = best_of_k_curve(counts, max_k)
     return summary
+
+
+def main(argv=None) -> None:
+    """`python -m prmfast.eval --model PATH --tasks ...`: the benchmark CLI (prmfast.bench_eval)."""
+    from prmfast.bench_eval import main as bench_main
+    bench_main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,6 @@ Public API (the RL stage calls score_lines for dense rewards):
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -366,7 +365,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     from prmfast.labeling.collect import sample_responses, to_response
     from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox
     from prmfast.labeling.select import select
-    from prmfast.labeling.store import read_jsonl
+    from prmfast.labeling.store import read_jsonl, write_json
     from prmfast.models import ValueModel
 
     stage_dir = out_dir / "prm"
@@ -413,5 +412,5 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
               "rerank_policy": policy.name,
               "history": {k: v for k, v in history.items() if k != "step_loss"},
               "held_out": held_out, "test": test}
-    (stage_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    write_json(stage_dir / "eval.json", result)
     return result

@@ -72,7 +72,7 @@ class Evaluator:
         from prmfast.data import split_tasks
         from prmfast.sandbox import Sandbox
         self.cfg = cfg
-        self.tasks = split_tasks(cfg, "test")
+        self.tasks = split_tasks(cfg, "test")[:cfg.eval.max_tasks]
         self.sandbox = Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
                                memory_mb=cfg.sandbox.memory_mb)
 

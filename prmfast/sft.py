@@ -49,13 +49,13 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     losses = train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress)
     save_policy(model, tokenizer, out / "model")
     t1 = time.perf_counter()
-    sandbox = Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
-                      memory_mb=cfg.sandbox.memory_mb)
-    metrics = evaluate_policy(
-        HFGenerateBackend(model, tokenizer, batch_size=cfg.sampling.batch_size), tokenizer,
-        split_tasks(cfg, "test"), sandbox, samples=cfg.sft.eval_samples,
-        temperature=cfg.sft.eval_temperature, max_new_tokens=cfg.sampling.max_new_tokens,
-        length_threshold=cfg.eval.length_threshold, seed=cfg.seed, progress=progress)
+    with Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
+                 memory_mb=cfg.sandbox.memory_mb) as sandbox:
+        metrics = evaluate_policy(
+            HFGenerateBackend(model, tokenizer, batch_size=cfg.sampling.batch_size), tokenizer,
+            split_tasks(cfg, "test"), sandbox, samples=cfg.sft.eval_samples,
+            temperature=cfg.sft.eval_temperature, max_new_tokens=cfg.sampling.max_new_tokens,
+            length_threshold=cfg.eval.length_threshold, seed=cfg.seed, progress=progress)
     metrics["train"] = {"examples": len(examples), "steps": len(losses),
                         "final_loss": losses[-1] if losses else None,
                         "wall_s": round(t1 - t0, 1)}

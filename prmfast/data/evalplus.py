@@ -1,24 +1,31 @@
 """HumanEval+ (164) and MBPP+ (378) from EvalPlus: base + plus inputs as CallTests.
 
 EvalPlus ships inputs only; expected outputs come from running the canonical solution (trusted)
-in subprocesses, once, cached on disk keyed by the dataset file's hash. An input on which the
-canonical solution fails, times out or returns something unpicklable (an re.Match) is dropped and
-counted in meta["dropped_inputs"]; a task left with no input falls back to its original asserts. MBPP+
-stores tuple arguments as JSON lists: an argument whose contract asserts `isinstance(arg, tuple)`
-is converted back to a tuple (top level only).
+in subprocesses, once, cached on disk (gzip) keyed by the dataset file's hash. An input is
+dropped, and counted per reason in meta["dropped_inputs"], when the canonical solution fails,
+times out or returns something unpicklable ("error"), or when its pickled arguments + output
+exceed MAX_CASE_BYTES ("too_large": a few inputs by design make outputs of megabytes, up to
+260 MB for Mbpp/255, beyond what a sandbox frame carries). A task left with no input falls back
+to its original asserts. MBPP+ stores tuple arguments as JSON lists: an argument whose contract
+asserts `isinstance(arg, tuple)` is converted back to a tuple (top level only). Tasks that
+EvalPlus compares specially call a wrapper (evalplus_oracles). meta["time_limit_s"] is a job
+budget scaled from the canonical solution's time, as EvalPlus scales its time limits.
 """
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import pickle
 import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prmfast.data.evalplus_oracles import oracle_kind, wrapper, wrapper_name
 from prmfast.data.humaneval import import_lines
 from prmfast.data.jsonl import read_jsonl
 from prmfast.data.paths import cache_dir as default_cache_dir
@@ -30,7 +37,9 @@ FILES = {"humanevalplus": "evalplus/HumanEvalPlus.jsonl.gz", "mbppplus": "evalpl
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
 WORKER = Path(__file__).with_name("reference_outputs.py")
 MIN_ATOL = 1e-6  # EvalPlus also allows a relative error on floats; CallTests has atol only
-CACHE_VERSION = 1
+MAX_CASE_BYTES = 1_000_000  # pickled arguments + expected output of one input
+TIME_FACTOR, TIME_MARGIN_S = 4.0, 2.0  # time_limit_s = factor * canonical time + margin
+CACHE_VERSION = 2
 
 
 def _tuple_positions(row: dict) -> set[int]:
@@ -51,11 +60,22 @@ def _inputs(row: dict, plus: bool) -> list[list]:
             for args in inputs]
 
 
+def _harness(name: str, row: dict) -> str:
+    """The special-comparison wrapper of the task ("" when compared exactly)."""
+    kind = oracle_kind(name, row["entry_point"])
+    return wrapper(kind, row["entry_point"], float(row["atol"])) if kind else ""
+
+
+def _tested_function(name: str, row: dict) -> str:
+    return wrapper_name(row["entry_point"]) if _harness(name, row) else row["entry_point"]
+
+
 def _program(name: str, row: dict) -> str:
-    return row["prompt"] + row["canonical_solution"] if name == "humanevalplus" else row["canonical_solution"]
+    code = row["prompt"] + row["canonical_solution"] if name == "humanevalplus" else row["canonical_solution"]
+    return code + _harness(name, row)
 
 
-def _compute(jobs: list[dict], workers: int) -> list[list]:
+def _compute(jobs: list[dict], workers: int) -> list[dict]:
     """Run the jobs in `workers` subprocesses (round-robin shards), keeping the job order."""
     shards = [jobs[i::workers] for i in range(workers)]
 
@@ -77,18 +97,21 @@ def _compute(jobs: list[dict], workers: int) -> list[list]:
 
 
 def expected_outputs(name: str, file: Path, rows: list[dict], plus: bool, cache_dir: Path,
-                     workers: int = 2, timeout_s: float = 20.0) -> list[list]:
-    """Per row, per input: ("ok", value) | ("error", message) from the canonical solution."""
+                     workers: int = 2, timeout_s: float = 20.0) -> list[dict]:
+    """Per row: {"results": per input ("ok", value) | ("error" | "too_large", message),
+    "seconds": the canonical solution's time on the kept inputs}."""
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"{name}-{digest}-{'plus' if plus else 'base'}-v{CACHE_VERSION}.pkl"
+    cache = (Path(cache_dir) / f"{name}-{digest}-{'plus' if plus else 'base'}"
+             f"-cap{MAX_CASE_BYTES}-v{CACHE_VERSION}.pkl.gz")
     if cache.is_file():
-        return pickle.loads(cache.read_bytes())
-    jobs = [{"program": _program(name, row), "entry": row["entry_point"],
-             "inputs": _inputs(row, plus), "timeout_s": timeout_s} for row in rows]
+        return pickle.loads(gzip.decompress(cache.read_bytes()))
+    jobs = [{"program": _program(name, row), "entry": _tested_function(name, row),
+             "inputs": _inputs(row, plus), "timeout_s": timeout_s, "max_case_bytes": MAX_CASE_BYTES}
+            for row in rows]
     out = _compute(jobs, workers)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(out))
+    tmp.write_bytes(gzip.compress(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL), 6))
     tmp.replace(cache)
     return out
 
@@ -98,19 +121,23 @@ def load(name: str, path=None, plus: bool = True, cache_dir=None, workers: int =
     file = resolve(path, FILES[name])
     rows = read_jsonl(file, FIELDS)
     outputs = expected_outputs(name, file, rows, plus, cache_dir or default_cache_dir(), workers)
-    tasks = []
-    for row, results in zip(rows, outputs):
-        cases = [(args, value) for args, (status, value) in zip(_inputs(row, plus), results)
-                 if status == "ok"]
-        meta = {"dataset": name, "dropped_inputs": len(results) - len(cases),
-                "n_base": len(row["base_input"])}
-        if name == "humanevalplus":
-            meta["preamble"] = import_lines(row["prompt"])
-        tests = CallTests(row["entry_point"], cases, max(float(row["atol"]), MIN_ATOL))
-        if not cases and row.get("assertion"):  # e.g. Mbpp/124: complex inputs stored as text
-            tests = AssertTests(row["assertion"])
-            meta["tests_from"] = "assertion"
-        tasks.append(Task(task_id=row["task_id"], prompt=row["prompt"], tests=tests,
-                          entry_point=row["entry_point"], reference=row["canonical_solution"],
-                          meta=meta))
-    return tasks
+    return [_task(name, row, plus, out) for row, out in zip(rows, outputs)]
+
+
+def _task(name: str, row: dict, plus: bool, out: dict) -> Task:
+    cases = [(args, value) for args, (status, value) in zip(_inputs(row, plus), out["results"])
+             if status == "ok"]
+    dropped = Counter(status for status, _ in out["results"] if status != "ok")
+    meta = {"dataset": name, "dropped_inputs": dict(dropped), "n_base": len(row["base_input"]),
+            "time_limit_s": round(TIME_FACTOR * out["seconds"] + TIME_MARGIN_S, 1)}
+    if name == "humanevalplus":
+        meta["preamble"] = import_lines(row["prompt"])
+    if _harness(name, row):
+        meta["harness"] = _harness(name, row)
+    tests = CallTests(_tested_function(name, row), cases, max(float(row["atol"]), MIN_ATOL))
+    if not cases and row.get("assertion"):  # e.g. Mbpp/124: complex inputs stored as text
+        tests = AssertTests(row["assertion"])
+        meta["tests_from"] = "assertion"
+        meta.pop("harness", None)
+    return Task(task_id=row["task_id"], prompt=row["prompt"], tests=tests,
+                entry_point=row["entry_point"], reference=row["canonical_solution"], meta=meta)

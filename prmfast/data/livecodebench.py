@@ -3,12 +3,13 @@
 stdin/stdout problems (AtCoder, Codeforces) become StdioTests; functional (LeetCode) problems
 become CallTests on the method named in `starter_code`, called through a module-level shim
 appended to every program (meta["harness"]). A problem without any public test (abc350_c, a
-special-judge problem) is skipped: every program would pass it.
+special-judge problem) is skipped, with a warning naming it: every program would pass it.
 """
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 from prmfast.data.jsonl import DataError, read_jsonl
@@ -69,10 +70,15 @@ def load(path=None, releases: list[str] | None = None) -> list[Task]:
     else:
         files = {r: resolve(path, f"livecodebench/{f}") for r, f in RELEASES.items()
                  if releases is None or r in releases}
-    tasks = []
+    tasks, skipped = [], []
     for release, file in files.items():
         for i, row in enumerate(read_jsonl(file, FIELDS)):
             task = _task(row, release, f"{file}: row {i + 1} ({row['question_id']})")
             if task is not None:
                 tasks.append(task)
+            else:
+                skipped.append(row["question_id"])
+    if skipped:
+        warnings.warn(f"livecodebench: skipped {len(skipped)} problem(s) without public tests: "
+                      f"{', '.join(skipped)}", stacklevel=2)
     return tasks

@@ -2,6 +2,8 @@
 
 Completion prompt: a docstring with the description and the first test (as EvalPlus does), after
 which the model writes the whole function. Splits follow the MBPP paper's task-id ranges.
+References known to fail their own tests in our sandbox are listed in KNOWN_FAILURES with the
+reason, and carry it as meta["known_failure"].
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ from prmfast.data.task import Task
 from prmfast.sandbox.specs import AssertTests
 
 FILES = {"full": "mbpp/mbpp.jsonl", "sanitized": "mbpp/sanitized-mbpp.json"}
+# The sandbox runs assert code on the judge side, with the program's objects as remote references:
+KNOWN_FAILURES = {
+    "mbpp/367": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
+    "mbpp/927": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
+    "mbpp/533": "sandbox: a test passes a type (int, str, float) as an argument; types do not cross",
+}
 SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601),
              "train": range(601, 975)}
 
@@ -54,9 +62,12 @@ def load(path=None, split: str = "test", variant: str = "full") -> list[Task]:
         setup = (row["test_setup_code"] if variant == "full" else "\n".join(row["test_imports"]))
         setup = setup.replace("\r\n", "\n")
         text = row["text"] if variant == "full" else row["prompt"]
+        task_id = f"mbpp/{row['task_id']}"
+        meta = {"dataset": f"mbpp-{variant}"}
+        if task_id in KNOWN_FAILURES:
+            meta["known_failure"] = KNOWN_FAILURES[task_id]
         tasks.append(Task(
-            task_id=f"mbpp/{row['task_id']}", prompt=f'"""\n{text}\n{tests[0]}\n"""\n',
+            task_id=task_id, prompt=f'"""\n{text}\n{tests[0]}\n"""\n',
             tests=AssertTests(setup + "\n" + "\n".join(tests) + "\n"),
-            entry_point=entry_point(code, tests[0]), reference=code,
-            meta={"dataset": f"mbpp-{variant}"}))
+            entry_point=entry_point(code, tests[0]), reference=code, meta=meta))
     return tasks

@@ -10,9 +10,11 @@ from prmfast.sandbox.specs import Job
 
 @dataclass
 class Failure:
+    """known: the dataset's documented reason (meta["known_failure"]), None if unexpected."""
     task_id: str
     status: str
     stderr: str
+    known: str | None = None
 
 
 @dataclass
@@ -27,16 +29,29 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def unexpected(self) -> list[Failure]:
+        return [f for f in self.failures if f.known is None]
+
     def __str__(self) -> str:
         lines = [f"{self.passed}/{self.checked} references pass ({self.total} tasks)"]
-        lines += [f"  {f.task_id}: {f.status} {f.stderr.strip()[-200:]}" for f in self.failures]
+        lines += [f"  {f.task_id}: {f.status} {f.stderr.strip()[-200:]}"
+                  + (f" (known: {f.known})" if f.known else "") for f in self.failures]
         return "\n".join(lines)
 
 
+def job_timeout(task: Task, timeout_s: float) -> float:
+    """`timeout_s`, raised to the task's own budget (meta["time_limit_s"]) when that is larger."""
+    return max(timeout_s, task.meta.get("time_limit_s", 0.0))
+
+
 def validate_tasks(tasks: list[Task], sandbox, timeout_s: float | None = None) -> ValidationReport:
-    """Run every reference (prompt + reference response) against its tests in `sandbox`."""
+    """Run every reference (prompt + reference response) against its tests in `sandbox`, each
+    job with job_timeout(task, timeout_s or the sandbox's timeout)."""
     checked = [t for t in tasks if t.reference is not None]
-    jobs = [Job(build_program(t, t.reference), t.tests, timeout_s=timeout_s) for t in checked]
+    base = timeout_s or sandbox.timeout_s
+    jobs = [Job(build_program(t, t.reference), t.tests, timeout_s=job_timeout(t, base)) for t in checked]
     results = sandbox.run(jobs) if jobs else []
-    failures = [Failure(t.task_id, r.status, r.stderr) for t, r in zip(checked, results) if not r.passed]
+    failures = [Failure(t.task_id, r.status, r.stderr, t.meta.get("known_failure"))
+                for t, r in zip(checked, results) if not r.passed]
     return ValidationReport(len(tasks), len(checked), len(checked) - len(failures), failures)

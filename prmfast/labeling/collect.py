@@ -26,7 +26,7 @@ from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox, pick
 from prmfast.labeling.probe import ProbeRequest
 from prmfast.labeling.quality import collected_vs_oracle, compare_at_k, summarize_k
 from prmfast.labeling.search import code_lines, oracle_m_star
-from prmfast.labeling.store import label_into, read_jsonl, summarize
+from prmfast.labeling.store import label_into, read_jsonl, summarize, write_json
 from prmfast.lines import segment
 from prmfast.models import encode
 
@@ -101,7 +101,7 @@ def collect(cfg: Config, out_dir: Path, tasks: list) -> dict:
 
             label_into(labels_path, responses, prober, cfg.collect.chunk_size, extra, bar)
     summary = summarize(read_jsonl(labels_path))
-    (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(data_dir / "summary.json", summary)
     return summary
 
 
@@ -137,7 +137,7 @@ def measure_quality(cfg: Config, out_dir: Path, tasks: list) -> dict:
         rows = [compare_at_k(first_pass[r["key"]], k, first_wave) for r in picked]
         result["by_k"][str(k)] = summarize_k(rows, [r["is_comment"] for r in picked],
                                              [r.get("oracle_m_star") for r in picked])
-    (data_dir / "quality.json").write_text(json.dumps(result, indent=2))
+    write_json(data_dir / "quality.json", result)
     return result
 
 

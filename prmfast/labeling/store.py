@@ -31,6 +31,19 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def write_json(path: Path, obj) -> None:
+    """Strict JSON (NaN, e.g. an AUC without both classes, becomes null)."""
+    def clean(x):
+        if isinstance(x, float) and x != x:
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    path.write_text(json.dumps(clean(obj), indent=2) + "\n")
+
+
 def chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

@@ -30,6 +30,8 @@ def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_
     os.environ.clear()
     os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir,
                       LANG="C.UTF-8", PYTHONIOENCODING="utf-8")
+    # The trusted processes lift the int<->str digit limit; the program gets stock Python's.
+    sys.set_int_max_str_digits(sys.int_info.default_max_str_digits)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
     layers = cfg["layers"]
@@ -118,6 +120,24 @@ def _manifest(ns: dict, refs: list) -> dict:
     return out
 
 
+def _serve_calls(ns: dict, req: dict, arg, refs: list) -> None:
+    """CallTests: one reply saying whether the entry point is callable, then one per case."""
+    try:
+        fn = _resolve_entry(ns, req["name"])
+        if not callable(fn):
+            raise TypeError(f"entry point {req['name']!r} is not callable")
+        _send({"ok": None})
+    except BaseException as exc:
+        _send(_exc_reply(exc))
+        return
+    for args in req["args"]:
+        try:
+            reply = {"ok": codec.encode(fn(*arg(args)), refs)}
+        except BaseException as exc:
+            reply = _exc_reply(exc)
+        _send(reply)
+
+
 def serve(program: str) -> None:
     """Assert/call mode: load the program, then answer the judge's requests."""
     refs: list = []
@@ -135,11 +155,12 @@ def serve(program: str) -> None:
 
     while True:
         req = _recv()
+        if req.get("op") == "calls":
+            _serve_calls(ns, req, arg, refs)
+            continue
         try:
             op = req["op"]
-            if op == "entry":
-                value = _resolve_entry(ns, req["name"])
-            elif op == "call":
+            if op == "call":
                 value = refs[req["ref"]](*arg(req["args"]), **arg(req["kwargs"]))
             elif op == "getattr":
                 value = getattr(refs[req["ref"]], req["name"])

@@ -6,12 +6,17 @@ never runs on the trusted side. Anything else is passed as a reference the child
 """
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import numbers
 import struct
 
 FRAME_HEADER = struct.Struct("<I")
+# Builtin types cross by name (e.g. remove_datatype(xs, int)); the receiver looks the name
+# up in its own builtins.
+TYPE_NAMES = frozenset(name for name, v in vars(builtins).items()
+                       if isinstance(v, type) and not issubclass(v, BaseException))
 
 
 class ProtocolError(Exception):
@@ -25,7 +30,9 @@ def encode(value, refs=None):
     if value is None or t is bool or t is str:
         return value
     if t is int:
-        return value if abs(value) < 2**53 else ["bigint", str(value)]
+        # Hex, not decimal: int<->str in base 10 is capped at 4300 digits by default and
+        # quadratic; base 16 has neither problem.
+        return value if abs(value) < 2**53 else ["bigint", format(value, "x")]
     if t is float:
         return value if math.isfinite(value) else ["float", repr(value)]
     if t in (list, tuple, set, frozenset):
@@ -36,6 +43,8 @@ def encode(value, refs=None):
         return ["bytes", value.hex()]
     if t is complex:
         return ["complex", encode(value.real), encode(value.imag)]
+    if t is type and value.__name__ in TYPE_NAMES and getattr(builtins, value.__name__) is value:
+        return ["type", value.__name__]
     # Subclasses of builtin types (Counter, namedtuple, numpy scalars...) cross as their
     # base type: only the value is kept, never the subclass's behaviour.
     for base in (dict, list, tuple, set, frozenset, str, bytes):
@@ -72,11 +81,19 @@ def decode(tree, make_ref=None):
         return {decode(k, make_ref): decode(v, make_ref) for k, v in items}
     if len(items) == 1 and type(items[0]) is str:
         if tag == "bigint":
-            return int(items[0])
+            try:
+                return int(items[0], 16)
+            except ValueError:
+                raise ProtocolError("malformed bigint") from None
         if tag == "float" and items[0] in ("inf", "-inf", "nan"):
             return float(items[0])
         if tag == "bytes":
-            return bytes.fromhex(items[0])
+            try:
+                return bytes.fromhex(items[0])
+            except ValueError:
+                raise ProtocolError("malformed bytes") from None
+        if tag == "type" and items[0] in TYPE_NAMES:
+            return getattr(builtins, items[0])
     if tag == "complex" and len(items) == 2:
         return complex(decode(items[0]), decode(items[1]))
     if tag == "ref" and len(items) == 1 and type(items[0]) is int and make_ref is not None:

@@ -63,8 +63,9 @@ class Child:
         self.pid, self.sock, self.chan = pid, chan_parent, chan_parent.fileno()
         self.pidfd = os.pidfd_open(pid)
         self.sel = selectors.DefaultSelector()
-        for fd in (self.chan, out_r, err_r, self.pidfd):
+        for fd in (out_r, err_r, self.pidfd):
             os.set_blocking(fd, False)
+        for fd in (self.chan, out_r, err_r, self.pidfd):
             self.sel.register(fd, selectors.EVENT_READ)
         self.out_fd, self.err_fd = out_r, err_r
         self.stdout, self.stderr, self.total_output = bytearray(), bytearray(), 0
@@ -120,20 +121,25 @@ class Child:
     def _exited(self) -> bool:
         return self.wait_status is not None
 
-    def request(self, message: dict):
-        """Send one request and wait for its reply (None if the child is gone)."""
+    def send(self, message: dict) -> None:
         if self.stopped:
             raise self.stopped
         try:
-            self.sock.setblocking(True)
-            self.sock.sendall(codec.dumps(message))
-            self.sock.setblocking(False)
+            self.sock.sendall(codec.dumps(message))  # blocking, as before; reads wait in select
         except OSError:
-            pass  # the child died: noticed below through its exit status
+            pass  # the child died: noticed by reply() through its exit status
+
+    def reply(self):
+        """The child's next message (stops the child if it is gone or too slow)."""
         self._pump(lambda: self.frames or self._exited())
         if self.frames:
             return codec.loads(self.frames.popleft())
         self.stop(exit_stop(self.wait_status))
+
+    def request(self, message: dict):
+        """Send one request and wait for its reply."""
+        self.send(message)
+        return self.reply()
 
     def wait_exit(self) -> None:
         self._pump(self._exited)
@@ -246,7 +252,11 @@ def encode_arg(value):
 
 
 def call_remote(ch: Child, message: dict):
-    reply = ch.request(message)
+    return unpack_reply(ch, ch.request(message))
+
+
+def unpack_reply(ch: Child, reply):
+    """The value of an {"ok": ...} reply, or the program's exception raised here."""
     if type(reply) is not dict:
         ch.stop(Stop("error", "malformed reply from the program"))
     if "ok" in reply:
@@ -334,6 +344,7 @@ def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) 
         ch.close()
         return verdict(tests, statuses, Stop("error", f"test code: {exc}"), ch)
     n_cases = sum(is_case for _, is_case in cases)
+    detail = ""  # why the first failing case failed, for the user
     try:
         ch.deadline = job_deadline
         ns = namespace_from(load_program(ch), ch)
@@ -344,8 +355,10 @@ def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) 
                 exec(compile(ast.Module([node], []), "<tests>", "exec"), ns)
             except BaseException as exc:
                 status = classify(exc)
-                if ch.stopped:
-                    status = ch.stopped.status
+                if status != "passed" and not detail:
+                    detail = f"test line {node.lineno}: {type(exc).__name__}: {exc}"[:500]
+            if ch.stopped:  # even if the test code swallowed the Stop
+                status = ch.stopped.status
             if not is_case:
                 if status != "passed":
                     raise Stop(status, "a test setup statement failed")
@@ -358,21 +371,24 @@ def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) 
         return verdict(tests + [False] * (n_cases - len(tests)), statuses, stop, ch)
     finally:
         ch.close()
-    return verdict(tests + [False] * (n_cases - len(tests)), statuses, None, ch)
+    return verdict(tests + [False] * (n_cases - len(tests)), statuses, None, ch, detail)
 
 
 def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+    """All calls go in one request; the child streams one reply per case, so a case costs
+    no round trip, and each reply still has its own deadline."""
     ch = Child(cfg, workdir, public["program"], "serve")
     secret = secret_reader()
     tests, statuses = [], []
     try:
         ch.deadline = job_deadline
         load_program(ch)
-        fn = call_remote(ch, {"op": "entry", "name": public["entry_point"]})
-        for args, expected in zip(public["args"], secret["expected"]):
+        ch.send({"op": "calls", "name": public["entry_point"], "args": public["args"]})
+        unpack_reply(ch, ch.reply())  # the entry point exists and is callable
+        for expected in secret["expected"]:
             ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
             try:
-                got = fn(*codec.decode(args)) if isinstance(fn, Remote) else None
+                got = unpack_reply(ch, ch.reply())
                 status = "passed" if strict_equal(got, codec.decode(expected), secret["atol"]) else "failed"
             except BaseException as exc:
                 status = ch.stopped.status if ch.stopped else classify(exc)
@@ -424,7 +440,7 @@ def run_stdio(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -
     return verdict(tests, statuses, None, last)
 
 
-def verdict(tests, statuses, stop: Stop | None, ch: Child | None) -> dict:
+def verdict(tests, statuses, stop: Stop | None, ch: Child | None, case_detail: str = "") -> dict:
     bad = [i for i, s in enumerate(statuses) if s != "passed"]
     if stop is not None:
         status = stop.status
@@ -433,7 +449,7 @@ def verdict(tests, statuses, stop: Stop | None, ch: Child | None) -> dict:
     else:
         status = "passed" if statuses else "error"
     stderr = bytes(ch.stderr).decode("utf-8", errors="replace") if ch else ""
-    detail = stop.detail if stop is not None else ""
+    detail = stop.detail if stop is not None else case_detail
     if detail:
         stderr = (stderr + "\n" + detail).strip()
     if status == "error" and not statuses and not detail and not stderr:

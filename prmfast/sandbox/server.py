@@ -1,15 +1,16 @@
-"""The fork server: a warm interpreter that forks one supervisor per job.
+"""The fork server: a warm interpreter that forks one judge per job.
 
 Started by the dispatcher as `python -I server.py CONFIG_JSON` with its socket on fd 3.
-Per job: supervisor (here, root) -> unshare(CLONE_NEWPID) -> judge (PID 1 of the new
-namespace) -> untrusted children. Killing the supervisor kills the judge (parent-death
-signal), and the judge's death kills everything left in its namespace.
+Per job: judge (PID 1 of a fresh PID namespace, root) -> untrusted children. Killing the
+judge (the dispatcher's kill, or the server's death through the parent-death signal)
+makes the kernel kill everything left in its namespace.
 """
 from __future__ import annotations
 
 import gc
 import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -18,10 +19,11 @@ import struct
 import sys
 import types
 
-# Warm in the server so programs importing them pay nothing (shared by every fork).
+# Warm in the server so programs importing them pay nothing (shared by every fork). Kept
+# short on purpose: every preloaded page makes each fork (page tables) and each copy-on-write
+# fault after it more expensive; rarer, heavier modules (decimal, random...) load on demand.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
-           "string", "fractions", "decimal", "statistics", "operator", "copy", "random",
-           "hashlib", "datetime", "json", "io", "traceback")
+           "string", "operator", "copy")
 MESSAGE = struct.Struct("<IiQ")  # op, arg, job id (see csrc/dispatcher.cpp)
 SUBMIT, KILL, EXITED = 1, 2, 3
 
@@ -38,39 +40,56 @@ def _import_sandbox_modules(package_root: str):
     return _sandbox, judge
 
 
-def supervise(cfg, _sandbox, judge, job: int, slot: int, payload_fd: int, result_fd: int) -> None:
-    """Body of the per-job supervisor process; never returns."""
-    try:
-        _sandbox.set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() != cfg["server_pid"]:
-            os._exit(1)
-        workdir = os.path.join(cfg["base"], str(job))
-        os.mkdir(workdir, 0o700)
-        if "setuid" in cfg["layers"]:
-            os.chown(workdir, cfg["uid_base"] + slot, cfg["uid_base"] + slot)
-        if "pidns" in cfg["layers"]:
-            _sandbox.unshare(_sandbox.CLONE_NEWPID)
+class JobForker:
+    """Forks each job's judge straight into a fresh PID namespace, where it is PID 1.
+
+    unshare(CLONE_NEWPID) only sets the namespace of the caller's *future* children and
+    refuses a second call while that namespace differs from the caller's own, so the
+    server points its children back at its own namespace (setns) before each unshare: one
+    fork per job, no intermediate supervisor process.
+    """
+
+    def __init__(self, cfg, _sandbox, judge):
+        self.cfg, self._sandbox, self.judge = cfg, _sandbox, judge
+        self.pidns = "pidns" in cfg["layers"]
+        self.own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if self.pidns else -1
+        # Lets a judge notice that the server died before its parent-death signal was armed.
+        self.server_pidfd = os.pidfd_open(os.getpid())
+
+    def fork(self, job: int, slot: int, payload_fd: int, result_fd: int, close_fds) -> int:
+        if self.pidns:
+            self._sandbox.setns(self.own_ns, self._sandbox.CLONE_NEWPID)
+            self._sandbox.unshare(self._sandbox.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
-            try:
-                _sandbox.set_parent_death_signal(signal.SIGKILL)
-                judge.main(payload_fd, result_fd, cfg, workdir, slot)
-                os._exit(0)
-            except BaseException as exc:
-                os.write(2, f"sandbox judge failed: {exc!r}\n".encode())
+            for fd in close_fds:
+                os.close(fd)
+            self._judge(job, slot, payload_fd, result_fd)
+        return pid
+
+    def _judge(self, job, slot, payload_fd, result_fd) -> None:
+        """Body of the judge process; never returns."""
+        try:
+            self._sandbox.set_parent_death_signal(signal.SIGKILL)
+            if select.select([self.server_pidfd], [], [], 0)[0]:
                 os._exit(1)
-        os.close(payload_fd)
-        os.close(result_fd)
-        _, status = os.waitpid(pid, 0)
-        os._exit(0 if status == 0 else 1)
-    except BaseException as exc:
-        os.write(2, f"sandbox supervisor failed: {exc!r}\n".encode())
-        os._exit(1)
+            os.close(self.server_pidfd)
+            if self.own_ns >= 0:
+                os.close(self.own_ns)
+            workdir = os.path.join(self.cfg["base"], str(job))
+            os.mkdir(workdir, 0o700)
+            if "setuid" in self.cfg["layers"]:
+                os.chown(workdir, self.cfg["uid_base"] + slot, self.cfg["uid_base"] + slot)
+            self.judge.main(payload_fd, result_fd, self.cfg, workdir, slot)
+            os._exit(0)
+        except BaseException as exc:
+            os.write(2, f"sandbox judge failed: {exc!r}\n".encode())
+            os._exit(1)
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    cfg["server_pid"] = os.getpid()
+    sys.set_int_max_str_digits(0)  # trusted code here and in judges: no int<->str size limit
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _sandbox, judge = _import_sandbox_modules(cfg["package_root"])
     if "setuid" in cfg["layers"]:
@@ -84,6 +103,7 @@ def main() -> None:
         __import__(name)
     # Forked children would otherwise copy most of the heap on their first collection
     # (the collector writes to every object it visits); freezing keeps pages shared.
+    forker = JobForker(cfg, _sandbox, judge)
     gc.freeze()
     sock = socket.socket(fileno=3)
     sel = selectors.DefaultSelector()
@@ -105,12 +125,7 @@ def main() -> None:
                     os._exit(0)
                 op, arg, job = MESSAGE.unpack(msg)
                 if op == SUBMIT and len(fds) == 2:
-                    pid = os.fork()
-                    if pid == 0:
-                        sock.close()
-                        for pidfd in by_pidfd:
-                            os.close(pidfd)
-                        supervise(cfg, _sandbox, judge, job, arg, *fds)
+                    pid = forker.fork(job, arg, *fds, close_fds=[sock.fileno(), *by_pidfd])
                     for fd in fds:
                         os.close(fd)
                     pidfd = os.pidfd_open(pid)

@@ -16,7 +16,10 @@ from prmfast import distributed as D
 
 def main() -> None:
     backend, out = sys.argv[1], sys.argv[2]
-    ds_config = D.load_deepspeed_config(sys.argv[3]) if len(sys.argv) > 3 else None
+    ds_config = None
+    if len(sys.argv) > 3:  # plain SGD without clipping, as in the single-process run
+        ds_config = D.load_deepspeed_config(sys.argv[3], {"zero_allow_untested_optimizer": True,
+                                                          "gradient_clipping": 0.0})
     D.init_distributed(backend, comm="gloo")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
