@@ -2,7 +2,8 @@
 harness designs, all in the same run with the same number of workers:
   (a) one fresh `python file.py` subprocess per job, from a thread pool;
   (b) one multiprocessing.Process plus a Manager per job (human-eval / LiveCodeBench style).
-Also: latency percentiles, scaling from 1 to 2 workers, and the cost of each isolation layer.
+Also: CPU time per job (all processes; steadier than wall time on a loaded machine), latency
+percentiles, scaling from 1 to 2 workers, and the cost of each isolation layer.
 
     pytest bench/test_sandbox_bench.py --benchmark-only -s
 """
@@ -12,6 +13,7 @@ import gzip
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,6 +93,26 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - start
 
 
+def cpu_seconds(server_pid: int | None = None) -> float:
+    """CPU time of this process, its reaped children and (while it runs) the sandbox's fork
+    server with every judge it reaped (which include their untrusted children)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    if server_pid and server_pid > 0:
+        fields = Path(f"/proc/{server_pid}/stat").read_text().rpartition(")")[2].split()
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_timed(fn, *args, server_pid=None):
+    """(result, CPU seconds) of fn(*args)."""
+    before = cpu_seconds(server_pid)
+    out = fn(*args)
+    return out, cpu_seconds(server_pid) - before
+
+
 def test_sandbox_vs_baselines(benchmark, problems):
     jobs = sandbox_jobs(problems)
     with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
@@ -99,16 +121,20 @@ def test_sandbox_vs_baselines(benchmark, problems):
         assert all(r.passed for r in results)
         ours = len(jobs) / benchmark.stats.stats.median
         lat = sorted(r.wall_s for r in results)
-    ok_a, t_a = timed(subprocess_per_job, problems)
-    ok_b, t_b = timed(process_and_manager_per_job, problems)
+        _, cpu_ours = cpu_timed(sb.run, jobs, server_pid=sb.server_pid)
+    (ok_a, t_a), cpu_a = cpu_timed(timed, subprocess_per_job, problems)
+    (ok_b, t_b), cpu_b = cpu_timed(timed, process_and_manager_per_job, problems)
     assert all(ok_a) and all(ok_b)
     rate_a, rate_b = len(jobs) / t_a, len(jobs) / t_b
     q = statistics.quantiles(lat, n=100)
+    ms = 1e3 / len(jobs)
     info = {"sandbox_jobs_per_s": round(ours, 1), "subprocess_jobs_per_s": round(rate_a, 1),
             "process_manager_jobs_per_s": round(rate_b, 1), "speedup_vs_subprocess": round(ours / rate_a, 1),
             "speedup_vs_process_manager": round(ours / rate_b, 1),
+            "cpu_ms_per_job_sandbox": round(cpu_ours * ms, 1), "cpu_ms_per_job_subprocess": round(cpu_a * ms, 1),
+            "cpu_ms_per_job_process_manager": round(cpu_b * ms, 1),
             "latency_ms_p50": round(q[49] * 1e3, 1), "latency_ms_p90": round(q[89] * 1e3, 1),
-            "latency_ms_p99": round(q[98] * 1e3, 1)}
+            "latency_ms_p99": round(q[98] * 1e3, 1), "load_average_1min": round(os.getloadavg()[0], 1)}
     benchmark.extra_info.update(info)
     print("\n" + json.dumps(info, indent=1))
 
@@ -131,7 +157,7 @@ def test_sandbox_scaling(benchmark, problems):
 
 
 def test_isolation_layer_cost(benchmark, problems):
-    """Throughput with every layer, with none, and with each one left out."""
+    """Throughput and CPU per job with every layer, with none, and with each one left out."""
     jobs = sandbox_jobs(problems)
     full = available_layers()
     configs = {"all": full, "none": ()}
@@ -140,9 +166,11 @@ def test_isolation_layer_cost(benchmark, problems):
     for name, layers in configs.items():
         with Sandbox(workers=WORKERS, timeout_s=10.0, isolation=layers) as sb:
             sb.run(jobs[:4])
-            results, dt = timed(sb.run, jobs)
+            start = time.perf_counter()
+            results, cpu = cpu_timed(sb.run, jobs, server_pid=sb.server_pid)
+            dt = time.perf_counter() - start
             assert all(r.passed for r in results), name
-            rates[name] = round(len(jobs) / dt, 1)
+            rates[name] = {"jobs_per_s": round(len(jobs) / dt, 1), "cpu_ms_per_job": round(cpu * 1e3 / len(jobs), 1)}
     with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
         sb.run(jobs[:4])
         benchmark.pedantic(sb.run, args=(jobs,), rounds=1, iterations=1)

@@ -70,10 +70,6 @@ void unshare_ns(int flags) {
   if (unshare(flags) != 0) raise_errno("unshare");
 }
 
-void set_namespace(int fd, int nstype) {
-  if (setns(fd, nstype) != 0) raise_errno("setns");
-}
-
 void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
               unsigned long flags, const std::string& data) {
   auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };

@@ -16,9 +16,6 @@ struct Limits {
 
 // unshare(2) with the given CLONE_* flags; raises OSError on failure.
 void unshare_ns(int flags);
-// setns(2): with CLONE_NEWPID, `fd` (e.g. /proc/self/ns/pid) becomes the PID namespace of
-// this process's future children; raises OSError on failure.
-void set_namespace(int fd, int nstype);
 // mount(2); raises OSError on failure.
 void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
               unsigned long flags, const std::string& data);

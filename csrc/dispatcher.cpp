@@ -7,6 +7,7 @@
 //           namespace, which takes every process of the job with it.
 // If the server dies (or is killed), in-flight jobs are resubmitted once to a new server.
 #include "dispatcher.h"
+#include "protocol.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,15 +29,6 @@
 
 namespace prmfast {
 namespace {
-
-enum Op : uint32_t { kSubmit = 1, kKill = 2, kExited = 3 };
-
-// Fixed-size message on the server socket (SOCK_SEQPACKET keeps message boundaries).
-struct Message {
-  uint32_t op;
-  int32_t arg;  // submit: worker slot; exited: wait status
-  uint64_t job;
-};
 
 double now_s() {
   struct timespec ts;

@@ -10,6 +10,7 @@
 
 #include "confine.h"
 #include "dispatcher.h"
+#include "forkserver.h"
 
 namespace py = pybind11;
 using namespace prmfast;
@@ -34,8 +35,16 @@ PYBIND11_MODULE(_sandbox, m) {
       .def_property_readonly("server_pid", &Dispatcher::server_pid)
       .def("close", &Dispatcher::close, py::call_guard<py::gil_scoped_release>());
 
+  m.def(
+      "serve_jobs",
+      [](int sock, bool new_pid_namespace, const std::string& base) {
+        JobStart s = serve_jobs(sock, new_pid_namespace, base);
+        return py::make_tuple(s.job, s.slot, s.payload_fd, s.result_fd);
+      },
+      py::arg("sock"), py::arg("new_pid_namespace"), py::arg("base"),
+      "Run the fork server loop; returns (job, slot, payload_fd, result_fd) only in a forked "
+      "judge. Holds the GIL: the server is single-threaded and the fork hooks need it.");
   m.def("unshare", &unshare_ns, py::arg("flags"));
-  m.def("setns", &set_namespace, py::arg("fd"), py::arg("nstype"));
   m.def("mount", &mount_fs, py::arg("source"), py::arg("target"), py::arg("fstype"),
         py::arg("flags"), py::arg("data") = "");
   for (auto [name, value] : {std::pair<const char*, unsigned long>{"MS_RDONLY", MS_RDONLY},

@@ -25,6 +25,7 @@ class DataConfig:
     n_train: int = 2000
     n_val: int = 100
     n_test: int = 200
+    seed: int = 0                     # the generated suite's seed (fixed across run seeds)
     min_horizon: int = 1
     max_horizon: int = 8
     n_test_inputs: int = 8

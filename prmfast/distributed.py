@@ -175,15 +175,22 @@ def wrap_model(model: nn.Module, backend: str,
                ds_config: str | os.PathLike | dict | None = None) -> Wrapped:
     """Put model (already on its device) under backend and build its optimizer.
 
+    model's forward must do the whole differentiable computation (engines hook the wrapper's
+    forward): wrap prmfast.models.packed.PackedPolicy / PackedCritic, not the bare LM.
     make_optimizer(params) -> optimizer; it is called on the wrapped parameters (after FSDP
     sharding; inside deepspeed.initialize for ZeRO-3). ds_config: a path or dict for
     "deepspeed" (see load_deepspeed_config); gradient_clipping there replaces max_grad_norm.
+    Under ZeRO-3, parameters listed by model.external_parameters() are registered with
+    deepspeed.zero.register_external_parameter (gathered for model's forward).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "deepspeed":
         import deepspeed
         config = ds_config if isinstance(ds_config, dict) else load_deepspeed_config(ds_config)
+        if config.get("zero_optimization", {}).get("stage") == 3:
+            for param in getattr(model, "external_parameters", list)():
+                deepspeed.zero.register_external_parameter(model, param)
         engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=make_optimizer,
                                                        config=config)
         return Wrapped(engine, engine.module, optimizer, backend, None)
@@ -198,6 +205,23 @@ def wrap_model(model: nn.Module, backend: str,
         wrapped = model
     module = wrapped.module if isinstance(wrapped, nn.parallel.DistributedDataParallel) else model
     return Wrapped(wrapped, module, make_optimizer(wrapped.parameters()), backend, max_grad_norm)
+
+
+def full_state_dict(wrapped: Wrapped) -> dict[str, torch.Tensor]:
+    """The plain module's full state dict on CPU, gathered from ZeRO-3 / FSDP shards.
+
+    A collective under ZeRO-3 and FSDP: call it on every rank (then save on is_main())."""
+    module = wrapped.module
+    if wrapped.backend == "fsdp":
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                             get_model_state_dict)
+        return get_model_state_dict(wrapped.model, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+    if wrapped.backend == "deepspeed" and wrapped.model.zero_optimization_stage() == 3:
+        import deepspeed
+        with deepspeed.zero.GatheredParameters(list(module.parameters())):
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _fsdp_shard_layers(model: nn.Module, fully_shard) -> None:

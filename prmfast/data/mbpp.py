@@ -20,7 +20,6 @@ FILES = {"full": "mbpp/mbpp.jsonl", "sanitized": "mbpp/sanitized-mbpp.json"}
 KNOWN_FAILURES = {
     "mbpp/367": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
     "mbpp/927": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
-    "mbpp/533": "sandbox: a test passes a type (int, str, float) as an argument; types do not cross",
 }
 SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601),
              "train": range(601, 975)}

@@ -102,6 +102,39 @@ def packed_line_scores(value_model: nn.Module, input_ids: torch.Tensor, cu_seqle
                                line_end, impl=impl)
 
 
+class PackedPolicy(nn.Module):
+    """A causal LM whose forward is packed_logprobs, so DDP / FSDP / DeepSpeed wrap the whole
+    computation (they sync gradients only for forwards that go through the wrapper).
+
+    forward(input_ids [N], cu_seqlens [S+1]) -> (logprobs [N], entropy [N])
+    """
+
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor):
+        return packed_logprobs(self.model, input_ids, cu_seqlens, temperature=self.temperature)
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        """Used outside their own module's forward (ZeRO-3 must gather them for ours)."""
+        return [self.model.get_output_embeddings().weight]
+
+
+class PackedCritic(nn.Module):
+    """A ValueModel whose forward is packed_values. forward(input_ids [N], cu_seqlens) -> [N]."""
+
+    def __init__(self, value_model: nn.Module):
+        super().__init__()
+        self.model = value_model
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        return packed_values(self.model, input_ids, cu_seqlens)
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        return [self.model.head.weight, self.model.head.bias]
+
+
 def pack_sequences(sequences: list[list[int]],
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists -> (input_ids [N] int64, cu_seqlens [S+1] int64)."""

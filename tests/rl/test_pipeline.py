@@ -72,7 +72,7 @@ def test_resume_after_an_interrupt_in_every_stage(tmp_path, monkeypatch):
         train_mod.STAGES[stage](cfg, run)
         assert stage == "report" or (run / _folder(stage) / "DONE").exists(), stage
     for name in ("rl_baseline", "rl_prm"):
-        steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().split()]
+        steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().splitlines()]
         assert steps == [1, 2], name
         assert not (run / name / "state").exists()
     assert (run / "report.md").exists()

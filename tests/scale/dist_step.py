@@ -2,8 +2,8 @@
 
     python dist_step.py none OUT.pt                        # one process, whole batch
     torchrun --nproc_per_node 2 dist_step.py ddp OUT.pt    # each rank its shard
-    torchrun --nproc_per_node 2 dist_step.py deepspeed OUT.pt CONFIG.json
-Rank 0 writes the parameters after the step to OUT.pt. Sequences have unequal lengths, so the
+    torchrun --nproc_per_node 2 dist_step.py deepspeed OUT.pt CONFIG.json   # ZeRO-2 or -3
+The forward is the packed one (PackedPolicy, kernels.token_logprobs) under the engine. Rank 0 writes the parameters after the step to OUT.pt. Sequences have unequal lengths, so the
 result matches the single process only if the loss is scaled to the global token mean.
 """
 import sys
@@ -12,6 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prmfast import distributed as D
+from prmfast.models.packed import PackedPolicy, pack_sequences
 
 
 def main() -> None:
@@ -27,21 +28,21 @@ def main() -> None:
     model = LlamaForCausalLM(config)
     gen = torch.Generator().manual_seed(1)
     batch = [torch.randint(0, 64, (n,), generator=gen) for n in (5, 9, 3, 12, 7)]
-    wrapped = D.wrap_model(model, backend, lambda p: torch.optim.SGD(p, lr=0.5),
+    wrapped = D.wrap_model(PackedPolicy(model), backend, lambda p: torch.optim.SGD(p, lr=0.5),
                            max_grad_norm=None, ds_config=ds_config)
-    local = D.shard(batch)  # one forward per rank: DDP syncs buffers on every forward call
-    ids = torch.nn.utils.rnn.pad_sequence(local, batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(s) for s in local], batch_first=True)
+    local = D.shard(batch)  # one packed forward per rank
+    ids, cu = pack_sequences([seq.tolist() for seq in local])
     n_local = sum(len(seq) - 1 for seq in local)
-    mean_nll = wrapped(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-    loss = mean_nll * D.token_mean_scale(n_local)
+    logprobs, _ = wrapped(ids, cu)
+    loss = -logprobs.sum() / n_local * D.token_mean_scale(n_local)
     wrapped.backward(loss)
     wrapped.step()
     metrics = D.all_reduce_metrics({"tokens": float(n_local)}, op="sum")
     assert metrics["tokens"] == sum(len(seq) - 1 for seq in batch), metrics
     assert D.gather_shards(local)[3].tolist() == batch[3].tolist()
+    state = D.full_state_dict(wrapped)
     if D.is_main():
-        torch.save({k: v.detach().clone() for k, v in wrapped.module.state_dict().items()}, out)
+        torch.save({k.removeprefix("model."): v for k, v in state.items()}, out)
 
 
 if __name__ == "__main__":

@@ -48,13 +48,14 @@ def test_ddp_two_ranks_match_one_process_on_cpu(single, tmp_path):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_two_ranks_match_one_process_on_cpu(single, tmp_path):
-    """DeepSpeed ZeRO-2 on CPU (gloo). First use JIT-builds DeepSpeed's shm comm op (~45 s);
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_two_ranks_match_one_process_on_cpu(single, tmp_path, stage):
+    """DeepSpeed ZeRO-2 / ZeRO-3 on CPU (gloo). First use JIT-builds DeepSpeed's shm comm op (~45 s);
     it is cached in .cache/torch_extensions (or $TORCH_EXTENSIONS_DIR) so reruns are fast."""
     pytest.importorskip("deepspeed")
     out = tmp_path / "ds.pt"
     cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
-    config = REPO / "configs" / "deepspeed" / "zero2.json"
+    config = REPO / "configs" / "deepspeed" / f"zero{stage}.json"
     try:
         _run(_torchrun(2, "deepspeed", str(out), str(config)), {"TORCH_EXTENSIONS_DIR": cache})
     except AssertionError as exc:
