@@ -36,11 +36,11 @@ class ModelConfig:
     """Policy backbone: "tiny" builds a Llama-style model from the fields below and trains a
     byte-level BPE tokenizer on the suite; anything else is a local HF folder or .gguf file."""
     init: str = "tiny"
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
+    vocab_size: int = 512
+    hidden_size: int = 96
+    num_layers: int = 3
+    num_heads: int = 3
+    intermediate_size: int = 256
     max_position: int = 512
     dtype: str = "float32"
 
@@ -56,7 +56,9 @@ class SamplingConfig:
 
 @dataclass
 class SFTConfig:
-    epochs: float = 3.0
+    """Defaults tuned on the synthetic suite so the SFT policy leaves room for RL (pass@1 about
+    0.27 overall: short 0.47, medium 0.26, long 0.13; see docs/training.md)."""
+    epochs: float = 8.0
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 20

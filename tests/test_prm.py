@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from prmfast.config import ModelConfig, PRMConfig
+from prmfast.config import load_config
 from prmfast.prm import (collate, comment_targets, example, first_bad_index, line_metrics,
                          line_values, localisation, make_batch, oracle_labels, predict, rerank,
                          roc_auc, score_lines, split_by_task, train_prm)
@@ -76,7 +76,7 @@ def test_collate_puts_targets_on_line_end_tokens_on_cpu():
     assert b.targets[0, 3] == 1.0 and b.targets[0, 5] == -1.0 and b.targets[1].sum() == 1.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny():
     from prmfast.models import ValueModel, build_tiny_model, train_tokenizer
 
@@ -84,7 +84,7 @@ def tiny():
              "    xs = [x * 2 for x in xs]\n    return len(xs)\n", "# Write f(xs):\ndef f(xs):\n"]
     tok = train_tokenizer(texts * 30, vocab_size=300)
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    cfg = load_config("smoke").model
     return tok, ValueModel.from_causal_lm(build_tiny_model(tok, cfg)), texts
 
 
@@ -121,7 +121,7 @@ def test_prm_training_lowers_the_loss_on_cpu(tiny):
         spans = _spans(ids, tok)
         examples.append(example(prompt, ids, spans, [1.0 if i % 2 == 0 or j == 0 else -1.0
                                                      for j in range(len(spans))]))
-    cfg = PRMConfig(epochs=6, batch_size=8, lr=3e-3, patience=10)
+    cfg = load_config("smoke", sets=["prm.epochs=6", "prm.batch_size=8", "prm.lr=3e-3"]).prm
     before = predict(prm, examples[:2], tok.pad_token_id)
     hist = train_prm(prm, examples[:20], examples[20:], cfg, tok.pad_token_id, progress=False)
     assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
@@ -134,3 +134,18 @@ def test_prm_training_lowers_the_loss_on_cpu(tiny):
 def _spans(ids, tok):
     from prmfast.lines import segment
     return segment(ids, tok).spans
+
+
+def test_stages_check_prerequisites_up_front_on_cpu(tmp_path):
+    from prmfast import prm
+    from prmfast.labeling import collect
+
+    cfg = load_config("smoke")
+    with pytest.raises(FileNotFoundError, match="rl stage"):
+        collect.check_prerequisites(cfg, tmp_path)
+    with pytest.raises(FileNotFoundError, match="collect stage"):
+        prm.check_prerequisites(cfg, tmp_path)
+    (tmp_path / "prm_data").mkdir()
+    (tmp_path / "prm_data" / "labels.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match="sft stage"):
+        prm.check_prerequisites(cfg, tmp_path)

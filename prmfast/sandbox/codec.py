@@ -106,8 +106,16 @@ def dumps(message) -> bytes:
     return FRAME_HEADER.pack(len(body)) + body
 
 
+def _plain_int(text: str) -> int:
+    # encode() writes ints of 2**53 and more as hex, so a longer literal is hostile: reject it
+    # before int() spends quadratic time on it (the judge lifts the 4300-digit limit).
+    if len(text) > 20:
+        raise ProtocolError("oversized integer literal")
+    return int(text)
+
+
 def loads(body: bytes):
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_plain_int)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"bad frame: {exc}") from None

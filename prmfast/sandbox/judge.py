@@ -132,9 +132,12 @@ class Child:
     def reply(self):
         """The child's next message (stops the child if it is gone or too slow)."""
         self._pump(lambda: self.frames or self._exited())
-        if self.frames:
+        if not self.frames:
+            self.stop(exit_stop(self.wait_status))
+        try:
             return codec.loads(self.frames.popleft())
-        self.stop(exit_stop(self.wait_status))
+        except codec.ProtocolError as exc:
+            self.stop(Stop("error", f"malformed reply from the program: {exc}"))
 
     def request(self, message: dict):
         """Send one request and wait for its reply."""
@@ -260,7 +263,10 @@ def unpack_reply(ch: Child, reply):
     if type(reply) is not dict:
         ch.stop(Stop("error", "malformed reply from the program"))
     if "ok" in reply:
-        return codec.decode(reply["ok"], lambda i: Remote(ch, i))
+        try:
+            return codec.decode(reply["ok"], lambda i: Remote(ch, i))
+        except (codec.ProtocolError, RecursionError) as exc:
+            ch.stop(Stop("error", f"malformed reply from the program: {exc}"))
     name, msg = reply.get("exc", ["RemoteError", ""])
     if name == "MemoryError":
         ch.stop(Stop("memory", "MemoryError"))
@@ -294,10 +300,7 @@ def load_program(ch: Child) -> dict:
 
 
 def _first_reply(ch: Child) -> dict:
-    ch._pump(lambda: ch.frames or ch._exited())
-    if not ch.frames:
-        ch.stop(exit_stop(ch.wait_status))
-    reply = codec.loads(ch.frames.popleft())
+    reply = ch.reply()
     if type(reply) is not dict:
         ch.stop(Stop("error", "malformed reply from the program"))
     return reply

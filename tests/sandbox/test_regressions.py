@@ -115,3 +115,12 @@ def test_streamed_call_cases_keep_their_own_deadline():
 def test_call_entry_point_not_callable_or_missing_is_error(sandbox, program):
     r = sandbox.run([Job(program, CallTests("f", [([1], 1), ([2], 2)]))])[0]
     assert r.status == "error" and r.tests == [False, False]
+
+
+
+def test_huge_integer_literal_in_reply_is_rejected_fast(sandbox):
+    """A reply with a 5-million-digit JSON integer must not make the judge parse it."""
+    prog = ("import os, struct, time\nbody = b'{\"ok\":' + b'7' * 5_000_000 + b'}'\n"
+            "def f():\n    os.write(3, struct.pack('<I', len(body)) + body)\n    time.sleep(60)\n")
+    r = sandbox.run([Job(prog, AssertTests("assert f() == 1"), timeout_s=20.0)])[0]
+    assert r.status == "error" and r.wall_s < 10 and "oversized integer" in r.stderr
