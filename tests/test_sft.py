@@ -84,7 +84,7 @@ def test_smoke_run_end_to_end_on_cpu(tmp_path):
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert time.perf_counter() - t0 < 120
+    assert time.perf_counter() - t0 < 180        # about 40 s on a loaded 2-core machine
     for name in ("config.json", "tokenizer/tokenizer.json", "sft/model/config.json",
                  "sft/model/model.safetensors", "sft/eval.json", "sft/DONE"):
         assert (out / name).exists(), name

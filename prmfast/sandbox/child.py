@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import select
 import signal
 import sys
 import traceback
@@ -18,14 +19,16 @@ from prmfast.sandbox import codec
 MEMORY_EXIT = 121  # stdio mode: the program died of MemoryError
 
 
-def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_fd: int) -> None:
+def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_fd: int,
+            judge_pidfd: int) -> None:
     """Set up stdio and fds, then apply the isolation layers named in cfg['layers']."""
     os.setpgid(0, 0)
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     os.dup2(chan, 3)
-    os.closerange(4, 1 << 16)  # judge's result pipe, payload, server socket: none reach the program
+    os.dup2(judge_pidfd, 4)
+    os.closerange(5, 1 << 16)  # judge's result pipe, payload, server socket: none reach the program
     os.chdir(workdir)
     os.environ.clear()
     os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir,
@@ -44,6 +47,12 @@ def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_
         _sandbox.drop_privileges(cfg["uid"], cfg["uid"])
     if "landlock" in layers:
         _sandbox.landlock_restrict([workdir, "/dev/null"])
+    # Die with the judge (then, as PID 1, with every process of the job). Armed last because
+    # changing credentials clears it; the judge may have died before: check its pidfd.
+    _sandbox.set_parent_death_signal(signal.SIGKILL)
+    if select.select([4], [], [], 0)[0]:
+        os._exit(120)
+    os.close(4)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
                                  encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
@@ -172,6 +181,18 @@ def serve(program: str) -> None:
                 value = bool(refs[req["ref"]])
             elif op == "getitem":
                 value = refs[req["ref"]][arg(req["key"])]
+            elif op == "setattr":
+                setattr(refs[req["ref"]], str(req["name"]), arg(req["value"]))
+                value = None
+            elif op == "delattr":
+                delattr(refs[req["ref"]], str(req["name"]))
+                value = None
+            elif op == "setitem":
+                refs[req["ref"]][arg(req["key"])] = arg(req["value"])
+                value = None
+            elif op == "delitem":
+                del refs[req["ref"]][arg(req["key"])]
+                value = None
             else:
                 raise ValueError(f"unknown op {op!r}")
             reply = {"ok": codec.encode(value, refs)}

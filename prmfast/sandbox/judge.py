@@ -1,7 +1,8 @@
 """The trusted side of a job: forks the untrusted children, drives them, decides.
 
-The judge runs as PID 1 of the job's PID namespace. It forks each untrusted child before
-it reads the secret half of the payload (expected outputs, test code), so no child's
+A judge is long-lived (one per worker slot) and runs one job at a time. It forks each
+untrusted child as PID 1 of a fresh PID namespace, so killing that child ends every process
+of the job, and it forks the child before it reads the secret half of the payload (expected outputs, test code), so no child's
 memory ever holds them; children send back plain data only (see codec), and every verdict
 is computed here.
 """
@@ -19,6 +20,7 @@ import struct
 import sys
 import time
 
+from prmfast import _sandbox
 from prmfast.sandbox import child as child_side
 from prmfast.sandbox import codec
 from prmfast.sandbox.compare import normalize_stdout, strict_equal
@@ -46,10 +48,11 @@ class Child:
         stdin_fd = os.memfd_create("stdin")
         os.write(stdin_fd, stdin)
         os.lseek(stdin_fd, 0, os.SEEK_SET)
-        pid = os.fork()
+        pid = _sandbox.fork_child("pidns" in cfg["layers"])
         if pid == 0:
             try:
-                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w)
+                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w,
+                                   cfg["judge_pidfd"])
             except BaseException as exc:
                 os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
                 os._exit(120)
@@ -155,13 +158,14 @@ class Child:
         raise self.stopped
 
     def kill(self) -> None:
+        """With the pidns layer the child is PID 1 of its namespace: once it is reaped, the
+        kernel has killed every process it started."""
         if self.wait_status is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _, self.wait_status = os.waitpid(self.pid, 0)
-        kill_namespace()
 
     def close(self) -> None:
         """Reap the child, stop whatever it left behind and read its output to the end."""
@@ -179,22 +183,6 @@ class Child:
             os.close(fd)
 
 
-def kill_namespace() -> None:
-    """SIGKILL every other process of this PID namespace (orphans, double forks).
-    Only ever as PID 1: kill(-1) from the host namespace would hit the whole machine."""
-    if os.getpid() != 1:
-        return
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
 def exit_stop(wait_status: int) -> Stop:
     """Why a child that should still be running is gone."""
     if os.WIFSIGNALED(wait_status):
@@ -209,8 +197,9 @@ def exit_stop(wait_status: int) -> Stop:
 
 
 class Remote:
-    """An object that lives in the untrusted child: it can be called, its attributes read
-    and iterated, and it equals nothing but itself."""
+    """An object that lives in the untrusted child: it can be called, its attributes and
+    items read, set and deleted, iterated, and it equals nothing but itself. Every operation
+    is a request whose reply is plain data or another reference, never a verdict."""
     __slots__ = ("_child", "_ref")
 
     def __init__(self, ch: Child, ref: int):
@@ -224,6 +213,13 @@ class Remote:
     def __getattr__(self, name):
         return call_remote(self._child, {"op": "getattr", "ref": self._ref, "name": name})
 
+    def __setattr__(self, name, value):  # test setup code: root.left = Node(2)
+        call_remote(self._child, {"op": "setattr", "ref": self._ref, "name": name,
+                                  "value": encode_arg(value)})
+
+    def __delattr__(self, name):
+        call_remote(self._child, {"op": "delattr", "ref": self._ref, "name": name})
+
     def __iter__(self):
         return iter(call_remote(self._child, {"op": "list", "ref": self._ref}))
 
@@ -235,6 +231,13 @@ class Remote:
 
     def __getitem__(self, key):
         return call_remote(self._child, {"op": "getitem", "ref": self._ref, "key": encode_arg(key)})
+
+    def __setitem__(self, key, value):
+        call_remote(self._child, {"op": "setitem", "ref": self._ref, "key": encode_arg(key),
+                                  "value": encode_arg(value)})
+
+    def __delitem__(self, key):
+        call_remote(self._child, {"op": "delitem", "ref": self._ref, "key": encode_arg(key)})
 
     def __repr__(self):
         return f"<untrusted object #{self._ref}>"
@@ -473,13 +476,14 @@ def _read_part(fd: int):
     return json.loads(data)
 
 
-def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int) -> None:
-    """Entry of the judge process (PID 1 of the job's namespace)."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int,
+         judge_pidfd: int) -> None:
+    """Run one job and write its verdict to result_fd. judge_pidfd (a pidfd of this judge)
+    lets each child check that the judge is alive once its parent-death signal is armed."""
     start = time.monotonic()
     public = _read_part(payload_fd)
     cfg = {"layers": server_cfg["layers"], "uid": server_cfg["uid_base"] + slot,
-           "limits": public["limits"]}
+           "limits": public["limits"], "judge_pidfd": judge_pidfd}
     limits = public["limits"]
     job_deadline = start + limits["timeout_s"]
     try:
@@ -490,4 +494,3 @@ def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: 
     data = json.dumps(result).encode()
     while data:
         data = data[os.write(result_fd, data):]
-    kill_namespace()

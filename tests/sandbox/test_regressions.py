@@ -124,3 +124,33 @@ def test_huge_integer_literal_in_reply_is_rejected_fast(sandbox):
             "def f():\n    os.write(3, struct.pack('<I', len(body)) + body)\n    time.sleep(60)\n")
     r = sandbox.run([Job(prog, AssertTests("assert f() == 1"), timeout_s=20.0)])[0]
     assert r.status == "error" and r.wall_s < 10 and "oversized integer" in r.stderr
+
+
+NODE = ("class Node:\n    def __init__(self, d):\n        self.d = d\n        self.left = None\n"
+        "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n")
+
+
+def test_setup_code_mutates_remote_objects(sandbox):
+    """MBPP 367/927: test setup builds a tree by setting attributes on the program's objects;
+    item assignment and deletion on remote containers work the same way."""
+    box = "class Box:\n    def __init__(self):\n        self.items = {}\n    def __getitem__(self, k):\n" \
+          "        return self.items[k]\n    def __setitem__(self, k, v):\n        self.items[k] = v\n" \
+          "    def __delitem__(self, k):\n        del self.items[k]\n"
+    jobs = [Job(NODE, AssertTests("r = Node(1)\nr.left = Node(2)\nr.left.left = Node(3)\n"
+                                  "assert depth(r) == 3\nassert r.left.d == 2\n")),
+            Job(NODE, AssertTests("r = Node(1)\ndel r.left\nassert depth(r) == 1\n")),
+            Job(NODE, AssertTests("r = Node(1)\nr.left = Node(2)\nassert depth(r) == 5\n")),
+            Job(box, AssertTests("b = Box()\nb['k'] = [1, 2]\nassert b['k'] == [1, 2]\n"
+                                 "del b['k']\nassert b.items == {}\n"))]
+    r = sandbox.run(jobs)
+    assert [x.status for x in r] == ["passed", "error", "failed", "passed"], [x.stderr for x in r]
+    assert "AttributeError" in r[1].stderr  # the program's exception, raised in the judge
+
+
+def test_remote_setattr_cannot_forge_a_pass(sandbox):
+    """A __setattr__ that exits, or lies by returning a value, changes nothing in the verdict."""
+    prog = NODE + "import os\nclass Evil(Node):\n    def __setattr__(self, k, v):\n        os._exit(0)\n"
+    lying = NODE + "class Liar(Node):\n    def __setattr__(self, k, v):\n        return True\n"
+    r = sandbox.run([Job(prog, AssertTests("e = Evil(1)\ne.left = Node(2)\nassert depth(e) == 2\n")),
+                     Job(lying, AssertTests("e = Liar(1)\ne.left = Node(2)\nassert depth(e) == 2\n"))])
+    assert r[0].status == "error" and not r[1].passed
