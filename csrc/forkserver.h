@@ -4,22 +4,19 @@
 #include <cstdint>
 #include <string>
 
-#include <sys/types.h>
-
 namespace prmfast {
 
-// What a freshly forked judge needs: its worker slot and the socket its jobs arrive on.
-struct JudgeStart {
+// What a freshly forked judge needs to know about its job.
+struct JobStart {
+  uint64_t job;
   int slot;
-  int jobs_fd;
+  int payload_fd;
+  int result_fd;
 };
 
-// Serves the dispatcher on `sock` until it hangs up (then kills every judge, removes the
-// job folders under `base` and exits the process). Returns only in a newly forked judge.
-JudgeStart serve_jobs(int sock, const std::string& base);
-
-// fork(2) with the interpreter's fork hooks; with `new_pid_namespace` the child is PID 1
-// of a fresh PID namespace. Holds the GIL.
-pid_t fork_child(bool new_pid_namespace);
+// Serves the dispatcher on `sock` until it hangs up (then kills every job, removes their
+// folders under `base` and exits the process). Returns only in a newly forked judge, which
+// is PID 1 of a fresh PID namespace when `new_pid_namespace` is set.
+JobStart serve_jobs(int sock, bool new_pid_namespace, const std::string& base);
 
 }  // namespace prmfast

@@ -37,15 +37,13 @@ PYBIND11_MODULE(_sandbox, m) {
 
   m.def(
       "serve_jobs",
-      [](int sock, const std::string& base) {
-        JudgeStart s = serve_jobs(sock, base);
-        return py::make_tuple(s.slot, s.jobs_fd);
+      [](int sock, bool new_pid_namespace, const std::string& base) {
+        JobStart s = serve_jobs(sock, new_pid_namespace, base);
+        return py::make_tuple(s.job, s.slot, s.payload_fd, s.result_fd);
       },
-      py::arg("sock"), py::arg("base"),
-      "Run the fork server loop; returns (slot, jobs_fd) only in a forked judge. Holds the "
-      "GIL: the server is single-threaded and the fork hooks need it.");
-  m.def("fork_child", &fork_child, py::arg("new_pid_namespace"),
-        "os.fork(), optionally into a fresh PID namespace where the child is PID 1.");
+      py::arg("sock"), py::arg("new_pid_namespace"), py::arg("base"),
+      "Run the fork server loop; returns (job, slot, payload_fd, result_fd) only in a forked "
+      "judge. Holds the GIL: the server is single-threaded and the fork hooks need it.");
   m.def("unshare", &unshare_ns, py::arg("flags"));
   m.def("mount", &mount_fs, py::arg("source"), py::arg("target"), py::arg("fstype"),
         py::arg("flags"), py::arg("data") = "");

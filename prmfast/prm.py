@@ -342,13 +342,12 @@ def check_prerequisites(cfg, out_dir: Path) -> None:
 
 def run(cfg, run_dir: str | Path) -> Path:
     """The "prm" stage: DIR/prm/model and DIR/prm/eval.json, DONE last; skips when DONE."""
-    from prmfast.data import split_tasks
-
     out_dir = Path(run_dir)
     if (out_dir / "prm" / "DONE").exists():
         print(f"prm: {out_dir / 'prm' / 'DONE'} exists, skipping")
         return out_dir / "prm"
     check_prerequisites(cfg, out_dir)
+    from prmfast.data import split_tasks
     result = train_and_evaluate(cfg, out_dir, split_tasks(cfg, "test"))
     (out_dir / "prm" / "DONE").write_text("ok\n")
     test = result["test"]

@@ -25,17 +25,17 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from prmfast.config import Config, SFTConfig
+from prmfast.data import split_tasks
+from prmfast.eval import evaluate_policy
 from prmfast.models import build_tiny_model, encode, load_policy, save_policy, train_tokenizer
+from prmfast.rollout import HFGenerateBackend
+from prmfast.sandbox import Sandbox
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     """The whole stage into run_dir/sft; skips when DONE exists. Returns the stage folder."""
-    from prmfast.eval import evaluate_policy
-    from prmfast.rollout import HFGenerateBackend
-    from prmfast.sandbox import Sandbox
-
     run_dir = Path(run_dir)
     out = run_dir / "sft"
     if (out / "DONE").exists():
@@ -66,18 +66,6 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     print(f"sft: pass@1 {metrics['pass@1']:.3f} ({buckets}); stop rate "
           f"{metrics['stop_rate']:.2f}; train {t1 - t0:.0f}s, eval {metrics['eval_wall_s']:.0f}s")
     return out
-
-
-def split_tasks(cfg: Config, split: str) -> list:
-    """The tasks of split "train" | "validation" | "test" as the config sizes them.
-    (Belongs in prmfast.data, where rl/stage.py and report.py look for it; moves there.)"""
-    from prmfast.data import load_tasks
-    data = cfg.data
-    n = {"train": data.n_train, "validation": data.n_val, "test": data.n_test}[split]
-    if data.name != "synthetic":
-        return load_tasks(data.name, split=split, path=data.path)[:n]
-    return load_tasks("synthetic", split=split, n=n, seed=data.seed, min_horizon=data.min_horizon,
-                      max_horizon=data.max_horizon, n_inputs=data.n_test_inputs)
 
 
 def initial_policy(cfg: Config, run_dir: Path, train_split) -> tuple:

@@ -21,21 +21,12 @@ from prmfast.config import PRESETS, Config, ConfigError, config_to_dict, load_co
 Stage = Callable[[Config, Path], object]
 
 
-class StageNotImplemented(RuntimeError):
-    """A registered stage whose implementation has not landed yet."""
-
-
 def _lazy(module: str, attr: str) -> Stage:
     """A stage whose module (torch, transformers, ...) is imported only when it runs."""
     def stage(cfg: Config, run_dir: Path):
         return getattr(importlib.import_module(module), attr)(cfg, run_dir)
     return stage
 
-
-def _not_implemented(name: str) -> Stage:
-    def stage(cfg: Config, run_dir: Path):
-        raise StageNotImplemented(f"stage {name!r} is not implemented yet")
-    return stage
 
 
 STAGES: dict[str, Stage] = {
@@ -97,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(torch_threads())
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    for name in stages:
-        try:
+    try:
+        for name in stages:
             STAGES[name](cfg, run_dir)
-        except StageNotImplemented as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command with --out {run_dir} to resume",
+              file=sys.stderr)
+        return 130
     print(f"run folder: {run_dir}")
     return 0
 

@@ -4,7 +4,7 @@ from math import comb
 
 import pytest
 
-from prmfast.data.task import Task
+from prmfast.data import Task
 from prmfast.eval import (best_of_k_curve, bucket_rates, evaluate_policy, length_bucket,
                           mean_pass_at_k, pass_at_k)
 from prmfast.rollout import Sample

@@ -10,7 +10,7 @@ import torch
 
 from prmfast import sft
 from prmfast.config import ModelConfig, SFTConfig
-from prmfast.data.task import Task
+from prmfast.data import Task
 from prmfast.models import build_tiny_model, encode, train_tokenizer
 from prmfast.sandbox import CallTests
 from prmfast.train import main
@@ -104,8 +104,11 @@ def test_cli_config_errors_exit_2_on_cpu(tmp_path, capsys):
     assert not (tmp_path / "config.json").exists()
 
 
-def test_cli_unimplemented_stage_on_cpu(tmp_path, capsys, monkeypatch):
+def test_cli_interrupt_says_how_to_resume_on_cpu(tmp_path, capsys, monkeypatch):
     from prmfast import train
-    monkeypatch.setitem(train.STAGES, "prm", train._not_implemented("prm"))
-    assert main(["prm", "--out", str(tmp_path)]) == 1
-    assert "not implemented yet" in capsys.readouterr().err
+
+    def interrupted(cfg, run_dir):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(train.STAGES, "prm", interrupted)
+    assert main(["prm", "--out", str(tmp_path)]) == 130
+    assert f"--out {tmp_path} to resume" in capsys.readouterr().err

@@ -37,3 +37,17 @@ def load_tasks(name: str, split: str = "test", path=None, **kw) -> list[Task]:
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
     return LOADERS[name](split, path, **kw)
+
+
+def split_tasks(cfg, split: str) -> list[Task]:
+    """The tasks of `split` ("train" | "validation" | "test") that a run's config names:
+    cfg.data picks the dataset and, for the synthetic suite, its size, horizons and seed."""
+    data = cfg.data
+    sizes = {"train": data.n_train, "validation": data.n_val, "test": data.n_test}
+    if split not in sizes:
+        raise ValueError(f"split must be one of {sorted(sizes)}, got {split!r}")
+    if data.name != "synthetic":
+        return load_tasks(data.name, split=split, path=data.path)[:sizes[split]]
+    return load_tasks("synthetic", split=split, n=sizes[split], seed=data.seed,
+                      min_horizon=data.min_horizon, max_horizon=data.max_horizon,
+                      n_inputs=data.n_test_inputs)

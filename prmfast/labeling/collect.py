@@ -161,14 +161,13 @@ def check_prerequisites(cfg: Config, run_dir: Path) -> None:
 
 def run(cfg: Config, run_dir: str | Path) -> Path:
     """The stage: labels.jsonl + summary.json, then quality.json; DONE last; skips when DONE."""
-    from prmfast.data import split_tasks
-
     run_dir = Path(run_dir)
     out = run_dir / "prm_data"
     if (out / "DONE").exists():
         print(f"collect: {out / 'DONE'} exists, skipping")
         return out
     check_prerequisites(cfg, run_dir)
+    from prmfast.data import split_tasks
     tasks = split_tasks(cfg, "train")
     summary = collect(cfg, run_dir, tasks)
     quality = measure_quality(cfg, run_dir, tasks)

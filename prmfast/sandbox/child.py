@@ -8,7 +8,6 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import select
 import signal
 import sys
 import traceback
@@ -19,16 +18,14 @@ from prmfast.sandbox import codec
 MEMORY_EXIT = 121  # stdio mode: the program died of MemoryError
 
 
-def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_fd: int,
-            judge_pidfd: int) -> None:
+def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_fd: int) -> None:
     """Set up stdio and fds, then apply the isolation layers named in cfg['layers']."""
     os.setpgid(0, 0)
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     os.dup2(chan, 3)
-    os.dup2(judge_pidfd, 4)
-    os.closerange(5, 1 << 16)  # judge's result pipe, payload, server socket: none reach the program
+    os.closerange(4, 1 << 16)  # judge's result pipe, payload, server socket: none reach the program
     os.chdir(workdir)
     os.environ.clear()
     os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir,
@@ -47,12 +44,6 @@ def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_
         _sandbox.drop_privileges(cfg["uid"], cfg["uid"])
     if "landlock" in layers:
         _sandbox.landlock_restrict([workdir, "/dev/null"])
-    # Die with the judge (then, as PID 1, with every process of the job). Armed last because
-    # changing credentials clears it; the judge may have died before: check its pidfd.
-    _sandbox.set_parent_death_signal(signal.SIGKILL)
-    if select.select([4], [], [], 0)[0]:
-        os._exit(120)
-    os.close(4)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
                                  encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),

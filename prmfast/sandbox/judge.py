@@ -1,8 +1,7 @@
 """The trusted side of a job: forks the untrusted children, drives them, decides.
 
-A judge is long-lived (one per worker slot) and runs one job at a time. It forks each
-untrusted child as PID 1 of a fresh PID namespace, so killing that child ends every process
-of the job, and it forks the child before it reads the secret half of the payload (expected outputs, test code), so no child's
+The judge runs as PID 1 of the job's PID namespace. It forks each untrusted child before
+it reads the secret half of the payload (expected outputs, test code), so no child's
 memory ever holds them; children send back plain data only (see codec), and every verdict
 is computed here.
 """
@@ -20,7 +19,6 @@ import struct
 import sys
 import time
 
-from prmfast import _sandbox
 from prmfast.sandbox import child as child_side
 from prmfast.sandbox import codec
 from prmfast.sandbox.compare import normalize_stdout, strict_equal
@@ -48,11 +46,10 @@ class Child:
         stdin_fd = os.memfd_create("stdin")
         os.write(stdin_fd, stdin)
         os.lseek(stdin_fd, 0, os.SEEK_SET)
-        pid = _sandbox.fork_child("pidns" in cfg["layers"])
+        pid = os.fork()
         if pid == 0:
             try:
-                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w,
-                                   cfg["judge_pidfd"])
+                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w)
             except BaseException as exc:
                 os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
                 os._exit(120)
@@ -158,14 +155,13 @@ class Child:
         raise self.stopped
 
     def kill(self) -> None:
-        """With the pidns layer the child is PID 1 of its namespace: once it is reaped, the
-        kernel has killed every process it started."""
         if self.wait_status is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _, self.wait_status = os.waitpid(self.pid, 0)
+        kill_namespace()
 
     def close(self) -> None:
         """Reap the child, stop whatever it left behind and read its output to the end."""
@@ -181,6 +177,22 @@ class Child:
         self.sock.close()
         for fd in (self.out_fd, self.err_fd, self.pidfd):
             os.close(fd)
+
+
+def kill_namespace() -> None:
+    """SIGKILL every other process of this PID namespace (orphans, double forks).
+    Only ever as PID 1: kill(-1) from the host namespace would hit the whole machine."""
+    if os.getpid() != 1:
+        return
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def exit_stop(wait_status: int) -> Stop:
@@ -476,14 +488,13 @@ def _read_part(fd: int):
     return json.loads(data)
 
 
-def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int,
-         judge_pidfd: int) -> None:
-    """Run one job and write its verdict to result_fd. judge_pidfd (a pidfd of this judge)
-    lets each child check that the judge is alive once its parent-death signal is armed."""
+def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int) -> None:
+    """Entry of the judge process (PID 1 of the job's namespace)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     start = time.monotonic()
     public = _read_part(payload_fd)
     cfg = {"layers": server_cfg["layers"], "uid": server_cfg["uid_base"] + slot,
-           "limits": public["limits"], "judge_pidfd": judge_pidfd}
+           "limits": public["limits"]}
     limits = public["limits"]
     job_deadline = start + limits["timeout_s"]
     try:
@@ -494,3 +505,4 @@ def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: 
     data = json.dumps(result).encode()
     while data:
         data = data[os.write(result_fd, data):]
+    kill_namespace()

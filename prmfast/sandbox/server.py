@@ -1,11 +1,11 @@
-"""The fork server: a warm interpreter that forks one long-lived judge per worker slot.
+"""The fork server: a warm interpreter that forks one judge per job.
 
 Started by the dispatcher as `python -I server.py CONFIG_JSON` with its socket on fd 3.
 After setting up (mount and network namespaces, preloaded modules) it hands control to the
-C++ loop `_sandbox.serve_jobs`, which forks a judge per slot and passes it that slot's
-jobs; Python runs again only in the judges. Each judge forks every untrusted child as PID 1
-of a fresh PID namespace, so killing the child, or the judge (the dispatcher's kill, or the
-server's death through the parent-death signal), makes the kernel kill the whole job.
+C++ loop `_sandbox.serve_jobs`, which forks each job's judge as PID 1 of a fresh PID
+namespace; Python runs again only in the judge. Killing the judge (the dispatcher's kill,
+or the server's death through the parent-death signal) makes the kernel kill everything
+left in its namespace.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import gc
 import json
 import os
 import signal
-import socket
-import struct
 import sys
 import types
 
@@ -37,28 +35,15 @@ def _import_sandbox_modules(package_root: str):
     return _sandbox, judge
 
 
-def run_judge(cfg: dict, judge, slot: int, jobs_fd: int) -> None:
-    """Body of a slot's judge process (root): runs the jobs the server sends until it hangs
-    up; never returns. Any failure outside a job's own verdict ends the process, so a judge
-    in an unknown state never runs another job (the server forks a fresh one)."""
+def run_judge(cfg: dict, judge, job: int, slot: int, payload_fd: int, result_fd: int) -> None:
+    """Body of a job's judge process (root, PID 1 of the job's namespace); never returns."""
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        jobs = socket.socket(fileno=jobs_fd)
-        judge_pidfd = os.pidfd_open(os.getpid())
-        while True:
-            message, fds, _, _ = socket.recv_fds(jobs, 8, 2)
-            if len(message) != 8 or len(fds) != 2:
-                os._exit(0)  # the server is gone
-            (job,) = struct.unpack("<Q", message)
-            payload_fd, result_fd = fds
-            workdir = os.path.join(cfg["base"], str(job))
-            os.mkdir(workdir, 0o700)
-            if "setuid" in cfg["layers"]:
-                os.chown(workdir, cfg["uid_base"] + slot, cfg["uid_base"] + slot)
-            judge.main(payload_fd, result_fd, cfg, workdir, slot, judge_pidfd)
-            os.close(payload_fd)
-            os.close(result_fd)  # EOF for the dispatcher
-            jobs.send(message)  # done: every process of the job is gone
+        workdir = os.path.join(cfg["base"], str(job))
+        os.mkdir(workdir, 0o700)
+        if "setuid" in cfg["layers"]:
+            os.chown(workdir, cfg["uid_base"] + slot, cfg["uid_base"] + slot)
+        judge.main(payload_fd, result_fd, cfg, workdir, slot)
+        os._exit(0)
     except BaseException as exc:
         os.write(2, f"sandbox judge failed: {exc!r}\n".encode())
         os._exit(1)
@@ -81,8 +66,8 @@ def main() -> None:
     # Forked children would otherwise copy most of the heap on their first collection
     # (the collector writes to every object it visits); freezing keeps pages shared.
     gc.freeze()
-    slot, jobs_fd = _sandbox.serve_jobs(3, cfg["base"])
-    run_judge(cfg, judge, slot, jobs_fd)
+    job, slot, payload_fd, result_fd = _sandbox.serve_jobs(3, "pidns" in cfg["layers"], cfg["base"])
+    run_judge(cfg, judge, job, slot, payload_fd, result_fd)
 
 
 if __name__ == "__main__":
