@@ -62,6 +62,8 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
     started = time.perf_counter()
     with results_path.open("a") as sink, tqdm(total=len(tasks), initial=len(tasks) - len(todo),
                                               desc=name, unit="problem", disable=not progress) as bar:
+        if sink.tell() and not results_path.read_bytes().endswith(b"\n"):
+            sink.write("\n")                   # end a line torn by an interrupted run
         for b in range(0, len(todo), problems_per_batch):
             chunk = todo[b:b + problems_per_batch]
             groups = backend.generate(build_prompts(chunk, tokenizer, style), n=samples,

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="JSON or TOML file of overrides, applied after the preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set rl.steps=10 (repeatable; last wins)")
+    from prmfast.profiling import add_cli_flags
+    add_cli_flags(parser)                       # --nvtx, --profile DIR (docs/scale.md)
     return parser.parse_args(argv)
 
 
@@ -88,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(torch_threads())
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    from prmfast import profiling
+    profiling.configure(nvtx=args.nvtx)
     try:
-        for name in stages:
-            STAGES[name](cfg, run_dir)
+        with profiling.profile_trace(args.profile):
+            for name in stages:
+                with profiling.nvtx_range(name):
+                    STAGES[name](cfg, run_dir)
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command with --out {run_dir} to resume",
               file=sys.stderr)

@@ -17,10 +17,7 @@ from prmfast.sandbox.specs import AssertTests
 
 FILES = {"full": "mbpp/mbpp.jsonl", "sanitized": "mbpp/sanitized-mbpp.json"}
 # The sandbox runs assert code on the judge side, with the program's objects as remote references:
-KNOWN_FAILURES = {
-    "mbpp/367": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
-    "mbpp/927": "sandbox: setup code sets attributes on remote objects (root.left = Node(2))",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601),
              "train": range(601, 975)}
 

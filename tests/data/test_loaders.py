@@ -141,7 +141,8 @@ def test_humaneval_references_pass(sandbox):
 @pytest.mark.parametrize("variant", ["sanitized", "full"])
 def test_mbpp_references_fail_exactly_the_known(sandbox, variant):
     tasks = sample(load_tasks("mbpp", split="all", variant=variant), 1 if FULL else 10,
-                   always=set(MBPP_KNOWN_FAILURES) | {"mbpp/123"})  # 123: slow (seconds)
+                   always=set(MBPP_KNOWN_FAILURES) | {"mbpp/123", "mbpp/367", "mbpp/927"})
+    # 123 is slow (seconds); 367 and 927 set attributes on the program's objects in their setup
     report = validate_tasks(tasks, sandbox)
     known = {t.task_id for t in tasks if "known_failure" in t.meta}
     assert {f.task_id for f in report.failures} == known and not report.unexpected, str(report)

@@ -1,10 +1,11 @@
 """One training step of a tiny Llama on a fixed global batch, for the distributed tests.
 
-    python dist_step.py none OUT.pt                        # one process, whole batch
-    torchrun --nproc_per_node 2 dist_step.py ddp OUT.pt    # each rank its shard
+    python dist_step.py none OUT.pt                          # one process, whole batch
+    torchrun --nproc_per_node 2 dist_step.py ddp|fsdp OUT.pt # each rank its shard
     torchrun --nproc_per_node 2 dist_step.py deepspeed OUT.pt CONFIG.json   # ZeRO-2 or -3
-The forward is the packed one (PackedPolicy, kernels.token_logprobs) under the engine. Rank 0 writes the parameters after the step to OUT.pt. Sequences have unequal lengths, so the
-result matches the single process only if the loss is scaled to the global token mean.
+The forward is the packed one (PackedPolicy, kernels.token_logprobs) under the engine. Rank 0
+writes the parameters after the step to OUT.pt. Sequences have unequal lengths, so the result
+matches the single process only if the loss is scaled to the global token mean.
 """
 import sys
 

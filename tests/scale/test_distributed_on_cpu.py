@@ -41,9 +41,10 @@ def single(tmp_path_factory):
     return out
 
 
-def test_ddp_two_ranks_match_one_process_on_cpu(single, tmp_path):
-    out = tmp_path / "ddp.pt"
-    _run(_torchrun(2, "ddp", str(out)))
+@pytest.mark.parametrize("backend", ["ddp", "fsdp"])
+def test_torch_two_ranks_match_one_process_on_cpu(single, tmp_path, backend):
+    out = tmp_path / f"{backend}.pt"
+    _run(_torchrun(2, backend, str(out)))
     _assert_same(single, out, 1e-5)
 
 

@@ -1,0 +1,60 @@
+"""`python -m prmfast.eval` (prmfast.bench_eval): files, resumability and the summary, with a
+tiny random model on real HumanEval problems."""
+import json
+
+import pytest
+import torch
+
+from prmfast import eval as prm_eval
+from prmfast.bench_eval import parse_args, summarize
+from prmfast.config import ModelConfig
+from prmfast.models import build_tiny_model, save_policy, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n"] * 20, 300,
+                                tmp_path_factory.mktemp("tok"))
+    torch.manual_seed(0)
+    model = build_tiny_model(tokenizer, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                                    intermediate_size=64, max_position=2048))
+    folder = tmp_path_factory.mktemp("model")
+    save_policy(model, tokenizer, folder)
+    return folder
+
+
+def test_eval_cli_writes_and_resumes_on_cpu(tiny_model_dir, tmp_path, capsys):
+    argv = ["--model", str(tiny_model_dir), "--tasks", "humaneval", "--limit", "3",
+            "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path), "--workers", "2"]
+    prm_eval.main(argv)
+    results = tmp_path / "humaneval" / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert all(len(r["passed"]) == 2 and len(r["n_tokens"]) == 2 for r in rows)
+    summary = json.loads((tmp_path / "humaneval" / "summary.json").read_text())
+    assert summary["n_problems"] == 3 and set(summary["pass@k"]) == {"pass@1"}
+    assert len(summary["best_of_k"]) == 2 and summary["prompt_style"] == "completion"
+    assert "humaneval: 3 problems x 2 samples" in capsys.readouterr().out
+    results.write_text(results.read_text() + '{"task_id": "HumanEval/9", "pas')  # torn line
+    prm_eval.main(argv[:5] + ["4"] + argv[6:])                                  # --limit 4
+    rows = [json.loads(line) for line in results.read_text().splitlines()[:3]]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    summary = json.loads((tmp_path / "humaneval" / "summary.json").read_text())
+    assert summary["n_problems"] == 4
+
+
+def test_summarize_on_cpu():
+    rows = [{"passed": [True, False, True, True, False], "n_tokens": [50, 150, 80, 120, 20],
+             "finish": ["stop"] * 5},
+            {"passed": [False] * 5, "n_tokens": [10] * 5, "finish": ["length"] * 5}]
+    s = summarize(rows, max_k=3, length_threshold=100)
+    assert s["pass@k"]["pass@1"] == pytest.approx((0.6 + 0.0) / 2)
+    assert s["pass@k"]["pass@5"] == pytest.approx(0.5)
+    assert s["best_of_k"][0] == pytest.approx(0.3) and len(s["best_of_k"]) == 3
+    assert s["by_length"]["long"] == {"pass@1": 0.5, "n": 2}
+    assert s["stop_rate"] == 0.5
+
+
+def test_unknown_benchmark_is_rejected_on_cpu():
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "m", "--tasks", "humaneval,apps"])
