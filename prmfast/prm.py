@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import PRMConfig
+from prmfast.errors import StageError
 from prmfast.labeling.search import labels_from_line
 from prmfast.lines import segment
 
@@ -331,13 +332,13 @@ def check_prerequisites(cfg, out_dir: Path) -> None:
     """Fail early, naming what is missing."""
     labels = out_dir / "prm_data" / "labels.jsonl"
     if not labels.exists():
-        raise FileNotFoundError(f"{labels} is missing: run the collect stage first")
+        raise StageError(f"{labels} is missing: run the collect stage first")
     if not init_path(cfg, out_dir).is_dir():
-        raise FileNotFoundError(f"PRM init {init_path(cfg, out_dir)} (prm.init={cfg.prm.init!r})"
-                                " is missing: run the sft stage first or set prm.init")
+        raise StageError(f"PRM init {init_path(cfg, out_dir)} (prm.init={cfg.prm.init!r})"
+                         " is missing: run the sft stage first or set prm.init")
     if not list(out_dir.glob("rl_baseline/ckpt_*")):
-        raise FileNotFoundError(f"no {out_dir}/rl_baseline/ckpt_*: the reranking test samples "
-                                "from the last RL-baseline checkpoint")
+        raise StageError(f"no {out_dir}/rl_baseline/ckpt_*: the reranking test samples "
+                         "from the last RL-baseline checkpoint")
 
 
 def run(cfg, run_dir: str | Path) -> Path:
@@ -374,7 +375,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     train_sel, val_sel = (select(train_recs, cfg.prm.selection),
                           select(val_recs, cfg.prm.selection))
     if not train_sel:
-        raise ValueError(f"selection {cfg.prm.selection!r} keeps no training response out of "
+        raise StageError(f"selection {cfg.prm.selection!r} keeps no training response out of "
                          f"{len(train_recs)}; collect more or choose another prm.selection")
     neutral = cfg.prm.neutral_comments
     prm = ValueModel.from_pretrained(init_path(cfg, out_dir))

@@ -22,6 +22,8 @@ import json
 import math
 from pathlib import Path
 
+from prmfast.errors import StageError
+
 HORIZONS = ("short", "medium", "long")
 CURVES = (("reward", "reward per response"), ("pass_rate", "pass rate (train)"),
           ("kl", "KL to reference (per response)"), ("vf_loss", "value loss"))
@@ -51,7 +53,7 @@ def run_eval(cfg, run_dir: str | Path, *, progress: bool = True) -> Path:
     run_dir = Path(run_dir)
     models = model_dirs(run_dir)
     if not models:
-        raise FileNotFoundError(f"no finished model under {run_dir} (run the sft stage first)")
+        raise StageError(f"no finished model under {run_dir} (run the sft stage first)")
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(cfg)

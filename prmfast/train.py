@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prmfast.config import PRESETS, Config, ConfigError, config_to_dict, load_config
+from prmfast.errors import StageError
 
 Stage = Callable[[Config, Path], object]
 
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in stages:
                 with profiling.nvtx_range(name):
                     STAGES[name](cfg, run_dir)
+    except StageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command with --out {run_dir} to resume",
               file=sys.stderr)

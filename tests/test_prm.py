@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from prmfast.config import load_config
+from prmfast.errors import StageError
 from prmfast.prm import (collate, comment_targets, example, first_bad_index, line_metrics,
                          line_values, localisation, make_batch, oracle_labels, predict, rerank,
                          roc_auc, score_lines, split_by_task, train_prm)
@@ -141,11 +142,11 @@ def test_stages_check_prerequisites_up_front_on_cpu(tmp_path):
     from prmfast.labeling import collect
 
     cfg = load_config("smoke")
-    with pytest.raises(FileNotFoundError, match="rl stage"):
+    with pytest.raises(StageError, match="rl_baseline stage"):
         collect.check_prerequisites(cfg, tmp_path)
-    with pytest.raises(FileNotFoundError, match="collect stage"):
+    with pytest.raises(StageError, match="collect stage"):
         prm.check_prerequisites(cfg, tmp_path)
     (tmp_path / "prm_data").mkdir()
     (tmp_path / "prm_data" / "labels.jsonl").write_text("")
-    with pytest.raises(FileNotFoundError, match="sft stage"):
+    with pytest.raises(StageError, match="sft stage"):
         prm.check_prerequisites(cfg, tmp_path)

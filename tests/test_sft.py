@@ -112,3 +112,9 @@ def test_cli_interrupt_says_how_to_resume_on_cpu(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(train.STAGES, "prm", interrupted)
     assert main(["prm", "--out", str(tmp_path)]) == 130
     assert f"--out {tmp_path} to resume" in capsys.readouterr().err
+
+
+def test_cli_missing_prerequisite_is_one_clear_line_on_cpu(tmp_path, capsys):
+    assert main(["prm", "--preset", "smoke", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "collect stage" in err and "Traceback" not in err

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from prmfast.config import Config
+from prmfast.config import Config, ConfigError
+from prmfast.errors import StageError
 from prmfast.labeling.driver import Response
 from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox, pick_checkpoints
 from prmfast.labeling.probe import ProbeRequest
@@ -152,10 +153,10 @@ def _oracle(cfg: Config):
 def check_prerequisites(cfg: Config, run_dir: Path) -> None:
     """Fail early, naming what is missing."""
     if not list_checkpoints(run_dir / "rl_baseline"):
-        raise FileNotFoundError(f"no {run_dir}/rl_baseline/ckpt_* checkpoints: run the rl stage "
-                                "first (collection samples from the RL-baseline checkpoints)")
+        raise StageError(f"no {run_dir}/rl_baseline/ckpt_* checkpoints: run the rl_baseline "
+                         "stage first (collection samples from the RL-baseline checkpoints)")
     if cfg.collect.k < 1 or cfg.collect.first_wave < 1 or not cfg.collect.quality_ks:
-        raise ValueError("collect.k and collect.first_wave must be >= 1 and collect.quality_ks "
+        raise ConfigError("collect.k and collect.first_wave must be >= 1 and collect.quality_ks "
                          "non-empty")
 
 

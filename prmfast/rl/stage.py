@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
+from prmfast.errors import StageError
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import PPOTrainer, latest_state
@@ -98,7 +99,7 @@ def check_rl_ready(cfg: Config, run_dir: Path, name: str) -> None:
     check_rl_config(run_config(cfg, name))
     missing = [p for p in rl_prerequisites(cfg, run_dir, name) if not p.is_dir()]
     if missing:
-        raise FileNotFoundError(
+        raise StageError(
             f"stage {name!r} needs {', '.join(str(p) for p in missing)}: run the earlier stages "
             f"first (python -m prmfast.train all --out {run_dir})")
 

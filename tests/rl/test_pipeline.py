@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prmfast.config import load_config
+from prmfast.errors import StageError
 from prmfast.rl.stage import check_rl_ready, run_rl, variant_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +102,11 @@ def test_config_errors_fail_fast(tmp_path):
 
 def test_missing_prerequisites_are_named_on_cpu(tmp_path):
     cfg = load_config("smoke")
-    with pytest.raises(FileNotFoundError, match="sft/model"):
+    with pytest.raises(StageError, match="sft/model"):
         check_rl_ready(cfg, tmp_path, "rl_baseline")
     (tmp_path / "sft" / "model").mkdir(parents=True)
     check_rl_ready(cfg, tmp_path, "rl_baseline")
-    with pytest.raises(FileNotFoundError, match="prm/model"):
+    with pytest.raises(StageError, match="prm/model"):
         run_rl(cfg, tmp_path, "rl_prm")
 
 

@@ -27,7 +27,7 @@ def test_smollm2_generate_execute_prm_ppo_save_reload_on_cpu(tmp_path):
     policy, tokenizer = load_policy(GGUF)
     tasks = load_tasks("humaneval")[:2]
     backend = HFGenerateBackend(policy, tokenizer, batch_size=4)
-    groups = backend.generate(build_prompts(tasks, tokenizer, "chat"), n=1, max_new_tokens=48,
+    groups = backend.generate(build_prompts(tasks, tokenizer, "chat"), n=1, max_new_tokens=32,
                               temperature=0.2, seed=0)
     samples = [g[0] for g in groups]
     assert all(s.response_ids and len(s.logprobs) == len(s.response_ids) for s in samples)
@@ -52,8 +52,8 @@ def test_smollm2_generate_execute_prm_ppo_save_reload_on_cpu(tmp_path):
     assert torch.all(scores[~line_end] == 0)
 
     # one PPO iteration of prmfast.rl with the PRM dense reward
-    cfg = load_config("smoke", sets=["rl.reward=dense", "rl.prompts_per_step=2",
-                                     "rl.samples_per_prompt=1", "sampling.max_new_tokens=24"])
+    cfg = load_config("smoke", sets=["rl.reward=dense", "rl.prompts_per_step=1",
+                                     "rl.samples_per_prompt=2", "sampling.max_new_tokens=16"])
     critic = ValueModel.from_causal_lm(policy)
     trainer = PPOTrainer(cfg, policy=policy, reference=copy.deepcopy(policy), critic=critic,
                          prm=prm, tokenizer=tokenizer, tasks=tasks, backend=backend,
