@@ -58,10 +58,11 @@ def test_smollm2_generate_execute_prm_ppo_save_reload_on_cpu(tmp_path):
     trainer = PPOTrainer(cfg, policy=policy, reference=copy.deepcopy(policy), critic=critic,
                          prm=prm, tokenizer=tokenizer, tasks=tasks, backend=backend,
                          sandbox=sandbox)
-    before = policy.get_input_embeddings().weight.detach().clone()
+    before = {k: v.detach().clone() for k, v in policy.state_dict().items()}
     row = trainer.train_step()
-    assert row["step"] == 1 and torch.isfinite(torch.tensor(row["loss"]))
-    assert not torch.equal(before, policy.get_input_embeddings().weight)
+    assert row["step"] == 1 and torch.isfinite(torch.tensor(row["loss"])), row
+    changed = [k for k, v in policy.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed, row
 
     # save and reload: the same packed log-probs and PRM scores
     save_policy(policy, tokenizer, tmp_path / "policy")
