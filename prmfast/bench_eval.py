@@ -60,8 +60,9 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
     done = read_results(results_path)
     todo = [t for t in tasks if t.task_id not in done]
     started = time.perf_counter()
-    with results_path.open("a") as sink, tqdm(total=len(tasks), initial=len(tasks) - len(todo),
-                                              desc=name, unit="problem", disable=not progress) as bar:
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=name, unit="problem",
+               disable=not progress)
+    with results_path.open("a") as sink, bar:
         if sink.tell() and not results_path.read_bytes().endswith(b"\n"):
             sink.write("\n")                   # end a line torn by an interrupted run
         for b in range(0, len(todo), problems_per_batch):

@@ -13,6 +13,8 @@ exist; values and PRM line scores come from the ValueModel's head on the packed 
 """
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from torch import nn
 
@@ -22,14 +24,10 @@ FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
 
 
 def attn_implementation_for(device: torch.device | str) -> str:
-    """What a loader should request: flash_attention_2 on CUDA when flash-attn imports, else sdpa."""
-    if torch.device(device).type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
-            return "sdpa"
-        return "flash_attention_2"
-    return "sdpa"
+    """The attn_implementation to load a model with: flash_attention_2 on CUDA when flash-attn
+    is installed, else sdpa (either way packed_hidden keeps sequences apart)."""
+    cuda = torch.device(device).type == "cuda"
+    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 def packed_position_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,8 @@ class VLLMBackend:
         with socket.create_server(("127.0.0.1", 0)) as server:
             self.proc = subprocess.Popen(
                 [python, str(WORKER), "--port", str(server.getsockname()[1]), "--model",
-                 self.model_dir, "--engine", engine, "--engine-args", json.dumps(engine_args or {})],
+                 self.model_dir, "--engine", engine,
+                 "--engine-args", json.dumps(engine_args or {})],
                 env=env)
             self.conn = self._accept(server, startup_timeout_s, python)
         self._reader = self.conn.makefile("r", encoding="utf-8")

@@ -55,7 +55,8 @@ def test_deepspeed_zero_two_ranks_match_one_process_on_cpu(single, tmp_path, sta
     it is cached in .cache/torch_extensions (or $TORCH_EXTENSIONS_DIR) so reruns are fast."""
     pytest.importorskip("deepspeed")
     out = tmp_path / "ds.pt"
-    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR",
+                           str(REPO / ".cache" / "torch_extensions"))
     config = REPO / "configs" / "deepspeed" / f"zero{stage}.json"
     try:
         _run(_torchrun(2, "deepspeed", str(out), str(config)), {"TORCH_EXTENSIONS_DIR": cache})

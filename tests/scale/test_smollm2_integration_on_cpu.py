@@ -16,7 +16,8 @@ from prmfast.rl.trainer import PPOTrainer
 from prmfast.rollout import HFGenerateBackend
 from prmfast.sandbox import Job, Sandbox
 
-GGUF = Path(__file__).resolve().parents[3] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = (Path(__file__).resolve().parents[3] / "shared" / "models" / "smollm2-135m-instruct"
+        / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not GGUF.exists(), reason=f"SmolLM2 GGUF not found at {GGUF}")]
@@ -55,6 +56,7 @@ def test_smollm2_generate_execute_prm_ppo_save_reload_on_cpu(tmp_path):
     cfg = load_config("smoke", sets=["rl.reward=dense", "rl.prompts_per_step=1",
                                      "rl.samples_per_prompt=2", "sampling.max_new_tokens=16"])
     critic = ValueModel.from_causal_lm(policy)
+    torch.nn.init.normal_(critic.head.weight, std=0.02)    # values != returns: a real update
     trainer = PPOTrainer(cfg, policy=policy, reference=copy.deepcopy(policy), critic=critic,
                          prm=prm, tokenizer=tokenizer, tasks=tasks, backend=backend,
                          sandbox=sandbox)

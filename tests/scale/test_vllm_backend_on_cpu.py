@@ -1,7 +1,6 @@
 """VLLMBackend: the worker process protocol, weight sync and errors, on CPU with the "hf" engine
 (prmfast's HFGenerateBackend inside the worker); the real vLLM engine only where it exists."""
 import os
-import sys
 
 import pytest
 import torch
