@@ -101,18 +101,20 @@ class RLConfig:
     neutral_comments: bool = True
     num_checkpoints: int = 4
     save_every: int = 5
+    engine: str = "none"              # none | ddp (multi-process under torchrun: docs/scale.md)
 
 
 @dataclass
 class CollectConfig:
-    """PRM data collection by binary search (paper Algorithm 1)."""
+    """PRM data collection by binary search (paper Algorithm 1). The paper uses K = 20; the
+    embedded default uses K = 8 to fit a 2-core CPU (the quality study measures what K costs)."""
     num_checkpoints: int = 4
-    num_prompts: int = 200
+    num_prompts: int = 64
     responses_per_prompt: int = 2
-    k: int = 20
+    k: int = 8
     temperature: float = 1.0
-    quality_sample: int = 40
-    quality_ks: list[int] = field(default_factory=lambda: [4, 8, 20])
+    quality_sample: int = 16
+    quality_ks: list[int] = field(default_factory=lambda: [2, 4, 8])
     first_wave: int = 4               # completions per probe in the first wave (then doubling)
     chunk_size: int = 64              # responses labelled together (and appended) at a time
 
@@ -130,6 +132,11 @@ class PRMConfig:
     rerank_n: int = 8
     rerank_temperature: float = 1.0
     neutral_comments: bool = True     # False: comment lines take the surrounding label (hack)
+    # engineering choices the paper leaves open (docs/prm.md, "Training"):
+    class_balance: bool = True        # +1 and -1 lines weigh equally in the MSE
+    response_norm: bool = False       # every response weighs equally in the MSE
+    head_lr: float | None = None      # the head's learning rate (None: lr)
+    early_stop: str = "auc"           # auc (validation line AUC) | loss (validation MSE)
 
 
 @dataclass

@@ -119,6 +119,26 @@ def all_reduce_metrics(metrics: dict[str, float], op: str = "mean") -> dict[str,
     return dict(zip(keys, values.tolist()))
 
 
+def global_mean_std(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(count, mean, unbiased std) of x's elements over all ranks, as 0-d tensors of x's dtype.
+
+    One all-reduce of (count, sum, sum of squares) in float64; a single process computes
+    x.mean() / x.std() directly. The mean of no elements is 0, the std of fewer than 2 is 0.
+    """
+    if get_world_size() == 1:
+        n = x.numel()
+        return n, (x.mean() if n else x.new_zeros(())), (x.std() if n > 1 else x.new_zeros(()))
+    stats = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64),
+                         x.double().sum().cpu(), x.double().square().sum().cpu()])
+    stats = stats.to(_comm_device())
+    dist.all_reduce(stats)
+    n, total, squares = stats.tolist()
+    mean = total / n if n else 0.0
+    var = (squares - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    return (int(n), torch.tensor(mean, dtype=x.dtype, device=x.device),
+            torch.tensor(max(var, 0.0) ** 0.5, dtype=x.dtype, device=x.device))
+
+
 def token_mean_scale(n_local: int) -> float:
     """Factor that turns a rank-local token mean into its share of the global token mean.
 

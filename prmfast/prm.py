@@ -19,6 +19,7 @@ Public API (the RL stage calls score_lines for dense rewards):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ class PRMExample:
     input_ids: list[int]        # prompt + response
     line_ends: list[int]        # per line: position of its last token in input_ids
     targets: list[float]        # per line
+    weights: list[float] | None = None   # per line loss weight (None: all 1)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class PRMBatch:
     attention_mask: torch.Tensor  # [B, T] long
     line_end: torch.Tensor      # [B, T] bool
     targets: torch.Tensor       # [B, T] float, 0 off line ends
+    weights: torch.Tensor | None = None  # [B, T] float loss weights, 0 off line ends (None: 1)
 
 
 def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
@@ -86,13 +89,18 @@ def collate(examples: Sequence[PRMExample], pad_id: int) -> PRMBatch:
     mask = torch.zeros((b, width), dtype=torch.long)
     line_end = torch.zeros((b, width), dtype=torch.bool)
     targets = torch.zeros((b, width))
+    weighted = any(e.weights is not None for e in examples)
+    weights = torch.zeros((b, width)) if weighted else None
     for i, e in enumerate(examples):
         ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
         mask[i, :len(e.input_ids)] = 1
         if e.line_ends:
             line_end[i, e.line_ends] = True
             targets[i, e.line_ends] = torch.tensor(e.targets)
-    return PRMBatch(ids, mask, line_end, targets)
+            if weighted:
+                weights[i, e.line_ends] = (torch.tensor(e.weights) if e.weights is not None
+                                           else 1.0)
+    return PRMBatch(ids, mask, line_end, targets, weights)
 
 
 def make_batch(prompts: list[list[int]], responses: list[list[int]], tokenizer,
@@ -116,9 +124,40 @@ def line_values(scores: torch.Tensor, batch: PRMBatch) -> list[list[float]]:
 
 
 def mse_loss(scores: torch.Tensor, batch: PRMBatch) -> torch.Tensor:
-    """Mean squared error over line-end tokens."""
-    n = batch.line_end.sum().clamp(min=1)
-    return ((scores - batch.targets) ** 2 * batch.line_end).sum() / n
+    """Mean squared error over line-end tokens; weighted mean when the batch has weights."""
+    w = batch.line_end.to(scores.dtype)
+    if batch.weights is not None:
+        w = w * batch.weights.to(scores.dtype)
+    return ((scores - batch.targets) ** 2 * w).sum() / w.sum().clamp(min=1e-8)
+
+
+def loss_weights(targets: Sequence[Sequence[float]], class_balance: bool = True,
+                 response_norm: bool = False) -> list[list[float]]:
+    """Per-line MSE weights for a training set (targets per response, per line).
+
+    class_balance: +1 and -1 lines get weights (n+ + n-) / (2 n+) and (n+ + n-) / (2 n-), so the
+    two classes carry equal total weight (mean weight over +-1 lines stays 1); neutral (0) lines
+    keep weight 1. response_norm: each response's weights are rescaled to sum to the mean number
+    of lines per response, so every response counts the same whatever its length. Both off: all 1.
+    """
+    pos = sum(t > 0 for ts in targets for t in ts)
+    neg = sum(t < 0 for ts in targets for t in ts)
+    w_pos = w_neg = 1.0
+    if class_balance and pos and neg:
+        w_pos, w_neg = (pos + neg) / (2 * pos), (pos + neg) / (2 * neg)
+    out = [[w_pos if t > 0 else w_neg if t < 0 else 1.0 for t in ts] for ts in targets]
+    if response_norm:
+        lengths = [len(ts) for ts in targets if ts]
+        mean_len = sum(lengths) / max(1, len(lengths))
+        out = [[x * mean_len / sum(ws) for x in ws] if sum(ws) > 0 else ws for ws in out]
+    return out
+
+
+def with_weights(examples: Sequence[PRMExample], cfg: PRMConfig) -> list[PRMExample]:
+    """Copies of the examples carrying the loss weights that cfg (class_balance, response_norm)
+    asks for."""
+    ws = loss_weights([e.targets for e in examples], cfg.class_balance, cfg.response_norm)
+    return [PRMExample(e.input_ids, e.line_ends, e.targets, w) for e, w in zip(examples, ws)]
 
 
 def length_batches(examples: Sequence[PRMExample], batch_size: int,
@@ -152,12 +191,23 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
 
 def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
               pad_id: int, seed: int = 0, progress: bool = True) -> dict:
-    """AdamW on the MSE; early stopping on validation loss (patience in epochs); the best
-    epoch's weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
+    """AdamW on the (weighted, see loss_weights) MSE; the head may have its own learning rate
+    (cfg.head_lr). After each epoch the validation set is scored; early stopping (patience in
+    epochs) on cfg.early_stop: "auc" = line ROC AUC against the validation targets' signs (higher
+    is better; the weighted validation MSE breaks ties and stands in when validation lacks a
+    class), "loss" = the weighted validation MSE. The best epoch's weights are loaded back into
+    prm. Returns the history (per-step and per-epoch)."""
+    if cfg.early_stop not in ("auc", "loss"):
+        raise ValueError(f"prm.early_stop must be 'auc' or 'loss', got {cfg.early_stop!r}")
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(prm.parameters(), lr=cfg.lr, weight_decay=0.0)
-    history = {"step_loss": [], "train_loss": [], "val_loss": []}
-    best, best_state, bad_epochs = math.inf, None, 0
+    train, val = with_weights(train, cfg), with_weights(val, cfg)
+    head = list(prm.head.parameters())
+    head_ids = {id(q) for q in head}
+    groups = [{"params": [q for q in prm.parameters() if id(q) not in head_ids], "lr": cfg.lr},
+              {"params": head, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    history = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": []}
+    best, best_state, bad_epochs = None, None, 0
     for epoch in range(cfg.epochs):
         prm.train()
         batches = length_batches(train, cfg.batch_size, rng)
@@ -172,20 +222,47 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
             losses.append(loss.item())
         history["step_loss"] += losses
         history["train_loss"].append(sum(losses) / max(1, len(losses)))
-        val_loss = (evaluate_loss(prm, val, pad_id, cfg.batch_size) if val
-                    else history["train_loss"][-1])
+        if val:
+            val_loss, val_auc = evaluate_val(prm, val, pad_id, cfg.batch_size)
+        else:
+            val_loss, val_auc = history["train_loss"][-1], float("nan")
         history["val_loss"].append(val_loss)
-        if val_loss < best:
-            best, best_state, bad_epochs = val_loss, copy.deepcopy(prm.state_dict()), 0
+        history["val_auc"].append(val_auc)
+        use_auc = cfg.early_stop == "auc" and not math.isnan(val_auc)
+        key = (val_auc if use_auc else -math.inf, -val_loss)
+        if best is None or key > best:
+            best, best_state, bad_epochs = key, copy.deepcopy(prm.state_dict()), 0
+            history["best_epoch"] = epoch + 1
         else:
             bad_epochs += 1
             if bad_epochs > cfg.patience:
                 break
     if best_state is not None:
         prm.load_state_dict(best_state)
-    history["best_val_loss"] = best
+    history["best_val_loss"] = -best[1] if best else math.inf
+    history["best_val_auc"] = best[0] if best and best[0] != -math.inf else float("nan")
     history["epochs_run"] = len(history["train_loss"])
     return history
+
+
+@torch.no_grad()
+def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
+                 batch_size: int) -> tuple[float, float]:
+    """(weighted MSE, line AUC vs the targets' signs, 0-target lines skipped) on examples."""
+    was = prm.training
+    prm.eval()
+    total, count, scores, positive = 0.0, 0.0, [], []
+    for group in length_batches(examples, batch_size):
+        batch = collate(group, pad_id)
+        sc = score_lines(prm, batch)
+        w = batch.line_end.float() * (batch.weights if batch.weights is not None else 1.0)
+        total += mse_loss(sc, batch).item() * float(w.sum())
+        count += float(w.sum())
+        keep = batch.line_end & (batch.targets != 0)
+        scores += sc[keep].tolist()
+        positive += (batch.targets[keep] > 0).tolist()
+    prm.train(was)
+    return total / max(1e-8, count), roc_auc(scores, positive)
 
 
 @torch.no_grad()
@@ -258,25 +335,42 @@ def localisation(scores: Sequence[Sequence[float]], is_comment: Sequence[Sequenc
             "within_one": near / n if n else float("nan"), "responses": n}
 
 
-def _aggregate(scores: Sequence[float], how: str) -> float:
+AGGREGATES = ("min", "last", "mean")
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """A response's score from its line scores: min / last / mean; -inf without lines (an empty
+    response is never picked over one with lines)."""
     if not scores:
         return -math.inf
-    return min(scores) if how == "min" else scores[-1]
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "mean":
+        return sum(scores) / len(scores)
+    raise ValueError(f"unknown aggregate {how!r}; choose one of {AGGREGATES}")
 
 
 def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
     """Best-of-N by the PRM as pass@1. groups: per problem, N (passed, line scores) samples.
-    random = expected pass rate of a uniform pick; prm_min / prm_last = pass rate of the sample
-    with the highest minimum / last line score (first one on ties); oracle = any passes."""
+    random = expected pass rate of a uniform pick; prm_min / prm_last / prm_mean = pass rate of
+    the sample with the highest minimum / last / mean line score (ties share the pick: the
+    expected pass rate of a uniform choice among the tied samples); oracle = any passes."""
     n = len(groups)
     if n == 0:
         return {}
     out = {"problems": n, "n": max(len(g) for g in groups),
            "random": sum(sum(p for p, _ in g) / len(g) for g in groups) / n,
            "oracle": sum(any(p for p, _ in g) for g in groups) / n}
-    for how in ("min", "last"):
-        picks = [max(g, key=lambda s: _aggregate(s[1], how))[0] for g in groups]
-        out[f"prm_{how}"] = sum(picks) / n
+    for how in AGGREGATES:
+        total = 0.0
+        for g in groups:
+            vals = [aggregate(sc, how) for _, sc in g]
+            top = max(vals)
+            tied = [p for (p, _), v in zip(g, vals) if v == top]
+            total += sum(tied) / len(tied)
+        out[f"prm_{how}"] = total / n
     return out
 
 
@@ -358,11 +452,29 @@ def run(cfg, run_dir: str | Path) -> Path:
     return out_dir / "prm"
 
 
+def evaluate_samples(prm, rows: list[dict], tokenizer, pad_id: int) -> dict:
+    """Score sampled responses (rows of rerank_samples.jsonl: task_id, prompt_ids, response_ids,
+    passed, oracle_m_star) and measure: line AUC / accuracy and first-error localisation against
+    the oracle, and best-of-N reranking per task (rerank)."""
+    lines = [segment(r["response_ids"], tokenizer) for r in rows]
+    scores = predict(prm, [example(r["prompt_ids"], r["response_ids"], ln.spans,
+                                   [0.0] * len(ln.spans)) for r, ln in zip(rows, lines)], pad_id)
+    groups: dict[str, list] = {}
+    for r, sc in zip(rows, scores):
+        groups.setdefault(r["task_id"], []).append((r["passed"], sc))
+    out = response_metrics(scores, [ln.is_comment for ln in lines],
+                           {"oracle": [oracle_labels(ln.is_comment, r["passed"],
+                                                     r.get("oracle_m_star"))
+                                       for r, ln in zip(rows, lines)]})
+    out["rerank"] = rerank(list(groups.values()))
+    return out
+
+
 def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     """Select, train, save (DIR/prm/model) and evaluate (DIR/prm/eval.json) the PRM."""
     from transformers import AutoTokenizer
 
-    from prmfast.labeling.collect import sample_responses, to_response
+    from prmfast.labeling.collect import sample_responses
     from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox
     from prmfast.labeling.select import select
     from prmfast.labeling.store import read_jsonl, write_json
@@ -395,20 +507,11 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
     rows = sample_responses(policy, test_tasks[:cfg.data.n_test], cfg.prm.rerank_n, cfg,
                             stage_dir / "rerank_samples.jsonl", cfg.prm.rerank_temperature)
-    by_id = {t.task_id: t for t in test_tasks}
-    resps = [to_response(r, by_id[r["task_id"]], policy.tokenizer) for r in rows]
-    test_scores = predict(prm, [example(r.prompt_ids, r.response_ids, r.spans, [0.0] * len(r.spans))
-                                for r in resps], pad)
-    groups: dict[str, list] = {}
-    for r, sc in zip(resps, test_scores):
-        groups.setdefault(r.task.task_id, []).append((r.passed, sc))
-    test = response_metrics(test_scores, [r.is_comment for r in resps],
-                            {"oracle": [oracle_labels(r.is_comment, r.passed, row["oracle_m_star"])
-                                        for r, row in zip(resps, rows)]})
-    test["rerank"] = rerank(list(groups.values()))
+    test = evaluate_samples(prm, rows, policy.tokenizer, pad)
     result = {"selection": cfg.prm.selection, "neutral_comments": neutral,
+              "prm_config": dataclasses.asdict(cfg.prm),
               "train_responses": len(train_sel), "val_responses": len(val_sel),
-              "held_out_responses": len(val_recs), "test_samples": len(resps),
+              "held_out_responses": len(val_recs), "test_samples": len(rows),
               "rerank_policy": policy.name,
               "history": {k: v for k, v in history.items() if k != "step_loss"},
               "held_out": held_out, "test": test}

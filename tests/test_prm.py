@@ -6,9 +6,10 @@ import torch
 
 from prmfast.config import load_config
 from prmfast.errors import StageError
-from prmfast.prm import (collate, comment_targets, example, first_bad_index, line_metrics,
-                         line_values, localisation, make_batch, oracle_labels, predict, rerank,
-                         roc_auc, score_lines, split_by_task, train_prm)
+from prmfast.prm import (aggregate, collate, comment_targets, example, first_bad_index,
+                         line_metrics, line_values, localisation, loss_weights, make_batch,
+                         mse_loss, oracle_labels, predict, rerank, roc_auc, score_lines,
+                         split_by_task, train_prm, with_weights)
 
 
 def test_comment_targets_neutral_and_hack_on_cpu():
@@ -53,6 +54,51 @@ def test_rerank_on_hand_made_groups_on_cpu():
     assert out["random"] == pytest.approx(1 / 3)
     assert out["prm_min"] == pytest.approx(2 / 3) and out["prm_last"] == pytest.approx(1 / 3)
     assert out["oracle"] == pytest.approx(2 / 3)
+
+
+def test_rerank_ties_share_the_pick_and_mean_aggregate_on_cpu():
+    assert aggregate([], "min") == -math.inf and aggregate([0.2, -0.4, 0.8], "mean") == \
+        pytest.approx(0.2)
+    with pytest.raises(ValueError, match="aggregate"):
+        aggregate([1.0], "max")
+    groups = [[(True, [0.5, 0.5]), (False, [0.5, 0.5]), (False, [0.1, 0.9])],
+              [(False, [0.9, -0.9, 0.9]), (True, [0.2, 0.2, 0.2])]]
+    out = rerank(groups)
+    # min: group 1 ties the first two (0.5): half a pass; group 2 picks the pass
+    assert out["prm_min"] == pytest.approx((0.5 + 1) / 2)
+    # last: group 1 picks the 0.9 fail; group 2 picks the 0.9 fail
+    assert out["prm_last"] == 0.0
+    # mean: group 1 ties all three at 0.5 (1/3); group 2: 0.3 (fail) > 0.2 (pass)
+    assert out["prm_mean"] == pytest.approx((1 / 3) / 2)
+
+
+def test_loss_weights_balance_classes_and_responses_on_cpu():
+    targets = [[1.0, -1.0, -1.0], [-1.0, 0.0]]
+    w = loss_weights(targets, class_balance=False)
+    assert w == [[1.0, 1.0, 1.0], [1.0, 1.0]]
+    w = loss_weights(targets)       # 1 positive, 3 negatives: each class carries weight 2
+    assert w[0] == pytest.approx([2.0, 2 / 3, 2 / 3]) and w[1] == pytest.approx([2 / 3, 1.0])
+    w = loss_weights(targets, class_balance=True, response_norm=True)   # each sums to 2.5
+    assert w[0] == pytest.approx([1.5, 0.5, 0.5]) and w[1] == pytest.approx([1.0, 1.5])
+    w = loss_weights(targets, class_balance=False, response_norm=True)
+    assert w[0] == pytest.approx([2.5 / 3] * 3) and w[1] == pytest.approx([1.25, 1.25])
+    assert loss_weights([[-1.0, -1.0], []]) == [[1.0, 1.0], []]    # one class only: unweighted
+
+
+def test_weighted_mse_on_a_hand_made_batch_on_cpu():
+    cfg = load_config("smoke").prm
+    exs = with_weights([example([7], [1, 2], [(0, 1), (1, 2)], [1.0, -1.0]),
+                        example([7], [3, 4], [(0, 1), (1, 2)], [-1.0, -1.0])], cfg)
+    b = collate(exs, pad_id=0)
+    assert b.weights[b.line_end].tolist() == pytest.approx([2.0, 2 / 3, 2 / 3, 2 / 3])
+    scores = torch.zeros_like(b.targets)          # error 1 on every line
+    assert mse_loss(scores, b).item() == pytest.approx(1.0)
+    scores[0, 1] = 1.0                           # the positive line right: only negatives err
+    assert mse_loss(scores, b).item() == pytest.approx(2.0 / 4.0)    # (3 * 2/3) / 4
+    b.weights = None                             # unweighted: 3 of 4 lines err
+    assert mse_loss(scores, b).item() == pytest.approx(3 / 4)
+    mixed = collate([exs[0], example([7], [5], [(0, 1)], [1.0])], pad_id=0)
+    assert mixed.weights[1, 1] == 1.0 and mixed.weights[1, 0] == 0.0
 
 
 def test_oracle_labels_on_cpu():

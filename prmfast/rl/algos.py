@@ -1,20 +1,24 @@
 """Small pure helpers of the PPO loop: advantage whitening, KL estimate, LR schedules, checkpoint
-spacing, per-step seeds. No state, no I/O."""
+spacing, per-step seeds. No state, no I/O (whiten's statistics are global across ranks)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from prmfast.distributed import global_mean_std
+
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def whiten(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over all N packed tokens. x [N] -> [N]; a batch of < 2 tokens is only
-    centred."""
-    if x.numel() < 2:
-        return x - x.mean() if x.numel() else x
-    return (x - x.mean()) / (x.std() + eps)
+    """(x - mean) / std over all N packed tokens, of all ranks when distributed (one all-reduce,
+    so the result does not depend on how the batch is sharded). x [N] -> [N]; a batch of < 2
+    tokens is only centred."""
+    n, mean, std = global_mean_std(x)
+    if n < 2:
+        return x - mean
+    return (x - mean) / (std + eps)
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

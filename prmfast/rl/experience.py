@@ -2,9 +2,11 @@
 
 Rollouts (prompt ids + response ids) are packed into S sequences of response tokens: sequence s
 is its response tokens followed by EOS when the sample stopped on EOS, so N = sum of response
-lengths and `cu_seqlens` [S+1] delimits them. The model forwards run on a right-padded [S, T]
-batch of prompt + response; one gather moves their hidden states into the packed [N, H] form and
-everything after that (log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
+lengths and `cu_seqlens` [S+1] delimits them. The policy, reference and critic forwards are
+prmfast.models.packed modules (PackedPolicy / PackedCritic, or those under a distributed engine)
+over the whole prompt + response sequences packed (`PackedBatch.packed`), read at the response
+tokens; the PRM runs on a right-padded [S, T] batch gathered at `tok_index`. Everything after the
+forwards (log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
 
 Position conventions (shared with prmfast.prm so a PRM score lands where it was trained):
     act_index  the position whose hidden state predicts token t: policy / reference log-probs and
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prmfast import kernels
+from prmfast.models.packed import pack_sequences
 from prmfast.rl.algos import kl_estimate, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
 
@@ -62,6 +65,15 @@ class PackedBatch:
         return cls(sequences, prompt_lens, input_ids, attention_mask, cu,
                    torch.tensor(targets, dtype=torch.long), act_index, act_index + 1)
 
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole prompt + response sequences packed for prmfast.models.packed forwards:
+        (input_ids [M], cu_seqlens [S+1], response [N]: the packed position of every response
+        token, in this batch's token order)."""
+        ids, cu = pack_sequences(self.sequences)
+        starts = cu[:-1] + torch.tensor(self.prompt_lens, dtype=torch.long)
+        response = [torch.arange(int(b), int(e)) for b, e in zip(starts, cu[1:])]
+        return ids, cu, (torch.cat(response) if response else torch.zeros(0, dtype=torch.long))
+
     @property
     def num_tokens(self) -> int:
         return int(self.cu_seqlens[-1])
@@ -88,20 +100,22 @@ def _gather_hidden(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return hidden.reshape(-1, hidden.shape[-1])[index]
 
 
-def policy_logprobs(model, batch: PackedBatch, *, temperature: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies of the response tokens under a causal LM. -> ([N], [N])."""
-    hidden = model.base_model(input_ids=batch.input_ids,
-                              attention_mask=batch.attention_mask).last_hidden_state
-    return kernels.token_logprobs(_gather_hidden(hidden, batch.act_index),
-                                  model.get_output_embeddings().weight, batch.targets,
-                                  temperature=temperature)
+def policy_logprobs(policy, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the response tokens. -> ([N], [N]).
+
+    policy: a PackedPolicy (its temperature applies), or one under a distributed engine
+    (prmfast.distributed.Wrapped): one packed forward, read at the response tokens."""
+    ids, cu, response = batch.packed()
+    logprobs, entropy = policy(ids, cu)
+    return logprobs[response], entropy[response]
 
 
 def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
-    """V(s_t) for every response token t from a ValueModel. -> [N]."""
-    hidden = critic.hidden(batch.input_ids, attention_mask=batch.attention_mask)
-    return critic.head(_gather_hidden(hidden, batch.act_index)).squeeze(-1)
+    """V(s_t) for every response token t, read at the position before t. -> [N].
+
+    critic: a PackedCritic, or one under a distributed engine (prmfast.distributed.Wrapped)."""
+    ids, cu, response = batch.packed()
+    return critic(ids, cu)[response - 1]
 
 
 def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
@@ -170,7 +184,6 @@ def facts_from_lines(lines, n_tokens: int, *, passed: bool, frac_passed: float,
 class ExperienceConfig:
     """The rl.* options make_experience reads (a subset of RLConfig)."""
     reward: str
-    temperature: float
     kl_coef: float
     gamma: float
     lam: float
@@ -181,8 +194,8 @@ class ExperienceConfig:
     whiten_advantages: bool
 
     @classmethod
-    def from_rl(cls, rl, temperature: float) -> "ExperienceConfig":
-        return cls(rl.reward, temperature, rl.kl_coef, rl.gamma, rl.lam, rl.prm_coef_fail,
+    def from_rl(cls, rl) -> "ExperienceConfig":
+        return cls(rl.reward, rl.kl_coef, rl.gamma, rl.lam, rl.prm_coef_fail,
                    rl.prm_coef_pass, rl.normalize_by_lines, rl.neutral_comments,
                    rl.whiten_advantages)
 
@@ -195,9 +208,9 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
     `timer(name)` is a context manager that records the time of each part."""
     variant = REWARDS[cfg.reward]
     with timer("policy_fwd"):
-        old_logprobs, _ = policy_logprobs(policy, batch, temperature=cfg.temperature)
+        old_logprobs, _ = policy_logprobs(policy, batch)
     with timer("ref_fwd"):
-        ref_logprobs, _ = policy_logprobs(reference, batch, temperature=cfg.temperature)
+        ref_logprobs, _ = policy_logprobs(reference, batch)
     with timer("critic_fwd"):
         values = critic_values(critic, batch)
     line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool)

@@ -22,12 +22,14 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
+from prmfast.distributed import is_main
 from prmfast.errors import StageError
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import PPOTrainer, latest_state
 
 CRITIC_INITS = ("policy", "prm")
+ENGINES = ("none", "ddp")           # fsdp / deepspeed: not wired into the RL stage (docs/scale.md)
 PIPELINE_RUNS = {
     "rl_baseline": {"rl.reward": "sparse", "rl.critic_init": "policy"},
     "rl_prm": {"rl.reward": "dense", "rl.critic_init": "prm"},
@@ -54,7 +56,8 @@ def check_rl_config(cfg: Config) -> None:
     rl = cfg.rl
     choices = {"rl.reward": (rl.reward, tuple(REWARDS)),
                "rl.critic_init": (rl.critic_init, CRITIC_INITS),
-               "rl.lr_schedule": (rl.lr_schedule, LR_SCHEDULES)}
+               "rl.lr_schedule": (rl.lr_schedule, LR_SCHEDULES),
+               "rl.engine": (rl.engine, ENGINES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
@@ -107,7 +110,8 @@ def check_rl_ready(cfg: Config, run_dir: Path, name: str) -> None:
 def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
            progress: bool = True) -> Path:
     """PPO into run_dir/name (default rl_<variant_name>); skips when DONE exists, resumes from
-    run_dir/name/state otherwise. Returns the run folder."""
+    run_dir/name/state otherwise. Returns the run folder. Under torchrun (rl.engine=ddp) every
+    rank runs this; rank 0 alone writes metrics, checkpoints, state and the final model."""
     run_dir = Path(run_dir)
     name = name or f"rl_{variant_name(cfg.rl)}"
     cfg = run_config(cfg, name)
@@ -123,7 +127,8 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
     from prmfast.sandbox import Sandbox
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    if is_main():
+        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     rl = cfg.rl
     torch.manual_seed(cfg.seed)
     sft_dir = run_dir / "sft" / "model"
@@ -144,12 +149,15 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
     if state is not None:
         trainer.load_state(state)
     metrics = out / "metrics.jsonl"
-    _truncate_metrics(metrics, trainer.step)
+    if is_main():
+        _truncate_metrics(metrics, trainer.step)
     ckpts = set(checkpoint_steps(rl.steps, rl.num_checkpoints))
-    with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress,
+    with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress or not is_main(),
               unit="it", dynamic_ncols=True) as bar:
         while trainer.step < rl.steps:
             row = trainer.train_step()
+            if not is_main():
+                continue
             with metrics.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             if trainer.step in ckpts:
@@ -159,6 +167,8 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
             bar.set_postfix(reward=f"{row['reward']:.3f}", pass_rate=f"{row['pass_rate']:.2f}",
                             tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
+    if not is_main():
+        return out
     _save_policy_atomic(policy, tokenizer, out / "model")
     (out / "DONE").write_text("ok\n")
     for leftover in ("state", "state.old", "state.tmp"):

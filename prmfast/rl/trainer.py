@@ -5,6 +5,12 @@ critic (ValueModel, trained), the PRM (frozen ValueModel, dense reward only), th
 and LR schedules. Everything an iteration draws (prompts, samples, minibatch order) is seeded from
 (seed, step), so a resumed run reproduces an uninterrupted one. Time per part of an iteration is
 recorded under the names of TIMING_KEYS.
+
+Multi-process (rl.engine = ddp, launched by torchrun; docs/scale.md):
+each rank rolls out, scores and builds experience for its share of the iteration's prompts; the
+policy and critic train under the engine (gradients averaged, loss scaled to the global token
+mean); advantage whitening and the metrics row are reduced over ranks. One process: no process
+group, the same code.
 """
 from __future__ import annotations
 
@@ -17,9 +23,11 @@ from pathlib import Path
 
 import torch
 
+from prmfast import distributed as D
 from prmfast.data import build_program
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
+from prmfast.models.packed import PackedCritic, PackedPolicy
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
@@ -54,7 +62,8 @@ class PPOTrainer:
 
     tasks: the training prompts (prmfast.data.Task); backend: a RolloutBackend around `policy`;
     sandbox: a prmfast.sandbox.Sandbox; oracle: first_error_lines(tasks, response_texts) ->
-    0-based first wrong line per response, or None (needed by the oracle reward only)."""
+    0-based first wrong line per response, or None (needed by the oracle reward only).
+    Joins the launcher's process group for rl.engine (nothing without a launcher)."""
 
     def __init__(self, cfg, *, policy, reference, critic, tokenizer, tasks, backend, sandbox,
                  prm=None, oracle=None):
@@ -67,7 +76,7 @@ class PPOTrainer:
         self.policy, self.reference, self.critic, self.prm = policy, reference, critic, prm
         self.tokenizer, self.tasks = tokenizer, tasks
         self.backend, self.sandbox, self.oracle = backend, sandbox, oracle
-        self.exp_cfg = ExperienceConfig.from_rl(rl, cfg.sampling.temperature)
+        self.exp_cfg = ExperienceConfig.from_rl(rl)
         self.loss_fn = PPOLoss(clip_low=rl.clip_low, clip_high=rl.clip_high, dual_clip=rl.dual_clip,
                                value_clip=rl.value_clip, vf_coef=rl.vf_coef,
                                entropy_coef=rl.entropy_coef)
@@ -76,16 +85,30 @@ class PPOTrainer:
                 frozen.requires_grad_(False).eval()
         policy.eval()                       # no dropout in rollouts and in the ratio
         critic.eval()
-        self.policy_opt = torch.optim.AdamW(policy.parameters(), lr=rl.policy_lr,
-                                            weight_decay=0.0)
-        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=rl.critic_lr, weight_decay=0.0)
-        total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
-        schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
-        self.policy_sched = torch.optim.lr_scheduler.LambdaLR(self.policy_opt, schedule)
-        self.critic_sched = torch.optim.lr_scheduler.LambdaLR(self.critic_opt, schedule)
+        D.init_distributed(rl.engine, comm="gloo")      # the trainer's models live on the CPU
+        if rl.engine == "none" and D.get_world_size() > 1:
+            raise ValueError(f"launched with {D.get_world_size()} processes but rl.engine='none'"
+                             "; set rl.engine=ddp")
+        temperature = cfg.sampling.temperature
+        self.reference_fwd = PackedPolicy(reference, temperature=temperature)
+        self.policy_engine, self.policy_opt, self.policy_sched = self._under_engine(
+            PackedPolicy(policy, temperature=temperature), rl.policy_lr)
+        self.critic_engine, self.critic_opt, self.critic_sched = self._under_engine(
+            PackedCritic(critic), rl.critic_lr)
         self.step = 0                       # iterations finished
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
+
+    def _under_engine(self, module, lr: float):
+        """(module under rl.engine, its AdamW, its LR schedule)."""
+        rl = self.rl
+        engine = D.wrap_model(module, rl.engine,
+                              lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+                              max_grad_norm=rl.max_grad_norm)
+        total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
+        schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
+        return (engine, engine.optimizer,
+                torch.optim.lr_scheduler.LambdaLR(engine.optimizer, schedule))
 
     # --- one iteration -------------------------------------------------------------------
 
@@ -95,7 +118,7 @@ class PPOTrainer:
         timer = StepTimer()
         start = time.perf_counter()
         picker = random.Random(step_seed(self.cfg.seed, step))
-        tasks = picker.sample(self.tasks, min(rl.prompts_per_step, len(self.tasks)))
+        tasks = D.shard(picker.sample(self.tasks, min(rl.prompts_per_step, len(self.tasks))))
         with timer("generate"):
             groups = self.backend.generate(
                 [encode(self.tokenizer, t.prompt) for t in tasks], n=rl.samples_per_prompt,
@@ -104,8 +127,9 @@ class PPOTrainer:
                 seed=step_seed(self.cfg.seed, step, salt=1))
         pairs = [(task, s) for task, group in zip(tasks, groups) for s in group]
         batch, facts = self._score_rollouts(pairs, timer)
-        exp = make_experience(batch, facts, policy=self.policy, reference=self.reference,
-                              critic=self.critic, prm=self.prm, cfg=self.exp_cfg, timer=timer)
+        exp = make_experience(batch, facts, policy=self.policy_engine,
+                              reference=self.reference_fwd, critic=self.critic_engine,
+                              prm=self.prm, cfg=self.exp_cfg, timer=timer)
         with timer("update"):
             stats = self.update(exp, train_policy=step >= rl.critic_warmup_steps)
         self.step += 1
@@ -115,6 +139,8 @@ class PPOTrainer:
         row.update({f"time_{k}": round(timer.times.get(k, 0.0), 4) for k in TIMING_KEYS})
         row["time_total"] = round(total, 4)
         row["tokens_per_s"] = batch.num_tokens / total if total > 0 else 0.0
+        row = D.all_reduce_metrics(row)     # means over ranks; throughput is their sum
+        row["step"], row["tokens_per_s"] = self.step, row["tokens_per_s"] * D.get_world_size()
         return row
 
     def _score_rollouts(self, pairs, timer) -> tuple[PackedBatch, list]:
@@ -143,10 +169,12 @@ class PPOTrainer:
         return PackedBatch.from_sequences(sequences, prompt_lens, self.pad_id), facts
 
     def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
-        """rl.ppo_epochs passes over rl.minibatches minibatches of sequences. With
-        train_policy=False (critic warm-up) only the critic learns. Returns mean loss stats."""
+        """rl.ppo_epochs passes over rl.minibatches minibatches of sequences (of this rank's
+        share; every rank takes the same number of steps). With train_policy=False (critic
+        warm-up) only the critic learns. Returns mean loss stats."""
         rl = self.rl
         n_seq = exp.batch.cu_seqlens.numel() - 1
+        n_chunks = min(rl.minibatches, max(1, int(D.all_reduce_metrics({"n": n_seq}, "min")["n"])))
         gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, salt=2))
         sums: dict[str, float] = defaultdict(float)
         count = 0
@@ -155,8 +183,7 @@ class PPOTrainer:
         try:
             for _ in range(rl.ppo_epochs):
                 order = torch.randperm(n_seq, generator=gen).tolist()
-                for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long),
-                                                min(rl.minibatches, max(1, n_seq))):
+                for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long), n_chunks):
                     stats = self._minibatch_step(exp, chunk.tolist(), train_policy)
                     for k, v in stats.items():
                         sums[k] += v
@@ -167,27 +194,27 @@ class PPOTrainer:
         return {k: v / max(1, count) for k, v in sums.items()}
 
     def _minibatch_step(self, exp, seq_ids: list[int], train_policy: bool) -> dict[str, float]:
+        """One optimizer step of the critic (and the policy) on this rank's minibatch; the loss,
+        a token mean over the rank's tokens, is scaled so the engines' gradient average is the
+        token mean over all ranks' tokens."""
         mb, idx = exp.batch.select(seq_ids, self.pad_id)
         if train_policy:
-            logprobs, entropy = policy_logprobs(self.policy, mb,
-                                                temperature=self.exp_cfg.temperature)
+            logprobs, entropy = policy_logprobs(self.policy_engine, mb)
         else:
             logprobs, entropy = exp.old_logprobs[idx], None
-        values = critic_values(self.critic, mb)
+        values = critic_values(self.critic_engine, mb)
         loss, stats = self.loss_fn(logprobs, exp.old_logprobs[idx], exp.advantages[idx], values,
                                    exp.values[idx], exp.returns[idx], mb.cu_seqlens, entropy)
-        self.policy_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        stats["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-            self.critic.parameters(), self.rl.max_grad_norm))
-        self.critic_opt.step()
-        self.critic_sched.step()
+        engines = [("critic", self.critic_engine, self.critic_sched)]
         if train_policy:
-            stats["policy_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-                self.policy.parameters(), self.rl.max_grad_norm))
-            self.policy_opt.step()
-            self.policy_sched.step()
+            engines.append(("policy", self.policy_engine, self.policy_sched))
+        # separate networks: one backward of the sum gives both their gradients
+        (loss * D.token_mean_scale(mb.num_tokens)).backward()
+        for name, engine, sched in engines:
+            norm = engine.step()
+            if norm is not None:
+                stats[f"{name}_grad_norm"] = norm
+            sched.step()
         stats["loss"] = float(loss.detach())
         return stats
 

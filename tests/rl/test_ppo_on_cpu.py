@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 
+from prmfast.models.packed import PackedCritic, PackedPolicy
 from prmfast.rl.experience import (critic_values, experience_metrics, make_experience,
                                    policy_logprobs, prm_line_scores)
 from prmfast.rl.trainer import PPOTrainer, StepTimer
@@ -28,14 +29,14 @@ def test_forwards_do_not_depend_on_padding_on_cpu(models, random_batch):
     batch, facts = random_batch(tok)
     line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool)
     with torch.no_grad():
-        lp, _ = policy_logprobs(policy, batch, temperature=0.7)
-        v = critic_values(critic, batch)
+        lp, _ = policy_logprobs(PackedPolicy(policy, temperature=0.7), batch)
+        v = critic_values(PackedCritic(critic), batch)
         s = prm_line_scores(critic, batch, line_end)
         for i in range(len(facts)):
             one, idx = batch.select([i], tok.pad_token_id)
-            lp1, _ = policy_logprobs(policy, one, temperature=0.7)
+            lp1, _ = policy_logprobs(PackedPolicy(policy, temperature=0.7), one)
             assert torch.allclose(lp[idx], lp1, atol=1e-5)
-            assert torch.allclose(v[idx], critic_values(critic, one), atol=1e-5)
+            assert torch.allclose(v[idx], critic_values(PackedCritic(critic), one), atol=1e-5)
             assert torch.allclose(s[idx], prm_line_scores(critic, one, line_end[idx]), atol=1e-5)
 
 
@@ -50,8 +51,8 @@ def _trainer(models, **rl):
 
 def _loss(trainer, exp):
     with torch.no_grad():
-        lp, ent = policy_logprobs(trainer.policy, exp.batch, temperature=trainer.exp_cfg.temperature)
-        v = critic_values(trainer.critic, exp.batch)
+        lp, ent = policy_logprobs(trainer.policy_engine, exp.batch)
+        v = critic_values(trainer.critic_engine, exp.batch)
         loss, _ = trainer.loss_fn(lp, exp.old_logprobs, exp.advantages, v, exp.values,
                                   exp.returns, exp.batch.cu_seqlens, ent)
     return float(loss)
@@ -60,8 +61,8 @@ def _loss(trainer, exp):
 def test_ppo_update_decreases_the_loss_on_a_fixed_batch_on_cpu(models, random_batch):
     trainer = _trainer(models, policy_lr=1e-3, critic_lr=1e-3, ppo_epochs=4)
     batch, facts = random_batch(models[1], n_seq=8, seed=1)
-    exp = make_experience(batch, facts, policy=trainer.policy, reference=trainer.reference,
-                          critic=trainer.critic, prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
+    exp = make_experience(batch, facts, policy=trainer.policy_engine,
+                          reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
     before = _loss(trainer, exp)
     stats = trainer.update(exp)
     assert _loss(trainer, exp) < before - 1e-3
@@ -71,8 +72,8 @@ def test_ppo_update_decreases_the_loss_on_a_fixed_batch_on_cpu(models, random_ba
 def test_critic_warmup_leaves_the_policy_alone_on_cpu(models, random_batch):
     trainer = _trainer(models, critic_lr=1e-3)
     batch, facts = random_batch(models[1], seed=2)
-    exp = make_experience(batch, facts, policy=trainer.policy, reference=trainer.reference,
-                          critic=trainer.critic, prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
+    exp = make_experience(batch, facts, policy=trainer.policy_engine,
+                          reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
     policy_before = copy.deepcopy(trainer.policy.state_dict())
     critic_before = copy.deepcopy(trainer.critic.state_dict())
     trainer.update(exp, train_policy=False)
@@ -85,8 +86,8 @@ def test_experience_rewards_and_metrics_on_cpu(models, random_batch):
     trainer = _trainer(models, kl_coef=0.1)
     batch, facts = random_batch(models[1], seed=3)
     timer = StepTimer()
-    exp = make_experience(batch, facts, policy=trainer.policy, reference=trainer.reference,
-                          critic=trainer.critic, prm=None, cfg=trainer.exp_cfg, timer=timer)
+    exp = make_experience(batch, facts, policy=trainer.policy_engine,
+                          reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=None, cfg=trainer.exp_cfg, timer=timer)
     m = experience_metrics(exp, 0.1)
     nonempty = [len(f.line_end) > 0 for f in facts]
     expected = sum(f.passed for f, ne in zip(facts, nonempty) if ne) / len(facts)
@@ -97,5 +98,5 @@ def test_experience_rewards_and_metrics_on_cpu(models, random_batch):
     assert {"policy_fwd", "ref_fwd", "critic_fwd", "kernels"} <= set(timer.times)
     with pytest.raises(ValueError, match="PRM"):
         trainer.exp_cfg.reward = "dense"
-        make_experience(batch, facts, policy=trainer.policy, reference=trainer.reference,
-                        critic=trainer.critic, prm=None, cfg=trainer.exp_cfg, timer=timer)
+        make_experience(batch, facts, policy=trainer.policy_engine,
+                        reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=None, cfg=trainer.exp_cfg, timer=timer)
