@@ -187,36 +187,55 @@ def _plot_series(path: Path, runs: dict[str, list[dict]], keys) -> bool:
     return True
 
 
-def _plot_eval(plots: Path, models: dict[str, dict]) -> list[str]:
+def plot_pass_by_horizon(path: Path, series: dict[str, list[float]],
+                         errors: dict[str, list[float]] | None = None) -> None:
+    """Grouped bars: pass@1 per horizon bucket (HORIZONS order) per named model; optional
+    error bars (e.g. std over seeds)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / max(1, len(models))
-    for i, (name, r) in enumerate(models.items()):
-        ys = [r.get("by_horizon", {}).get(h, float("nan")) for h in HORIZONS]
-        ax.bar([x + i * width for x in range(len(HORIZONS))], ys, width, label=name)
-    ax.set_xticks([x + width * (len(models) - 1) / 2 for x in range(len(HORIZONS))], HORIZONS)
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(series)), 3.8))
+    width = 0.8 / max(1, len(series))
+    for i, (name, ys) in enumerate(series.items()):
+        yerr = errors.get(name) if errors else None
+        ax.bar([x + i * width for x in range(len(HORIZONS))], ys, width, yerr=yerr,
+               capsize=2, label=name)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(HORIZONS))], HORIZONS)
     ax.set_ylabel("pass@1")
     ax.set_title("pass@1 by horizon bucket")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(plots / "pass_by_horizon.png", dpi=90)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    written.append("pass_by_horizon.png")
-    if any(r.get("best_of_k") for r in models.values()):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for name, r in models.items():
-            ks = sorted(r.get("best_of_k", {}), key=int)
-            ax.plot([int(k) for k in ks], [r["best_of_k"][k] for k in ks], marker=".", label=name)
-        ax.set_xlabel("K")
-        ax.set_ylabel("pass rate")
-        ax.set_title("best-of-K")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(plots / "best_of_k.png", dpi=90)
-        plt.close(fig)
+
+
+def plot_best_of_k(path: Path, series: dict[str, dict[int, float]]) -> None:
+    """One line per named model: pass rate of the best of K samples against K."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, curve in series.items():
+        ks = sorted(curve)
+        ax.plot(ks, [curve[k] for k in ks], marker=".", label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("pass rate")
+    ax.set_title("best-of-K")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_eval(plots: Path, models: dict[str, dict]) -> list[str]:
+    plot_pass_by_horizon(plots / "pass_by_horizon.png", {
+        name: [r.get("by_horizon", {}).get(h, float("nan")) for h in HORIZONS]
+        for name, r in models.items()})
+    written = ["pass_by_horizon.png"]
+    curves = {name: {int(k): v for k, v in r["best_of_k"].items()}
+              for name, r in models.items() if r.get("best_of_k")}
+    if curves:
+        plot_best_of_k(plots / "best_of_k.png", curves)
         written.append("best_of_k.png")
     return written
 

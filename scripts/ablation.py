@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prmfast.config import ConfigError, load_config  # noqa: E402
-from prmfast.report import HORIZONS, Evaluator, read_metrics  # noqa: E402
+from prmfast.report import (HORIZONS, Evaluator, plot_best_of_k,  # noqa: E402
+                            plot_pass_by_horizon, read_metrics)
 from prmfast.rl.stage import check_rl_config, variant_name  # noqa: E402
 
 BOTH = {"rl.reward": "dense", "rl.critic_init": "prm"}
@@ -205,29 +206,11 @@ def plots(out: Path, summary: dict, labels: dict[str, str], curves: dict[str, li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     agg = summary["mean"]
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / max(1, len(agg))
-    for i, (key, e) in enumerate(agg.items()):
-        xs = [x + i * width for x in range(len(HORIZONS))]
-        ax.bar(xs, [e["by_horizon"][h][0] for h in HORIZONS], width,
-               yerr=[e["by_horizon"][h][1] for h in HORIZONS], label=labels[key], capsize=2)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(HORIZONS))], HORIZONS)
-    ax.set_ylabel("pass@1")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "pass_by_horizon.png", dpi=90)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, e in agg.items():
-        ks = sorted(e["best_of_k"], key=int)
-        if ks:
-            ax.plot([int(k) for k in ks], [e["best_of_k"][k][0] for k in ks], label=labels[key])
-    ax.set_xlabel("K")
-    ax.set_ylabel("pass rate")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "best_of_k.png", dpi=90)
-    plt.close(fig)
+    plot_pass_by_horizon(out / "pass_by_horizon.png",
+                         {labels[k]: [e["by_horizon"][h][0] for h in HORIZONS] for k, e in agg.items()},
+                         {labels[k]: [e["by_horizon"][h][1] for h in HORIZONS] for k, e in agg.items()})
+    plot_best_of_k(out / "best_of_k.png", {labels[k]: {int(K): v[0] for K, v in e["best_of_k"].items()}
+                                            for k, e in agg.items() if e["best_of_k"]})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("lines_per_response", "comment_share")):
         for key, runs in curves.items():

@@ -178,6 +178,30 @@ def test_prm_training_lowers_the_loss_on_cpu(tiny):
     assert after[1][-1] < 0 < after[0][-1]
 
 
+def test_head_lr_and_early_stop_on_auc_on_cpu(tiny):
+    from prmfast.models import encode
+
+    tok, prm, texts = tiny
+    prompt = encode(tok, texts[2])
+    examples = []
+    for i in range(8):
+        ids = encode(tok, texts[i % 2])
+        n = len(_spans(ids, tok))
+        examples.append(example(prompt, ids, _spans(ids, tok), [1.0 if i % 2 else -1.0] * n))
+    with pytest.raises(ValueError, match="early_stop"):
+        train_prm(prm, examples, [], load_config("smoke", sets=["prm.early_stop=x"]).prm,
+                  tok.pad_token_id, progress=False)
+    backbone = {k: v.clone() for k, v in prm.backbone.state_dict().items()}
+    cfg = load_config("smoke", sets=["prm.epochs=2", "prm.batch_size=4", "prm.lr=0",
+                                     "prm.head_lr=1e-2", "prm.patience=5"]).prm
+    hist = train_prm(prm, examples[:6], examples[6:], cfg, tok.pad_token_id, progress=False)
+    assert all(torch.equal(v, prm.backbone.state_dict()[k]) for k, v in backbone.items())
+    assert prm.head.weight.abs().sum() > 0          # only the head learned
+    assert len(hist["val_auc"]) == hist["epochs_run"] == 2
+    assert 1 <= hist["best_epoch"] <= 2
+    assert hist["best_val_auc"] == max(hist["val_auc"])
+
+
 def _spans(ids, tok):
     from prmfast.lines import segment
     return segment(ids, tok).spans

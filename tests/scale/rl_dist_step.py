@@ -1,0 +1,60 @@
+"""One PPO iteration of the RL trainer (smoke preset, tiny models), for the distributed tests.
+
+    python rl_dist_step.py none OUT.pt                           # one process, whole batch
+    torchrun --nproc_per_node 2 rl_dist_step.py ddp OUT.pt       # each rank its share of prompts
+Rollouts are greedy (the real HF backend at temperature 0, one prompt at a time), so the global
+batch does not depend on the world size; 3 prompts give the ranks unequal shares and token
+counts; 1 PPO epoch of 1 minibatch makes the update see the same global batch. The reference is
+perturbed so the KL reward (and hence every gradient) is non-zero. Rank 0 writes the policy and
+critic parameters after the iteration to OUT.pt.
+"""
+import sys
+
+import torch
+
+from prmfast.config import load_config
+from prmfast.data import split_tasks
+from prmfast.distributed import is_main
+from prmfast.models import ValueModel, build_tiny_model, train_tokenizer
+from prmfast.rl.trainer import PPOTrainer
+from prmfast.rollout import HFGenerateBackend
+from prmfast.sandbox import Sandbox
+
+
+class Greedy:
+    """The HF backend with temperature 0 whatever the trainer asks."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def generate(self, prompt_ids, **kw):
+        return self.backend.generate(prompt_ids, **{**kw, "temperature": 0.0})
+
+
+def main() -> None:
+    engine, out = sys.argv[1], sys.argv[2]
+    cfg = load_config("smoke", sets=[f"rl.engine={engine}", "rl.prompts_per_step=3",
+                                     "rl.samples_per_prompt=1", "rl.ppo_epochs=1",
+                                     "rl.minibatches=1", "rl.kl_coef=1.0",
+                                     "sampling.max_new_tokens=12", "data.n_train=8",
+                                     "model.hidden_size=32", "model.intermediate_size=64"])
+    tasks = split_tasks(cfg, "train")
+    tok = train_tokenizer([t.prompt + (t.reference or "") for t in tasks], 300)
+    torch.manual_seed(0)
+    policy = build_tiny_model(tok, cfg.model)
+    reference = build_tiny_model(tok, cfg.model)
+    reference.load_state_dict({k: v + 0.05 * torch.randn_like(v)
+                               for k, v in policy.state_dict().items()})
+    critic = ValueModel.from_causal_lm(policy)
+    torch.nn.init.normal_(critic.head.weight, std=0.1)
+    trainer = PPOTrainer(cfg, policy=policy, reference=reference, critic=critic, tokenizer=tok,
+                         tasks=tasks, backend=Greedy(HFGenerateBackend(policy, tok, batch_size=1)),
+                         sandbox=Sandbox(workers=1, timeout_s=5.0))
+    row = trainer.train_step()
+    if is_main():
+        torch.save({"row": row, **{f"policy.{k}": v for k, v in policy.state_dict().items()},
+                    **{f"critic.{k}": v for k, v in critic.state_dict().items()}}, out)
+
+
+if __name__ == "__main__":
+    main()
