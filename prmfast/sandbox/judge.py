@@ -414,13 +414,14 @@ def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) ->
             statuses.append(status)
             if ch.stopped:
                 break
-    except Stop as stop:
-        return verdict(pad(tests, public["args"]), statuses, stop, ch)
+        stop = ch.stopped  # why the remaining cases did not run (its detail goes to stderr)
+    except Stop as exc:
+        stop = exc
     except Exception as exc:  # the entry point is missing or not callable
-        return verdict(pad(tests, public["args"]), statuses, Stop("error", str(exc)), ch)
+        stop = Stop("error", str(exc))
     finally:
         ch.close()
-    return verdict(pad(tests, public["args"]), statuses, None, ch)
+    return verdict(pad(tests, public["args"]), statuses, stop, ch)
 
 
 def pad(tests: list, cases: list) -> list:

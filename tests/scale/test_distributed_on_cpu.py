@@ -86,3 +86,18 @@ def test_deepspeed_configs_parse_on_cpu():
         assert config["zero_optimization"]["stage"] == stage
         assert config["gradient_clipping"] == 0.5
         assert config["bf16"]["enabled"] is torch.cuda.is_available()
+
+
+def test_rl_trainer_ddp_two_ranks_match_one_process_on_cpu(tmp_path):
+    """One RL iteration (greedy rollouts, sandbox, experience, PPO update) with rl.engine=ddp on
+    2 gloo ranks with unequal shares gives the parameters of one process on the same batch."""
+    step = str(HERE / "rl_dist_step.py")
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    _run([sys.executable, step, "none", str(one)])
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+          step, "ddp", str(two)])
+    a, b = torch.load(one), torch.load(two)
+    assert a.pop("row")["policy_grad_norm"] == pytest.approx(b.pop("row")["policy_grad_norm"])
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)
