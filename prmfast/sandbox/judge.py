@@ -293,6 +293,15 @@ def unpack_reply(ch: Child, reply):
     raise exc
 
 
+def describe(exc: BaseException, stopped: Stop | None) -> str:
+    """One line on why a case did not pass, for the result's stderr."""
+    if stopped is not None:
+        return f"{stopped.status} {stopped.detail}".strip()
+    if getattr(exc, "from_program", False):
+        return str(exc.args[0]) if exc.args else str(exc)  # "<Type>: <message>" from the child
+    return f"{type(exc).__name__}: {exc}"
+
+
 def classify(exc: BaseException) -> str:
     """Verdict of a test case that raised `exc`."""
     if isinstance(exc, Stop):
@@ -374,7 +383,7 @@ def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) 
             except BaseException as exc:
                 status = classify(exc)
                 if status != "passed" and not detail:
-                    detail = f"test line {node.lineno}: {type(exc).__name__}: {exc}"[:500]
+                    detail = f"test line {node.lineno}: {describe(exc, ch.stopped)}"[:500]
             if ch.stopped:  # even if the test code swallowed the Stop
                 status = ch.stopped.status
             if not is_case:
@@ -397,19 +406,22 @@ def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) ->
     no round trip, and each reply still has its own deadline."""
     ch = Child(cfg, workdir, public["program"], "serve")
     secret = secret_reader()
-    tests, statuses = [], []
+    tests, statuses, first_detail = [], [], ""
     try:
         ch.deadline = job_deadline
         load_program(ch)
         ch.send({"op": "calls", "name": public["entry_point"], "args": public["args"]})
         unpack_reply(ch, ch.reply())  # the entry point exists and is callable
-        for expected in secret["expected"]:
+        for case, expected in enumerate(secret["expected"]):
             ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
             try:
                 got = unpack_reply(ch, ch.reply())
                 status = "passed" if strict_equal(got, codec.decode(expected), secret["atol"]) else "failed"
+                detail = "" if status == "passed" else f"case {case}: wrong value or type"
             except BaseException as exc:
                 status = ch.stopped.status if ch.stopped else classify(exc)
+                detail = f"case {case}: {describe(exc, ch.stopped)}"[:300]
+            first_detail = first_detail or detail
             tests.append(status == "passed")
             statuses.append(status)
             if ch.stopped:
@@ -421,7 +433,7 @@ def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) ->
         stop = Stop("error", str(exc))
     finally:
         ch.close()
-    return verdict(pad(tests, public["args"]), statuses, stop, ch)
+    return verdict(pad(tests, public["args"]), statuses, stop, ch, first_detail)
 
 
 def pad(tests: list, cases: list) -> list:
