@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 RESULTS = []
 
@@ -48,6 +49,23 @@ print(json.dumps((status_kib('VmHWM:') - before) / 1024))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def saved_for_backward_mib(build, inputs=()) -> float:
+    """MiB of tensor storage autograd holds between forward and backward while `build()` makes
+    a graph (backward is not run); storages of `inputs` (which exist anyway) are not counted.
+    Deterministic, unlike RSS: it is the memory a loss adds to the activation peak."""
+    skip = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+    held: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            held[storage.data_ptr()] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        build()
+    return sum(held.values()) / 2 ** 20
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ Run: .venv/bin/python -m pytest bench/test_kernels_bench.py --benchmark-only"""
 import pytest
 import torch
 
-from conftest import best_time, peak_rss_mib
+from conftest import best_time, peak_rss_mib, saved_for_backward_mib
 from prmfast import kernels
 
 GAMMA, LAM, KL_COEF = 0.99, 0.95, 0.05
@@ -84,17 +84,21 @@ def eager_ppo_loss(logprobs, old_logprobs, advantages, values, old_values, retur
     return pg.mean() + 0.5 * vf.mean()
 
 
+def ppo_forward(kind, inputs):
+    """-> (loss, logprobs leaf, values leaf) of `kind` ("fused" or "eager"), graph built."""
+    lp = inputs["logprobs"].clone().requires_grad_(True)
+    v = inputs["values"].clone().requires_grad_(True)
+    args = dict(inputs, logprobs=lp, values=v)
+    if kind == "fused":
+        return kernels.ppo_loss(**args, clip_low=0.2, clip_high=0.2, impl="numba")[0], lp, v
+    return eager_ppo_loss(**args), lp, v
+
+
 def ppo_step(kind, n):
     """-> a closure running one forward + backward of `kind` ("fused" or "eager")."""
     inputs = ppo_inputs(n)
     def step():
-        lp = inputs["logprobs"].clone().requires_grad_(True)
-        v = inputs["values"].clone().requires_grad_(True)
-        args = dict(inputs, logprobs=lp, values=v)
-        if kind == "fused":
-            loss = kernels.ppo_loss(**args, clip_low=0.2, clip_high=0.2, impl="numba")[0]
-        else:
-            loss = eager_ppo_loss(**args)
+        loss, lp, v = ppo_forward(kind, inputs)
         loss.backward()
         return loss.detach(), lp.grad, v.grad
     return step
@@ -110,10 +114,13 @@ def test_ppo_loss_numba_vs_eager_torch(benchmark, report):
     fast_s = benchmark.stats.stats.min
     fast_mib = peak_rss_mib("test_kernels_bench", "ppo_step", "fused", n)
     base_mib = peak_rss_mib("test_kernels_bench", "ppo_step", "eager", n)
-    benchmark.extra_info.update(baseline_s=base_s, speedup=base_s / fast_s,
-                                peak_mib=fast_mib, baseline_peak_mib=base_mib)
-    report("ppo_loss fwd+bwd numba vs eager torch N=512k", baseline_s=base_s, fast_s=fast_s,
-           speedup=base_s / fast_s, peak_mib=fast_mib, baseline_peak_mib=base_mib)
+    inputs = ppo_inputs(n)
+    fast_saved = saved_for_backward_mib(lambda: ppo_forward("fused", inputs), inputs.values())
+    base_saved = saved_for_backward_mib(lambda: ppo_forward("eager", inputs), inputs.values())
+    figures = dict(baseline_s=base_s, fast_s=fast_s, speedup=base_s / fast_s, peak_mib=fast_mib,
+                   baseline_peak_mib=base_mib, saved_mib=fast_saved, baseline_saved_mib=base_saved)
+    benchmark.extra_info.update(figures)
+    report("ppo_loss fwd+bwd numba vs eager torch N=512k", **figures)
 
 
 # ---- 3. token_logprobs fwd+bwd vs full-logits log_softmax + gather -------------------------

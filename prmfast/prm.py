@@ -505,7 +505,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
                     for r in val_recs]})
 
     policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
-    rows = sample_responses(policy, test_tasks[:cfg.data.n_test], cfg.prm.rerank_n, cfg,
+    rows = sample_responses(policy, test_tasks[:cfg.prm.rerank_tasks], cfg.prm.rerank_n, cfg,
                             stage_dir / "rerank_samples.jsonl", cfg.prm.rerank_temperature)
     test = evaluate_samples(prm, rows, policy.tokenizer, pad)
     result = {"selection": cfg.prm.selection, "neutral_comments": neutral,
