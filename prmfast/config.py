@@ -134,10 +134,10 @@ class PRMConfig:
     rerank_temperature: float = 1.0
     neutral_comments: bool = True     # False: comment lines take the surrounding label (hack)
     # engineering choices the paper leaves open (docs/prm.md, "Training"):
-    class_balance: bool = True        # +1 and -1 lines weigh equally in the MSE
+    class_balance: bool = False       # +1 and -1 lines weigh equally in the MSE
     response_norm: bool = False       # every response weighs equally in the MSE
     head_lr: float | None = None      # the head's learning rate (None: lr)
-    early_stop: str = "auc"           # auc (validation line AUC) | loss (validation MSE)
+    early_stop: str = "loss"          # loss (validation MSE) | auc (validation line AUC)
 
 
 @dataclass

@@ -86,7 +86,7 @@ def test_loss_weights_balance_classes_and_responses_on_cpu():
 
 
 def test_weighted_mse_on_a_hand_made_batch_on_cpu():
-    cfg = load_config("smoke").prm
+    cfg = load_config("smoke", sets=["prm.class_balance=true"]).prm
     exs = with_weights([example([7], [1, 2], [(0, 1), (1, 2)], [1.0, -1.0]),
                         example([7], [3, 4], [(0, 1), (1, 2)], [-1.0, -1.0])], cfg)
     b = collate(exs, pad_id=0)
@@ -193,7 +193,8 @@ def test_head_lr_and_early_stop_on_auc_on_cpu(tiny):
                   tok.pad_token_id, progress=False)
     backbone = {k: v.clone() for k, v in prm.backbone.state_dict().items()}
     cfg = load_config("smoke", sets=["prm.epochs=2", "prm.batch_size=4", "prm.lr=0",
-                                     "prm.head_lr=1e-2", "prm.patience=5"]).prm
+                                     "prm.head_lr=1e-2", "prm.patience=5",
+                                     "prm.early_stop=auc"]).prm
     hist = train_prm(prm, examples[:6], examples[6:], cfg, tok.pad_token_id, progress=False)
     assert all(torch.equal(v, prm.backbone.state_dict()[k]) for k, v in backbone.items())
     assert prm.head.weight.abs().sum() > 0          # only the head learned
