@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from prmfast.config import PRMConfig
+from prmfast.config import ConfigError, PRMConfig
 from prmfast.errors import StageError
 from prmfast.labeling.search import labels_from_line
 from prmfast.lines import segment
@@ -408,6 +408,23 @@ def split_by_task(records: list[dict], val_fraction: float,
     val_ids = set(ids[:n_val])
     return ([r for r in records if r["task_id"] not in val_ids],
             [r for r in records if r["task_id"] in val_ids])
+
+
+def check_prm_config(cfg) -> None:
+    """Value checks of the prm.* keys, run by the CLI before any stage starts."""
+    from prmfast.labeling import SELECTIONS
+    prm = cfg.prm
+    if prm.selection not in SELECTIONS:
+        raise ConfigError(f"prm.selection: {prm.selection!r} is not one of {sorted(SELECTIONS)}")
+    if prm.early_stop not in ("auc", "loss"):
+        raise ConfigError(f"prm.early_stop: {prm.early_stop!r} is not one of ['auc', 'loss']")
+    for key in ("epochs", "batch_size", "rerank_n", "rerank_tasks"):
+        if getattr(prm, key) < 1:
+            raise ConfigError(f"prm.{key}: must be >= 1, got {getattr(prm, key)}")
+    if not 0.0 < prm.val_fraction < 1.0:
+        raise ConfigError(f"prm.val_fraction: must be in (0, 1), got {prm.val_fraction}")
+    if prm.init not in ("sft", "rl_last") and not Path(prm.init).is_dir():
+        raise ConfigError(f"prm.init: {prm.init!r} is neither 'sft', 'rl_last' nor a folder")
 
 
 def init_path(cfg, out_dir: Path) -> Path:

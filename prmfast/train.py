@@ -41,8 +41,11 @@ STAGES: dict[str, Stage] = {
     "report": _lazy("prmfast.report", "run_report"),
 }
 PIPELINE = ("sft", "rl_baseline", "collect", "prm", "rl_prm", "eval", "report")
-# value checks run before any stage starts: (module, function(cfg)) per stage
+# value checks run before any stage starts: (module, function(cfg)), for every run and per stage
+DATA_CHECK = ("prmfast.data.load", "check_data_config")
 CHECKS: dict[str, tuple[str, str]] = {
+    "collect": ("prmfast.labeling.collect", "check_collect_config"),
+    "prm": ("prmfast.prm", "check_prm_config"),
     "rl": ("prmfast.rl.stage", "check_rl_config"),
     "rl_baseline": ("prmfast.rl.stage", "check_rl_config"),
     "rl_prm": ("prmfast.rl.stage", "check_rl_config"),
@@ -79,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.preset, args.config, args.set)
         stages = PIPELINE if args.stage == "all" else (args.stage,)
-        for name in stages:
-            if name in CHECKS:
-                getattr(importlib.import_module(CHECKS[name][0]), CHECKS[name][1])(cfg)
+        for module, function in [DATA_CHECK] + [CHECKS[name] for name in stages if name in CHECKS]:
+            getattr(importlib.import_module(module), function)(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -118,3 +118,11 @@ def test_cli_missing_prerequisite_is_one_clear_line_on_cpu(tmp_path, capsys):
     assert main(["prm", "--preset", "smoke", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "collect stage" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting", ["prm.selection=revised", "collect.k=0", "data.name=humaneval2",
+                                     "prm.early_stop=never", "rl.reward=dense_ish"])
+def test_cli_bad_stage_values_fail_before_any_work_on_cpu(tmp_path, capsys, setting):
+    assert main(["all", "--out", str(tmp_path), "--set", setting]) == 2
+    assert setting.split("=")[0] in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()

@@ -51,3 +51,17 @@ def split_tasks(cfg, split: str) -> list[Task]:
     return load_tasks("synthetic", split=split, n=sizes[split], seed=data.seed,
                       min_horizon=data.min_horizon, max_horizon=data.max_horizon,
                       n_inputs=data.n_test_inputs)
+
+
+def check_data_config(cfg) -> None:
+    """Value checks of the data.* keys, run by the CLI before any stage starts."""
+    from prmfast.config import ConfigError
+    data = cfg.data
+    if data.name not in LOADERS:
+        raise ConfigError(f"data.name: {data.name!r} is not one of {sorted(LOADERS)}")
+    if data.name == "synthetic" and not 1 <= data.min_horizon <= data.max_horizon:
+        raise ConfigError(f"data.min_horizon/max_horizon: need 1 <= min <= max, got "
+                          f"{data.min_horizon}, {data.max_horizon}")
+    for key in ("n_train", "n_val", "n_test", "n_test_inputs"):
+        if getattr(data, key) < 1:
+            raise ConfigError(f"data.{key}: must be >= 1, got {getattr(data, key)}")

@@ -150,14 +150,24 @@ def _oracle(cfg: Config):
     return first_error_lines
 
 
+def check_collect_config(cfg: Config) -> None:
+    """Value checks of the collect.* keys, run by the CLI before any stage starts."""
+    c = cfg.collect
+    for key in ("num_checkpoints", "num_prompts", "responses_per_prompt", "k", "first_wave",
+                "chunk_size"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"collect.{key}: must be >= 1, got {getattr(c, key)}")
+    if not c.quality_ks or min(c.quality_ks) < 1:
+        raise ConfigError(f"collect.quality_ks: must be non-empty with every K >= 1, got "
+                          f"{c.quality_ks}")
+
+
 def check_prerequisites(cfg: Config, run_dir: Path) -> None:
     """Fail early, naming what is missing."""
     if not list_checkpoints(run_dir / "rl_baseline"):
         raise StageError(f"no {run_dir}/rl_baseline/ckpt_* checkpoints: run the rl_baseline "
                          "stage first (collection samples from the RL-baseline checkpoints)")
-    if cfg.collect.k < 1 or cfg.collect.first_wave < 1 or not cfg.collect.quality_ks:
-        raise ConfigError("collect.k and collect.first_wave must be >= 1 and collect.quality_ks "
-                         "non-empty")
+    check_collect_config(cfg)
 
 
 def run(cfg: Config, run_dir: str | Path) -> Path:
