@@ -209,7 +209,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # scripts/ablation.py: 3 seeds x (SFT, 7 RL runs, collect, 2 PRMs, 9 evaluations) in about
     # an hour on 2 CPU cores
     "ablation": {
-        "data.n_train": 600,
         "data.n_test": 48,
         "sampling.max_new_tokens": 128,
         "rl.steps": 10,
