@@ -4,16 +4,13 @@ Implements the raw-kernel protocol that fused.py builds the differentiable ops f
 import torch
 
 from prmfast.kernels import numba_kernels as nk
+from prmfast.kernels.reference import result_dtype
 
 name = "numba"
 
-
-def compute_dtype(*tensors):
-    """float64 if any input is float64, else float32 (numba has no half types)."""
-    dtype = torch.float32
-    for t in tensors:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
+# numba has no half types: kernels read float64 if any input is float64, else float32 --
+# exactly the reference's result dtype.
+compute_dtype = result_dtype
 
 
 def accumulator_dtype(dtype):
