@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,11 +352,16 @@ def aggregate(scores: Sequence[float], how: str) -> float:
     raise ValueError(f"unknown aggregate {how!r}; choose one of {AGGREGATES}")
 
 
-def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
+def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
+           keys: Sequence[Sequence[Hashable]] | None = None) -> dict:
     """Best-of-N by the PRM as pass@1. groups: per problem, N (passed, line scores) samples.
     random = expected pass rate of a uniform pick; prm_min / prm_last / prm_mean = pass rate of
     the sample with the highest minimum / last / mean line score (ties share the pick: the
-    expected pass rate of a uniform choice among the tied samples); oracle = any passes."""
+    expected pass rate of a uniform choice among the tied samples); oracle = any passes.
+    keys (per problem, one hashable per sample, equal for identical responses) add two
+    score-free baselines: random_distinct = a uniform pick among the distinct responses (what a
+    scorer that cannot tell them apart does, whatever it ranks first), majority = the most
+    frequent response (ties share the pick)."""
     n = len(groups)
     if n == 0:
         return {}
@@ -364,14 +369,27 @@ def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
            "random": sum(sum(p for p, _ in g) / len(g) for g in groups) / n,
            "oracle": sum(any(p for p, _ in g) for g in groups) / n}
     for how in AGGREGATES:
-        total = 0.0
-        for g in groups:
-            vals = [aggregate(sc, how) for _, sc in g]
-            top = max(vals)
-            tied = [p for (p, _), v in zip(g, vals) if v == top]
-            total += sum(tied) / len(tied)
-        out[f"prm_{how}"] = total / n
+        out[f"prm_{how}"] = sum(_best_pass_rate([p for p, _ in g],
+                                                [aggregate(sc, how) for _, sc in g])
+                                for g in groups) / n
+    if keys is not None:
+        distinct, majority = 0.0, 0.0
+        for g, k in zip(groups, keys, strict=True):
+            by_key: dict[Hashable, list[bool]] = {}
+            for (passed, _), key in zip(g, k, strict=True):
+                by_key.setdefault(key, []).append(passed)
+            rates = [sum(v) / len(v) for v in by_key.values()]
+            distinct += sum(rates) / len(rates)
+            majority += _best_pass_rate(rates, [len(v) for v in by_key.values()])
+        out["random_distinct"], out["majority"] = distinct / n, majority / n
     return out
+
+
+def _best_pass_rate(pass_rates: Sequence[float], values: Sequence[float]) -> float:
+    """Expected pass rate of picking the highest value, ties picked uniformly."""
+    top = max(values)
+    tied = [p for p, v in zip(pass_rates, values) if v == top]
+    return sum(tied) / len(tied)
 
 
 def oracle_labels(is_comment: Sequence[bool], passed: bool,
@@ -465,7 +483,8 @@ def run(cfg, run_dir: str | Path) -> Path:
     test = result["test"]
     print(f"prm: held-out AUC vs oracle {result['held_out']['oracle']['lines']['auc']:.3f}, "
           f"test AUC vs oracle {test['oracle']['lines']['auc']:.3f}; rerank pass@1 "
-          f"random {test['rerank']['random']:.3f} / PRM-min {test['rerank']['prm_min']:.3f}")
+          f"random {test['rerank']['random']:.3f} / distinct {test['rerank']['random_distinct']:.3f}"
+          f" / PRM-min {test['rerank']['prm_min']:.3f}")
     return out_dir / "prm"
 
 
@@ -477,13 +496,15 @@ def evaluate_samples(prm, rows: list[dict], tokenizer, pad_id: int) -> dict:
     scores = predict(prm, [example(r["prompt_ids"], r["response_ids"], ln.spans,
                                    [0.0] * len(ln.spans)) for r, ln in zip(rows, lines)], pad_id)
     groups: dict[str, list] = {}
+    keys: dict[str, list] = {}
     for r, sc in zip(rows, scores):
         groups.setdefault(r["task_id"], []).append((r["passed"], sc))
+        keys.setdefault(r["task_id"], []).append(tuple(r["response_ids"]))
     out = response_metrics(scores, [ln.is_comment for ln in lines],
                            {"oracle": [oracle_labels(ln.is_comment, r["passed"],
                                                      r.get("oracle_m_star"))
                                        for r, ln in zip(rows, lines)]})
-    out["rerank"] = rerank(list(groups.values()))
+    out["rerank"] = rerank(list(groups.values()), list(keys.values()))
     return out
 
 

@@ -221,3 +221,17 @@ def test_stages_check_prerequisites_up_front_on_cpu(tmp_path):
     (tmp_path / "prm_data" / "labels.jsonl").write_text("")
     with pytest.raises(StageError, match="sft stage"):
         prm.check_prerequisites(cfg, tmp_path)
+
+
+def test_rerank_score_free_baselines_count_distinct_responses_on_cpu():
+    # problem 1: "a" (passes) sampled 3 times, "b" and "c" (fail) once each; problem 2: all equal
+    groups = [[(True, [0.1]), (True, [0.1]), (False, [0.3]), (True, [0.1]), (False, [0.2])],
+              [(False, [0.0]), (False, [0.0])]]
+    keys = [["a", "a", "b", "a", "c"], ["z", "z"]]
+    out = rerank(groups, keys)
+    assert out["random"] == pytest.approx((3 / 5) / 2)
+    assert out["random_distinct"] == pytest.approx((1 / 3) / 2)
+    assert out["majority"] == pytest.approx(1 / 2)
+    assert "majority" not in rerank(groups)
+    with pytest.raises(ValueError):
+        rerank(groups, [["a"], ["z", "z"]])
