@@ -101,7 +101,8 @@ class RLConfig:
     neutral_comments: bool = True
     num_checkpoints: int = 4
     save_every: int = 5
-    engine: str = "none"              # none | ddp (multi-process under torchrun: docs/scale.md)
+    engine: str = "none"              # none | ddp | deepspeed (under torchrun: docs/scale.md)
+    deepspeed_config: str = "configs/deepspeed/zero2.json"    # rl.engine=deepspeed: ZeRO-2 or -3
 
 
 @dataclass

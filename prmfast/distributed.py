@@ -20,11 +20,12 @@ Single process (no launcher): everything degrades to plain local behaviour.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -45,12 +46,16 @@ class DistInfo:
 def init_distributed(backend: str = "ddp", *, comm: str | None = None) -> DistInfo:
     """Join the process group the launcher set up (env:// rendezvous); idempotent.
 
-    backend: one of BACKENDS; "deepspeed" initialises through deepspeed.init_distributed.
+    backend: one of BACKENDS; "deepspeed" initialises through deepspeed.init_distributed and
+    needs a launcher (torchrun or deepspeed, also for one process).
     comm: "nccl" | "gloo"; default nccl on CUDA, gloo on CPU. A single process without
     launcher variables (WORLD_SIZE unset or 1) initialises nothing.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "deepspeed" and "RANK" not in os.environ and not dist.is_initialized():
+        raise ValueError("backend 'deepspeed' needs a launcher: torchrun --nproc_per_node N "
+                         "or deepspeed --num_gpus N (N may be 1)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
@@ -139,6 +144,20 @@ def global_mean_std(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
             torch.tensor(max(var, 0.0) ** 0.5, dtype=x.dtype, device=x.device))
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing in a single process)."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group once every rank is done (call it last, on every rank); without
+    it a rank that exits while another still holds its connections can abort that one."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def token_mean_scale(n_local: int) -> float:
     """Factor that turns a rank-local token mean into its share of the global token mean.
 
@@ -157,7 +176,9 @@ class Wrapped:
     """A model under a distributed engine, with one backward/step interface for all of them.
 
     model: call it for forwards (DDP/FSDP module or DeepSpeed engine).
-    module: the plain nn.Module (for generate, saving, state_dict on rank 0).
+    module: the plain nn.Module (its parameters are shards under ZeRO-3 / FSDP: see
+    full_parameters). optimizer: the torch optimizer (under DeepSpeed the one inside ZeRO's
+    wrapper, whose param_groups an LR scheduler drives).
     """
 
     def __init__(self, model: nn.Module, module: nn.Module, optimizer, backend: str,
@@ -213,7 +234,8 @@ def wrap_model(model: nn.Module, backend: str,
                 deepspeed.zero.register_external_parameter(model, param)
         engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=make_optimizer,
                                                        config=config)
-        return Wrapped(engine, engine.module, optimizer, backend, None)
+        return Wrapped(engine, engine.module, getattr(optimizer, "optimizer", optimizer),
+                       backend, None)
     if backend == "ddp" and get_world_size() > 1:
         device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
         wrapped: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -227,21 +249,51 @@ def wrap_model(model: nn.Module, backend: str,
     return Wrapped(wrapped, module, make_optimizer(wrapped.parameters()), backend, max_grad_norm)
 
 
+def backward_per_model(loss: torch.Tensor,
+                       outputs: Sequence[tuple[Wrapped, Sequence[torch.Tensor | None]]]) -> None:
+    """Backward of a loss that sums terms of several models' outputs, one engine backward per
+    model (DeepSpeed reduces a model's gradients in its own engine's backward).
+
+    outputs: (wrapped model, the outputs of its forward the loss uses; None entries skipped).
+    One autograd pass through the loss alone gives d loss / d output; each model then runs
+    backward((output * grad).sum()), which gives its parameters exactly loss.backward()'s
+    gradients.
+    """
+    tensors = [t for _, ts in outputs for t in ts if t is not None]
+    grads = dict(zip(map(id, tensors), torch.autograd.grad(loss, tensors, allow_unused=True)))
+    for wrapped, ts in outputs:
+        terms = [(t * grads[id(t)]).sum() for t in ts
+                 if t is not None and grads[id(t)] is not None]
+        if terms:
+            wrapped.backward(torch.stack(terms).sum())
+
+
+@contextlib.contextmanager
+def full_parameters(wrapped: Wrapped) -> Iterator[nn.Module]:
+    """The plain module with its full parameters, for use outside the engine's forward (HF
+    generate, save_pretrained). Under ZeRO-3 they are gathered once and the engine's hooks are
+    off meanwhile (deepspeed's unwrap_model_for_generation), so ranks may run different numbers
+    of forwards; a collective then: enter it on every rank. Other engines: nothing to do (FSDP is
+    not handled here; use full_state_dict)."""
+    if wrapped.backend == "deepspeed" and wrapped.model.zero_optimization_stage() == 3:
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+        with unwrap_model_for_generation(wrapped.model):
+            yield wrapped.module
+    else:
+        yield wrapped.module
+
+
 def full_state_dict(wrapped: Wrapped) -> dict[str, torch.Tensor]:
     """The plain module's full state dict on CPU, gathered from ZeRO-3 / FSDP shards.
 
     A collective under ZeRO-3 and FSDP: call it on every rank (then save on is_main())."""
-    module = wrapped.module
     if wrapped.backend == "fsdp":
         from torch.distributed.checkpoint.state_dict import (StateDictOptions,
                                                              get_model_state_dict)
         return get_model_state_dict(wrapped.model, options=StateDictOptions(
             full_state_dict=True, cpu_offload=True))
-    if wrapped.backend == "deepspeed" and wrapped.model.zero_optimization_stage() == 3:
-        import deepspeed
-        with deepspeed.zero.GatheredParameters(list(module.parameters())):
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    with full_parameters(wrapped) as module:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _fsdp_shard_layers(model: nn.Module, fully_shard) -> None:
@@ -252,6 +304,15 @@ def _fsdp_shard_layers(model: nn.Module, fully_shard) -> None:
             fully_shard(sub)
 
 
+def deepspeed_config_path(path: str | os.PathLike) -> Path:
+    """A DeepSpeed config path as given, or, when relative and not found from the working
+    directory, relative to the repository (so "configs/deepspeed/zero3.json" works anywhere)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return DEEPSPEED_CONFIGS.parent.parent / path
+
+
 def load_deepspeed_config(path: str | os.PathLike | None = None,
                           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read a DeepSpeed JSON config (default configs/deepspeed/zero2.json) and apply overrides.
@@ -259,7 +320,7 @@ def load_deepspeed_config(path: str | os.PathLike | None = None,
     overrides use dotted keys, e.g. {"bf16.enabled": False, "gradient_clipping": 1.0}.
     Without CUDA, bf16/fp16 are switched off (CPU smoke runs).
     """
-    path = Path(path) if path is not None else DEEPSPEED_CONFIGS / "zero2.json"
+    path = deepspeed_config_path(path) if path is not None else DEEPSPEED_CONFIGS / "zero2.json"
     config = json.loads(path.read_text())
     if not torch.cuda.is_available():
         for key in ("bf16", "fp16"):

@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="JSON or TOML file of overrides, applied after the preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set rl.steps=10 (repeatable; last wins)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    # ^ passed by the deepspeed launcher (the trainer reads LOCAL_RANK from the environment)
     from prmfast.profiling import add_cli_flags
     add_cli_flags(parser)                       # --nvtx, --profile DIR (docs/scale.md)
     return parser.parse_args(argv)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; rerun the same command with --out {run_dir} to resume",
               file=sys.stderr)
         return 130
+    from prmfast.distributed import shutdown
+    shutdown()                                  # under a launcher: leave the group together
     print(f"run folder: {run_dir}")
     return 0
 

@@ -14,6 +14,7 @@ DIR/rl_<variant_name(cfg.rl)>.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -22,14 +23,14 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
-from prmfast.distributed import is_main
+from prmfast.distributed import deepspeed_config_path, is_main
 from prmfast.errors import StageError
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import PPOTrainer, latest_state
 
 CRITIC_INITS = ("policy", "prm")
-ENGINES = ("none", "ddp")           # fsdp / deepspeed: not wired into the RL stage (docs/scale.md)
+ENGINES = ("none", "ddp", "deepspeed")     # fsdp: not wired into the RL stage (docs/scale.md)
 PIPELINE_RUNS = {
     "rl_baseline": {"rl.reward": "sparse", "rl.critic_init": "policy"},
     "rl_prm": {"rl.reward": "dense", "rl.critic_init": "prm"},
@@ -79,6 +80,21 @@ def check_rl_config(cfg: Config) -> None:
             raise ConfigError(f"rl.{key}: must be in [0, 1], got {getattr(rl, key)}")
     if rl.reward == "oracle" and cfg.data.name != "synthetic":
         raise ConfigError("rl.reward: 'oracle' needs data.name='synthetic' (it has the oracle)")
+    if rl.engine == "deepspeed":
+        _check_deepspeed_config(rl.deepspeed_config)
+
+
+def _check_deepspeed_config(path: str) -> None:
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("rl.engine: 'deepspeed' needs the deepspeed package "
+                          "(pip install deepspeed)")
+    file = deepspeed_config_path(path)
+    if not file.is_file():
+        raise ConfigError(f"rl.deepspeed_config: {path!r} is not a file")
+    try:
+        json.loads(file.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"rl.deepspeed_config: {path!r} is not JSON: {exc}") from exc
 
 
 def run_config(cfg: Config, name: str) -> Config:
@@ -110,8 +126,9 @@ def check_rl_ready(cfg: Config, run_dir: Path, name: str) -> None:
 def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
            progress: bool = True) -> Path:
     """PPO into run_dir/name (default rl_<variant_name>); skips when DONE exists, resumes from
-    run_dir/name/state otherwise. Returns the run folder. Under torchrun (rl.engine=ddp) every
-    rank runs this; rank 0 alone writes metrics, checkpoints, state and the final model."""
+    run_dir/name/state otherwise. Returns the run folder. Under torchrun (rl.engine=ddp or
+    deepspeed) every rank runs this; rank 0 alone writes metrics, checkpoints, state and the final
+    model (under DeepSpeed every rank writes its optimizer partition into state/)."""
     run_dir = Path(run_dir)
     name = name or f"rl_{variant_name(cfg.rl)}"
     cfg = run_config(cfg, name)
@@ -156,33 +173,23 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
               unit="it", dynamic_ncols=True) as bar:
         while trainer.step < rl.steps:
             row = trainer.train_step()
-            if not is_main():
-                continue
-            with metrics.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            if trainer.step in ckpts:
-                _save_policy_atomic(policy, tokenizer, out / f"ckpt_{trainer.step:04d}")
+            if is_main():
+                with metrics.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if trainer.step in ckpts:       # saves: every rank (ZeRO-3 gathers), rank 0 writes
+                trainer.save_policy(out / f"ckpt_{trainer.step:04d}")
             if trainer.step % rl.save_every == 0 or trainer.step in ckpts:
                 trainer.save_state(out / "state")
             bar.set_postfix(reward=f"{row['reward']:.3f}", pass_rate=f"{row['pass_rate']:.2f}",
                             tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
+    trainer.save_policy(out / "model")
     if not is_main():
         return out
-    _save_policy_atomic(policy, tokenizer, out / "model")
     (out / "DONE").write_text("ok\n")
     for leftover in ("state", "state.old", "state.tmp"):
         shutil.rmtree(out / leftover, ignore_errors=True)
     return out
-
-
-def _save_policy_atomic(policy, tokenizer, path: Path) -> None:
-    from prmfast.models import save_policy
-    tmp = path.with_name(".tmp_" + path.name)       # not matched by the ckpt_* glob of collect
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(policy, tokenizer, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -6,11 +6,12 @@ and LR schedules. Everything an iteration draws (prompts, samples, minibatch ord
 (seed, step), so a resumed run reproduces an uninterrupted one. Time per part of an iteration is
 recorded under the names of TIMING_KEYS.
 
-Multi-process (rl.engine = ddp, launched by torchrun; docs/scale.md):
+Multi-process (rl.engine = ddp | deepspeed, launched by torchrun; docs/scale.md):
 each rank rolls out, scores and builds experience for its share of the iteration's prompts; the
 policy and critic train under the engine (gradients averaged, loss scaled to the global token
-mean); advantage whitening and the metrics row are reduced over ranks. One process: no process
-group, the same code.
+mean, one engine backward per model); advantage whitening and the metrics row are reduced over
+ranks. Under ZeRO-3 rollouts and saves gather the full policy first. One process without a
+launcher: no process group, the same code.
 """
 from __future__ import annotations
 
@@ -85,10 +86,14 @@ class PPOTrainer:
                 frozen.requires_grad_(False).eval()
         policy.eval()                       # no dropout in rollouts and in the ratio
         critic.eval()
+        if rl.engine == "deepspeed" and torch.cuda.is_available():
+            raise ValueError("rl.engine='deepspeed': the RL trainer keeps its tensors on the CPU "
+                             "and DeepSpeed would move the models to CUDA; hide the GPUs "
+                             "(CUDA_VISIBLE_DEVICES=) until the trainer runs on the device")
         D.init_distributed(rl.engine, comm="gloo")      # the trainer's models live on the CPU
         if rl.engine == "none" and D.get_world_size() > 1:
             raise ValueError(f"launched with {D.get_world_size()} processes but rl.engine='none'"
-                             "; set rl.engine=ddp")
+                             "; set rl.engine=ddp or deepspeed")
         temperature = cfg.sampling.temperature
         self.reference_fwd = PackedPolicy(reference, temperature=temperature)
         self.policy_engine, self.policy_opt, self.policy_sched = self._under_engine(
@@ -102,9 +107,13 @@ class PPOTrainer:
     def _under_engine(self, module, lr: float):
         """(module under rl.engine, its AdamW, its LR schedule)."""
         rl = self.rl
+        ds_config = None
+        if rl.engine == "deepspeed":    # rl.max_grad_norm is the clipping, whatever the file says
+            ds_config = D.load_deepspeed_config(rl.deepspeed_config,
+                                                {"gradient_clipping": rl.max_grad_norm})
         engine = D.wrap_model(module, rl.engine,
                               lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-                              max_grad_norm=rl.max_grad_norm)
+                              max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
         total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
         schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
         return (engine, engine.optimizer,
@@ -119,7 +128,7 @@ class PPOTrainer:
         start = time.perf_counter()
         picker = random.Random(step_seed(self.cfg.seed, step))
         tasks = D.shard(picker.sample(self.tasks, min(rl.prompts_per_step, len(self.tasks))))
-        with timer("generate"):
+        with timer("generate"), D.full_parameters(self.policy_engine):
             groups = self.backend.generate(
                 [encode(self.tokenizer, t.prompt) for t in tasks], n=rl.samples_per_prompt,
                 max_new_tokens=self.cfg.sampling.max_new_tokens,
@@ -196,7 +205,7 @@ class PPOTrainer:
     def _minibatch_step(self, exp, seq_ids: list[int], train_policy: bool) -> dict[str, float]:
         """One optimizer step of the critic (and the policy) on this rank's minibatch; the loss,
         a token mean over the rank's tokens, is scaled so the engines' gradient average is the
-        token mean over all ranks' tokens."""
+        token mean over all ranks' tokens. Each engine runs its own backward."""
         mb, idx = exp.batch.select(seq_ids, self.pad_id)
         if train_policy:
             logprobs, entropy = policy_logprobs(self.policy_engine, mb)
@@ -206,10 +215,11 @@ class PPOTrainer:
         loss, stats = self.loss_fn(logprobs, exp.old_logprobs[idx], exp.advantages[idx], values,
                                    exp.values[idx], exp.returns[idx], mb.cu_seqlens, entropy)
         engines = [("critic", self.critic_engine, self.critic_sched)]
+        outputs = [(self.critic_engine, [values])]
         if train_policy:
             engines.append(("policy", self.policy_engine, self.policy_sched))
-        # separate networks: one backward of the sum gives both their gradients
-        (loss * D.token_mean_scale(mb.num_tokens)).backward()
+            outputs.append((self.policy_engine, [logprobs, entropy]))
+        D.backward_per_model(loss * D.token_mean_scale(mb.num_tokens), outputs)
         for name, engine, sched in engines:
             norm = engine.step()
             if norm is not None:
@@ -220,38 +230,70 @@ class PPOTrainer:
 
     # --- resumable state -----------------------------------------------------------------
 
+    def save_policy(self, path: Path) -> None:
+        """The policy as an HF folder (with the tokenizer), written to a temporary folder and
+        renamed. Every rank calls it (ZeRO-3 gathers the weights); rank 0 writes."""
+        path = Path(path)
+        tmp = path.with_name(".tmp_" + path.name)       # not matched by the ckpt_* glob of collect
+        with D.full_parameters(self.policy_engine):
+            if D.is_main():
+                _remove(tmp)
+                save_policy(self.policy, self.tokenizer, tmp)
+                _remove(path)
+                tmp.rename(path)
+
     def save_state(self, path: Path) -> None:
         """policy/ and critic/ HF folders + trainer.pt (optimizers, schedules, RNG, step),
         written to a temporary folder and swapped in, so an interrupted save never leaves a
-        half-written state."""
+        half-written state. Every rank calls it; rank 0 writes, except that under DeepSpeed the
+        optimizers are the engines' checkpoints in deepspeed/policy and deepspeed/critic (each
+        rank writes its ZeRO partition there; resume with the same number of ranks)."""
         path = Path(path)
         tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-        _remove(tmp)
-        tmp.mkdir(parents=True)
-        save_policy(self.policy, self.tokenizer, tmp / "policy")
-        self.critic.save_pretrained(tmp / "critic")
-        torch.save({"step": self.step,
-                    "policy_opt": self.policy_opt.state_dict(),
-                    "critic_opt": self.critic_opt.state_dict(),
-                    "policy_sched": self.policy_sched.state_dict(),
-                    "critic_sched": self.critic_sched.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate()}, tmp / "trainer.pt")
-        if path.exists():
+        if D.is_main():
+            _remove(tmp)
+            tmp.mkdir(parents=True)
+        D.barrier()
+        self.save_policy(tmp / "policy")
+        with D.full_parameters(self.critic_engine):
+            if D.is_main():
+                self.critic.save_pretrained(tmp / "critic")
+        state = {"step": self.step, "policy_sched": self.policy_sched.state_dict(),
+                 "critic_sched": self.critic_sched.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+        if self.rl.engine == "deepspeed":
+            for name, engine in (("policy", self.policy_engine), ("critic", self.critic_engine)):
+                engine.model.save_checkpoint(str(tmp / "deepspeed" / name), tag="state")
+            D.barrier()                 # every rank's partition written before the swap
+        else:
+            state.update(policy_opt=self.policy_opt.state_dict(),
+                         critic_opt=self.critic_opt.state_dict())
+        if D.is_main():
+            torch.save(state, tmp / "trainer.pt")
+            if path.exists():
+                _remove(old)
+                path.rename(old)
+            tmp.rename(path)
             _remove(old)
-            path.rename(old)
-        tmp.rename(path)
-        _remove(old)
 
     def load_state(self, path: Path) -> None:
-        """Restore what save_state wrote (weights are loaded into the existing modules)."""
+        """Restore what save_state wrote, on every rank (weights are loaded into the existing
+        modules; under DeepSpeed weights and optimizers come from the engines' checkpoints)."""
         path = Path(path)
-        policy, _ = load_policy(path / "policy")
-        self.policy.load_state_dict(policy.state_dict())
-        self.critic.load_state_dict(ValueModel.from_pretrained(path / "critic").state_dict())
         state = torch.load(path / "trainer.pt", weights_only=False)
-        self.policy_opt.load_state_dict(state["policy_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        if self.rl.engine == "deepspeed":
+            for name, engine in (("policy", self.policy_engine), ("critic", self.critic_engine)):
+                folder = path / "deepspeed" / name
+                loaded, _ = engine.model.load_checkpoint(str(folder), tag="state",
+                                                         load_lr_scheduler_states=False)
+                if loaded is None:
+                    raise FileNotFoundError(f"no DeepSpeed checkpoint in {folder}")
+        else:
+            policy, _ = load_policy(path / "policy")
+            self.policy.load_state_dict(policy.state_dict())
+            self.critic.load_state_dict(ValueModel.from_pretrained(path / "critic").state_dict())
+            self.policy_opt.load_state_dict(state["policy_opt"])
+            self.critic_opt.load_state_dict(state["critic_opt"])
         self.policy_sched.load_state_dict(state["policy_sched"])
         self.critic_sched.load_state_dict(state["critic_sched"])
         torch.set_rng_state(state["torch_rng"])

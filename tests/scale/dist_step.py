@@ -19,9 +19,11 @@ from prmfast.models.packed import PackedPolicy, pack_sequences
 def main() -> None:
     backend, out = sys.argv[1], sys.argv[2]
     ds_config = None
-    if len(sys.argv) > 3:  # plain SGD without clipping, as in the single-process run
-        ds_config = D.load_deepspeed_config(sys.argv[3], {"zero_allow_untested_optimizer": True,
-                                                          "gradient_clipping": 0.0})
+    if len(sys.argv) > 3:  # plain SGD without clipping, as in the single-process run; ZeRO-3
+        # partitions every parameter of the tiny model (no persistence threshold)
+        ds_config = D.load_deepspeed_config(sys.argv[3], {
+            "zero_allow_untested_optimizer": True, "gradient_clipping": 0.0,
+            "zero_optimization.stage3_param_persistence_threshold": 0})
     D.init_distributed(backend, comm="gloo")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -44,6 +46,7 @@ def main() -> None:
     state = D.full_state_dict(wrapped)
     if D.is_main():
         torch.save({k.removeprefix("model."): v for k, v in state.items()}, out)
+    D.shutdown()
 
 
 if __name__ == "__main__":
