@@ -93,16 +93,37 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - start
 
 
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of it and of its reaped descendants)."""
+    table = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        table[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    return table
+
+
 def cpu_seconds(server_pid: int | None = None) -> float:
     """CPU time of this process, its reaped children and (while it runs) the sandbox's fork
-    server with every judge it reaped (which include their untrusted children)."""
+    server with every live process under it: the long-lived judges and zygotes, whose own
+    reaped children (the untrusted processes) count in their figures."""
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     if server_pid and server_pid > 0:
-        fields = Path(f"/proc/{server_pid}/stat").read_text().rpartition(")")[2].split()
-        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        table = _process_table()
+        for pid in table:
+            ancestor = pid
+            while ancestor in table and ancestor != server_pid:
+                ancestor = table[ancestor][0]
+            if ancestor == server_pid:
+                total += table[pid][1]
     return total
 
 

@@ -1,6 +1,6 @@
-// Confinement primitives. These run in a freshly forked, single-threaded child, so they
-// may change process-wide state freely; every failure is reported as an OSError because
-// running untrusted code half-confined would be worse than not running it.
+// Confinement primitives. They run in a freshly forked, single-threaded child, so they
+// may change process-wide state freely; every failure is reported, because running
+// untrusted code half-confined would be worse than not running it.
 #include "confine.h"
 
 #include <errno.h>
@@ -9,17 +9,11 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/landlock.h>
-#include <sched.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <pybind11/pybind11.h>
-
-namespace py = pybind11;
 
 // The system's linux/landlock.h predates ABI 4-6; these values are fixed by the kernel ABI.
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
@@ -40,14 +34,14 @@ struct RulesetAttr {
 namespace prmfast {
 namespace {
 
-[[noreturn]] void raise_errno(const char* what) {
-  PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
-  throw py::error_already_set();
+int failed(const char* step, const char** what) {
+  *what = step;
+  return -1;
 }
 
-void set_limit(int resource, rlim_t soft, rlim_t hard, const char* what) {
+int set_limit(int resource, rlim_t soft, rlim_t hard, const char* step, const char** what) {
   struct rlimit rl = {soft, hard};
-  if (setrlimit(resource, &rl) != 0) raise_errno(what);
+  return setrlimit(resource, &rl) == 0 ? 0 : failed(step, what);
 }
 
 // Landlock access rights that modify the file system. Reads are deliberately not handled:
@@ -66,44 +60,36 @@ uint64_t write_rights(int abi) {
 
 }  // namespace
 
-void unshare_ns(int flags) {
-  if (unshare(flags) != 0) raise_errno("unshare");
-}
-
-void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
-              unsigned long flags, const std::string& data) {
-  auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
-  if (mount(opt(source), target.c_str(), opt(fstype), flags, opt(data)) != 0)
-    raise_errno(target.c_str());
-}
-
-void set_parent_death_signal(int sig) {
-  if (prctl(PR_SET_PDEATHSIG, sig) != 0) raise_errno("prctl(PR_SET_PDEATHSIG)");
-}
-
-void apply_limits(const Limits& l) {
-  set_limit(RLIMIT_CORE, 0, 0, "setrlimit(RLIMIT_CORE)");
+int apply_limits(const Limits& l, const char** what) {
+  if (set_limit(RLIMIT_CORE, 0, 0, "setrlimit(RLIMIT_CORE)", what)) return -1;
   if (l.address_space_mb > 0) {
     rlim_t bytes = static_cast<rlim_t>(l.address_space_mb) << 20;
-    set_limit(RLIMIT_AS, bytes, bytes, "setrlimit(RLIMIT_AS)");
+    if (set_limit(RLIMIT_AS, bytes, bytes, "setrlimit(RLIMIT_AS)", what)) return -1;
   }
   // The soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL for code that
   // handles or ignores SIGXCPU.
-  if (l.cpu_s > 0) set_limit(RLIMIT_CPU, l.cpu_s, l.cpu_s + 1, "setrlimit(RLIMIT_CPU)");
+  if (l.cpu_s > 0 && set_limit(RLIMIT_CPU, l.cpu_s, l.cpu_s + 1, "setrlimit(RLIMIT_CPU)", what))
+    return -1;
   if (l.file_size_mb > 0) {
     rlim_t bytes = static_cast<rlim_t>(l.file_size_mb) << 20;
-    set_limit(RLIMIT_FSIZE, bytes, bytes, "setrlimit(RLIMIT_FSIZE)");
+    if (set_limit(RLIMIT_FSIZE, bytes, bytes, "setrlimit(RLIMIT_FSIZE)", what)) return -1;
   }
-  if (l.open_files > 0) set_limit(RLIMIT_NOFILE, l.open_files, l.open_files, "setrlimit(RLIMIT_NOFILE)");
-  if (l.processes > 0) set_limit(RLIMIT_NPROC, l.processes, l.processes, "setrlimit(RLIMIT_NPROC)");
+  if (l.open_files > 0 &&
+      set_limit(RLIMIT_NOFILE, l.open_files, l.open_files, "setrlimit(RLIMIT_NOFILE)", what))
+    return -1;
+  if (l.processes > 0 &&
+      set_limit(RLIMIT_NPROC, l.processes, l.processes, "setrlimit(RLIMIT_NPROC)", what))
+    return -1;
+  return 0;
 }
 
-void drop_privileges(unsigned uid, unsigned gid) {
-  if (setgroups(0, nullptr) != 0) raise_errno("setgroups");
-  if (setresgid(gid, gid, gid) != 0) raise_errno("setresgid");
-  if (setresuid(uid, uid, uid) != 0) raise_errno("setresuid");
+int drop_privileges(unsigned uid, unsigned gid, const char** what) {
+  if (setgroups(0, nullptr) != 0) return failed("setgroups", what);
+  if (setresgid(gid, gid, gid) != 0) return failed("setresgid", what);
+  if (setresuid(uid, uid, uid) != 0) return failed("setresuid", what);
   // Regaining privileges through setuid binaries is then impossible; Landlock needs it too.
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) raise_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("prctl(PR_SET_NO_NEW_PRIVS)", what);
+  return 0;
 }
 
 int landlock_abi() {
@@ -111,11 +97,11 @@ int landlock_abi() {
   return abi < 0 ? 0 : static_cast<int>(abi);
 }
 
-int landlock_restrict(const std::vector<std::string>& writable) {
+int landlock_restrict(const std::vector<std::string>& writable, const char** what) {
   int abi = landlock_abi();
   if (abi < 1) {
     errno = EOPNOTSUPP;
-    raise_errno("landlock");
+    return failed("landlock", what);
   }
   // Fields beyond what the running ABI knows must stay zero, so size the attribute to it.
   // Handling the TCP rights with no rule allowing them denies every bind and connect.
@@ -131,14 +117,16 @@ int landlock_restrict(const std::vector<std::string>& writable) {
     attr_size = sizeof(attr);
   }
   int ruleset = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0));
-  if (ruleset < 0) raise_errno("landlock_create_ruleset");
+  if (ruleset < 0) return failed("landlock_create_ruleset", what);
   for (const auto& path : writable) {
     struct landlock_path_beneath_attr rule = {};
     rule.allowed_access = attr.handled_access_fs;
     rule.parent_fd = open(path.c_str(), O_PATH | O_CLOEXEC);
     if (rule.parent_fd < 0) {
+      int err = errno;
       close(ruleset);
-      raise_errno(path.c_str());
+      errno = err;
+      return failed("open (landlock rule)", what);
     }
     // Non-directories (e.g. /dev/null) accept only file rights.
     struct stat st;
@@ -148,15 +136,23 @@ int landlock_restrict(const std::vector<std::string>& writable) {
     long rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
     close(rule.parent_fd);
     if (rc != 0) {
+      int err = errno;
       close(ruleset);
-      raise_errno("landlock_add_rule");
+      errno = err;
+      return failed("landlock_add_rule", what);
     }
   }
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) raise_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    int err = errno;
+    close(ruleset);
+    errno = err;
+    return failed("prctl(PR_SET_NO_NEW_PRIVS)", what);
+  }
   long rc = syscall(SYS_landlock_restrict_self, ruleset, 0);
+  int err = errno;
   close(ruleset);
-  if (rc != 0) raise_errno("landlock_restrict_self");
-  return abi;
+  errno = err;
+  return rc == 0 ? 0 : failed("landlock_restrict_self", what);
 }
 
 }  // namespace prmfast

@@ -1,5 +1,6 @@
-// Child-side confinement primitives, called from the sandbox's own Python processes
-// (fork server, judge, untrusted child) before untrusted code runs.
+// Confinement primitives. The fork server applies them in C++ to each freshly forked
+// untrusted child before any Python runs there (see forkserver.cpp); module.cpp exposes
+// them to Python too (raising OSError), for the server's own setup.
 #pragma once
 #include <string>
 #include <vector>
@@ -14,22 +15,16 @@ struct Limits {
   long processes = 0;         // RLIMIT_NPROC (counts threads, per uid)
 };
 
-// unshare(2) with the given CLONE_* flags; raises OSError on failure.
-void unshare_ns(int flags);
-// mount(2); raises OSError on failure.
-void mount_fs(const std::string& source, const std::string& target, const std::string& fstype,
-              unsigned long flags, const std::string& data);
-// Kill this process with `sig` when its parent dies (PR_SET_PDEATHSIG).
-void set_parent_death_signal(int sig);
+// Each returns 0, or -1 with errno set and *what naming the failed step; none touches
+// Python, so they are safe in a forked child that has not re-entered the interpreter.
 // Applies rlimits (core dumps always off).
-void apply_limits(const Limits& limits);
+int apply_limits(const Limits& limits, const char** what);
 // setgroups([]), setresgid, setresuid to an unprivileged id, then no_new_privs.
-void drop_privileges(unsigned uid, unsigned gid);
+int drop_privileges(unsigned uid, unsigned gid, const char** what);
 // Landlock ABI version of the running kernel (0 when unsupported).
 int landlock_abi();
 // Restricts this process: file writes only beneath `writable` paths, no TCP bind/connect
 // (ABI >= 4), no signals / abstract unix sockets outside the domain (ABI >= 6).
-// Returns the ABI version used.
-int landlock_restrict(const std::vector<std::string>& writable);
+int landlock_restrict(const std::vector<std::string>& writable, const char** what);
 
 }  // namespace prmfast

@@ -112,6 +112,8 @@ void Dispatcher::start_server() {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears FD_CLOEXEC on fd 3
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  // None of the caller's other fds (not all of them are close-on-exec) reach the server.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // Own process group: a terminal's Ctrl-C must not reach the server mid-batch.

@@ -1,11 +1,23 @@
-// The fork server's loop. Every fork shares the warm interpreter's pages copy-on-write, so
-// each page the server writes afterwards (a Python loop writes refcounts everywhere) is
-// copied while a judge is alive. Running the loop here keeps the server's writes to a few
-// pages of C++ state; Python runs again only in the forked judge.
+// The fork server's loop, and each slot's zygote. Every fork shares the warm interpreter's
+// pages copy-on-write, so each page a process writes afterwards is copied; running these
+// loops in C++ keeps their writes to a few pages, and Python runs again only in the
+// processes that need it (judges, untrusted children).
 //
-// One fork per job: the judge is forked straight into a fresh PID namespace, where it is
-// PID 1, so killing it (deadline, or the server's death via the parent-death signal) makes
-// the kernel kill every process of the job.
+//   fork server   clean and warm; never reads a payload (it passes fds along)
+//   └ judge       one per worker slot, long-lived, root, PID 1 of its own PID namespace:
+//     │           reads each job's payload (test code, expected outputs), decides verdicts
+//     └ zygote    forked by the judge here in C++ right after the judge itself was forked,
+//       │         before the judge runs any Python or sees any job: its memory is the
+//       │         server's clean memory. PID 1 of a nested PID namespace; forks, confines
+//       │         and reaps the untrusted children, and kills everything of a job on request
+//       └ child   one per job (per case for stdio tests), confined before any Python runs
+//
+// A child holds no job's secret in its memory (this one's or any earlier one's), and the
+// judge's memory is out of its reach (another uid, Landlock). A job costs one fork of the
+// clean zygote and no fork of a judge, whose pages stay private, so it pays no
+// copy-on-write per job. Every process of a job lives in the zygote's namespace with its
+// parent, so kills, reaping and the kernel's clean-up when a judge dies (its namespace and
+// the nested one go with it) never leave anything behind.
 #include "forkserver.h"
 
 #include <errno.h>
@@ -15,7 +27,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -26,35 +41,30 @@
 #include <system_error>
 #include <vector>
 
-#include <pybind11/pybind11.h>
 
+#include "confine.h"
 #include "protocol.h"
 
 namespace prmfast {
 namespace {
 
-struct Running {
-  pid_t pid;
-  int pidfd;
-};
-
 [[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
-// Receives one message and up to two fds; returns false when the dispatcher is gone.
-bool receive(int sock, Message* msg, std::vector<int>* fds) {
-  struct iovec iov = {msg, sizeof(*msg)};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
+// Receives one message of at most `size` bytes and up to `max_fds` fds; returns the
+// message's length (0 when the peer is gone).
+ssize_t receive(int sock, void* buf, size_t size, std::vector<int>* fds, int max_fds) {
+  struct iovec iov = {buf, size};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(8 * sizeof(int))];
   struct msghdr mh = {};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
   mh.msg_control = control;
-  mh.msg_controllen = sizeof(control);
+  mh.msg_controllen = CMSG_SPACE(max_fds * sizeof(int));
   ssize_t n;
-  do n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+  do n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
   for (struct cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -64,18 +74,41 @@ bool receive(int sock, Message* msg, std::vector<int>* fds) {
       fds->push_back(fd);
     }
   }
-  if (n != sizeof(*msg)) msg->op = 0;  // malformed: ignored by the caller
-  return true;
+  if (n < 0 && errno == EAGAIN) return -1;
+  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n > 0) return -1;  // malformed: ignored
+  return n < 0 ? 0 : n;
+}
+
+template <typename T>
+bool send_message(int sock, const T& msg, const int* fds = nullptr, int nfds = 0) {
+  struct iovec iov = {const_cast<T*>(&msg), sizeof(msg)};
+  struct msghdr mh = {};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+  if (nfds > 0) {
+    mh.msg_control = control;
+    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+  }
+  ssize_t n;
+  do n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n == static_cast<ssize_t>(sizeof(msg));
+}
+
+void close_all(std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+  fds.clear();
 }
 
 int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
   remove(path);
   return 0;
-}
-
-// rm -rf without following symlinks or crossing mounts (the program chose the contents).
-void remove_tree(const std::string& path) {
-  nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 std::string job_dir(const std::string& base, uint64_t job) { return base + "/" + std::to_string(job); }
@@ -84,100 +117,456 @@ std::string job_dir(const std::string& base, uint64_t job) { return base + "/" +
 pid_t python_fork() {
   PyOS_BeforeFork();
   pid_t pid = fork();
+  int err = errno;
   if (pid == 0)
     PyOS_AfterFork_Child();
   else
     PyOS_AfterFork_Parent();
+  errno = err;
   return pid;
 }
 
-}  // namespace
+// In a forked process that must not outlive its parent: the parent-death signal, then a
+// check (on a pidfd of the parent) that closes the window in which the parent could have
+// died unnoticed.
+void die_with(int parent_pidfd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  struct pollfd dead = {parent_pidfd, POLLIN, 0};
+  if (poll(&dead, 1, 0) != 0) _exit(1);
+}
 
-JobStart serve_jobs(int sock, bool new_pid_namespace, const std::string& base) {
-  // unshare(CLONE_NEWPID) only sets the namespace of future children, and refuses to run
-  // again while that differs from our own; setns back to our own before each unshare.
-  int own_ns = -1;
-  if (new_pid_namespace && (own_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC)) < 0)
-    fail("open(/proc/self/ns/pid)");
-  // Readable once this server has exited: a judge checks it after arming its parent-death
-  // signal, closing the window in which the server could die unnoticed.
-  int self_pidfd = pidfd_open(getpid());
-  if (self_pidfd < 0) fail("pidfd_open");
-  std::map<uint64_t, Running> jobs;
+// Moves `fds` to 3, 4, ... and closes every other fd above 2.
+void keep_fds(std::vector<int> fds) {
+  for (int& fd : fds)
+    if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 64)) < 0) _exit(1);
+  int next = 3;
+  for (int fd : fds)
+    if (dup3(fd, next++, O_CLOEXEC) < 0) _exit(1);
+  if (syscall(SYS_close_range, static_cast<unsigned>(next), ~0U, 0U) != 0) _exit(1);
+}
 
-  for (;;) {
-    std::vector<struct pollfd> pfds = {{sock, POLLIN, 0}};
-    std::vector<uint64_t> owners;
-    for (auto& [job, r] : jobs) {
-      pfds.push_back({r.pidfd, POLLIN, 0});
-      owners.push_back(job);
-    }
-    if (poll(pfds.data(), pfds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      fail("poll");
-    }
+// What a forked process goes on as.
+struct Start {
+  enum Role { kJudge = 0, kChild = 1 } role;
+  int slot = -1;
+  int mode = 0;          // child: 0 serve requests, 1 run as a script
+  std::string workdir;   // child: its job folder (already its working directory)
+};
 
-    for (size_t k = 1; k < pfds.size(); ++k) {
-      if (!pfds[k].revents) continue;
-      auto it = jobs.find(owners[k - 1]);
-      int status = 0;
-      waitpid(it->second.pid, &status, 0);
-      close(it->second.pidfd);
-      remove_tree(job_dir(base, it->first));
-      Message done = {kExited, status, it->first};
-      send(sock, &done, sizeof(done), MSG_NOSIGNAL);
-      jobs.erase(it);
-    }
+[[noreturn]] void child_failed(int err_fd, const char* what, int err) {
+  char line[256];
+  int n = snprintf(line, sizeof(line), "sandbox setup failed: %s: %s\n", what, strerror(err));
+  if (n > 0 && write(err_fd, line, static_cast<size_t>(n)) < 0) _exit(120);
+  _exit(120);
+}
 
-    if (!pfds[0].revents) continue;
-    Message msg = {};
-    std::vector<int> fds;
-    if (!receive(sock, &msg, &fds)) {
-      // The dispatcher is gone: take every job down with us.
-      for (auto& [job, r] : jobs) kill(r.pid, SIGKILL);
-      for (auto& [job, r] : jobs) {
-        waitpid(r.pid, nullptr, 0);  // a PID namespace's init is reaped after all its processes
-        remove_tree(job_dir(base, job));
+// In a forked child, fds in place and every layer applied; no Python runs before the end.
+// fds: program memfd, stdin, request channel, stdout, stderr -> 4, 0, 3, 1, 2.
+void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
+                   std::vector<int>& fds, pid_t zygote, Start* start) {
+  static const int target[5] = {4, 0, 3, 1, 2};
+  int err_fd = fds[4];
+  if (setpgid(0, 0) != 0) child_failed(err_fd, "setpgid", errno);
+  int high[5];
+  for (int i = 0; i < 5; ++i)
+    if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 16)) < 0) child_failed(err_fd, "fcntl", errno);
+  for (int i = 0; i < 5; ++i)
+    if (dup2(high[i], target[i]) < 0) child_failed(err_fd, "dup2", errno);
+  // Nothing else reaches the program: not the zygote's socket, not its pidfds.
+  if (syscall(SYS_close_range, 5U, ~0U, 0U) != 0) child_failed(2, "close_range", errno);
+  std::string workdir = job_dir(cfg.base, req.job);
+  if (chdir(workdir.c_str()) != 0) child_failed(2, "chdir", errno);
+  // A scrubbed environment (child.prepare mirrors it in os.environ).
+  if (clearenv() != 0 || setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 1) != 0 ||
+      setenv("HOME", workdir.c_str(), 1) != 0 || setenv("TMPDIR", workdir.c_str(), 1) != 0 ||
+      setenv("LANG", "C.UTF-8", 1) != 0 || setenv("PYTHONIOENCODING", "utf-8", 1) != 0)
+    child_failed(2, "setenv", errno);
+  const char* what = "";
+  Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
+  if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
+  if (cfg.setuid && drop_privileges(cfg.uid_base + slot, cfg.uid_base + slot, &what) != 0)
+    child_failed(2, what, errno);
+  if (cfg.landlock && landlock_restrict({workdir, "/dev/null"}, &what) != 0)
+    child_failed(2, what, errno);
+  // Changing uid cleared the parent-death signal: arm it again, then make sure the zygote
+  // did not die in between (a reparented child sees another parent).
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != zygote) _exit(1);
+  start->role = Start::kChild;
+  start->slot = slot;
+  start->mode = req.mode;
+  start->workdir = workdir;
+}
+
+// A slot's zygote: serves its judge's requests until the judge hangs up.
+class Zygote {
+ public:
+  Zygote(int sock, const ServerConfig& cfg, int slot) : sock_(sock), cfg_(cfg), slot_(slot) {
+    self_pidfd_ = pidfd_open(getpid());
+    if (self_pidfd_ < 0) _exit(1);
+  }
+
+  // Returns only in a forked untrusted child.
+  Start loop() {
+    for (;;) {
+      std::vector<struct pollfd> pfds = {{sock_, POLLIN, 0}};
+      for (auto& [pidfd, k] : kids_) pfds.push_back({pidfd, POLLIN, 0});
+      if (poll(pfds.data(), pfds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        _exit(1);
       }
-      _exit(0);
+      for (size_t k = 1; k < pfds.size(); ++k)
+        if (pfds[k].revents) reap(pfds[k].fd);
+      if (!pfds[0].revents) continue;
+      SpawnRequest req = {};
+      std::vector<int> fds;
+      ssize_t n = receive(sock_, &req, sizeof(req), &fds, 5);
+      if (n < 0) {
+        close_all(fds);
+        continue;
+      }
+      if (n == 0) {  // the judge is gone: so is everything of its jobs
+        kill_all();
+        _exit(0);
+      }
+      if (req.op == kSpawn && n == sizeof(req) && fds.size() == 5) {
+        Start start;
+        if (spawn(req, fds, &start)) return start;
+        continue;
+      }
+      close_all(fds);
+      if (req.op == kKill && n == sizeof(Message)) {
+        Message msg;
+        memcpy(&msg, &req, sizeof(msg));
+        kill_all();
+        Message done = {kKilled, 0, msg.job};
+        send_message(sock_, done);
+      }
     }
-    if (msg.op == kKill) {
-      auto it = jobs.find(msg.job);
-      if (it != jobs.end()) kill(it->second.pid, SIGKILL);
+  }
+
+ private:
+  struct Kid {
+    pid_t pid;
+    uint64_t seq;
+  };
+
+  bool spawn(const SpawnRequest& req, std::vector<int>& fds, Start* start) {
+    pid_t self = getpid();
+    pid_t pid = python_fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      struct pollfd dead = {self_pidfd_, POLLIN, 0};
+      if (poll(&dead, 1, 0) != 0) _exit(1);
+      prctl(PR_SET_NAME, "sandbox-child");
+      confine_child(cfg_, slot_, req, fds, self, start);
+      return true;
     }
-    if (msg.op != kSubmit || fds.size() != 2) {
-      for (int fd : fds) close(fd);
-      continue;
+    int err = errno;
+    close_all(fds);
+    Message spawned = {kSpawned, pid < 0 ? -err : pid, req.seq};
+    if (pid > 0) {
+      int pidfd = pidfd_open(pid);
+      if (pidfd < 0) {  // cannot watch it: stop it now and report it as gone
+        kill(pid, SIGKILL);
+        send_message(sock_, spawned);
+        finish(pid, req.seq);
+        return false;
+      }
+      kids_[pidfd] = Kid{pid, req.seq};
     }
-    if (new_pid_namespace) {
-      if (setns(own_ns, CLONE_NEWPID) != 0) fail("setns");
+    send_message(sock_, spawned);
+    return false;
+  }
+
+  // Reaps `pid` and tells the judge how it ended and how much CPU time it used.
+  void finish(pid_t pid, uint64_t seq) {
+    int status = 0;
+    struct rusage ru = {};
+    while (wait4(pid, &status, __WALL, &ru) < 0 && errno == EINTR) {
+    }
+    int64_t cpu_us = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+                     ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+    ChildExit gone = {kChildExited, status, seq, cpu_us};
+    send_message(sock_, gone);
+  }
+
+  void reap(int pidfd) {
+    auto it = kids_.find(pidfd);
+    if (it == kids_.end()) return;
+    Kid k = it->second;
+    kids_.erase(it);
+    close(pidfd);
+    finish(k.pid, k.seq);
+  }
+
+  // SIGKILL every process of the job and return once none is left, zombies included.
+  void kill_all() {
+    for (auto& [pidfd, k] : kids_) {
+      if (!cfg_.pidns) kill(-k.pid, SIGKILL);  // its process group; see docs: no pidns
+      kill(k.pid, SIGKILL);
+    }
+    for (auto it = kids_.begin(); it != kids_.end(); it = kids_.erase(it)) {
+      close(it->first);
+      finish(it->second.pid, it->second.seq);
+    }
+    if (!cfg_.pidns) return;
+    // PID 1 of the job namespace: kill(-1) reaches every other process in it (orphans,
+    // double forks, setsid), and every orphan becomes our child to reap.
+    for (;;) {
+      if (kill(-1, SIGKILL) != 0 && errno == ESRCH) return;  // nothing, not even a zombie
+      if (waitpid(-1, nullptr, __WALL) < 0 && errno == ECHILD) usleep(200);  // in transit
+    }
+  }
+
+  int sock_;
+  ServerConfig cfg_;
+  int slot_;
+  int self_pidfd_ = -1;
+  std::map<int, Kid> kids_;  // by pidfd
+};
+
+struct Judge {
+  pid_t pid = -1;
+  int pidfd = -1;
+  int sock = -1;   // -1 once the judge hung up
+  int slot = -1;
+  uint64_t job = 0;  // the job it runs, 0 when idle
+};
+
+class Server {
+ public:
+  Server(int sock, const ServerConfig& cfg) : sock_(sock), cfg_(cfg) {
+    // unshare(CLONE_NEWPID) only sets the namespace of future children, and refuses to run
+    // again while that differs from our own; setns back to our own before each unshare.
+    if (cfg_.pidns && (own_ns_ = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC)) < 0)
+      fail("open(/proc/self/ns/pid)");
+    // Readable once this server has exited: see die_with.
+    self_pidfd_ = pidfd_open(getpid());
+    if (self_pidfd_ < 0) fail("pidfd_open");
+  }
+
+  Start loop() {
+    for (;;) {
+      // What each pollfd is: 0 the dispatcher, 1 a judge's socket, 2 a judge's pidfd.
+      std::vector<struct pollfd> pfds = {{sock_, POLLIN, 0}};
+      std::vector<std::pair<int, uint64_t>> what = {{0, 0}};
+      for (auto& [gen, j] : judges_) {
+        if (j.sock >= 0) {
+          pfds.push_back({j.sock, POLLIN, 0});
+          what.push_back({1, gen});
+        }
+        pfds.push_back({j.pidfd, POLLIN, 0});
+        what.push_back({2, gen});
+      }
+      if (poll(pfds.data(), pfds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        fail("poll");
+      }
+      // A judge's last messages before its exit; the dispatcher last.
+      for (int pass : {1, 2, 0}) {
+        for (size_t k = 0; k < pfds.size(); ++k) {
+          if (!pfds[k].revents || what[k].first != pass) continue;
+          Start start;
+          if (pass == 1) judge_message(what[k].second);
+          if (pass == 2) judge_exited(what[k].second);
+          if (pass == 0 && dispatcher_message(&start)) return start;
+        }
+      }
+    }
+  }
+
+ private:
+  // Forks the judge of `slot` as PID 1 of a fresh PID namespace, and in it the judge's
+  // zygote; returns the judge's generation, or 0 in a forked process (then *start says
+  // what it is).
+  uint64_t spawn_judge(int slot, std::vector<int>& pending, Start* start) {
+    if (cfg_.pidns) {
+      if (setns(own_ns_, CLONE_NEWPID) != 0) fail("setns");
       if (unshare(CLONE_NEWPID) != 0) fail("unshare(CLONE_NEWPID)");
     }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) fail("socketpair");
     pid_t pid = python_fork();
     if (pid < 0) fail("fork");
     if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      struct pollfd dead = {self_pidfd, POLLIN, 0};
-      if (poll(&dead, 1, 0) != 0) _exit(1);
-      close(sock);
-      close(self_pidfd);
-      if (own_ns >= 0) close(own_ns);
-      for (auto& [job, r] : jobs) close(r.pidfd);
-      return JobStart{msg.job, msg.arg, fds[0], fds[1]};
+      die_with(self_pidfd_);
+      close(sv[0]);
+      close_all(pending);  // the job's fds: the judge gets its own copies by message
+      close_server_fds();
+      start_judge(slot, sv[1], start);  // returns in the judge and in untrusted children
+      return 0;
     }
-    for (int fd : fds) close(fd);
-    int pidfd = pidfd_open(pid);
-    if (pidfd < 0) {  // cannot watch it: stop it now and report it as gone
-      int status = 0;
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      remove_tree(job_dir(base, msg.job));
-      Message done = {kExited, status, msg.job};
-      send(sock, &done, sizeof(done), MSG_NOSIGNAL);
-      continue;
-    }
-    jobs[msg.job] = Running{pid, pidfd};
+    close(sv[1]);
+    Judge j;
+    j.pid = pid;
+    j.slot = slot;
+    j.sock = sv[0];
+    j.pidfd = pidfd_open(pid);
+    if (j.pidfd < 0) fail("pidfd_open(judge)");
+    uint64_t gen = next_gen_++;
+    judges_[gen] = j;
+    slot_judge_[slot] = gen;
+    return gen;
   }
+
+  // In a new judge, before any Python runs in it: fork its zygote, then go on as the judge.
+  // Each keeps stdio and its sockets only (judge: 3 server, 4 zygote; zygote: 3 judge).
+  void start_judge(int slot, int server_sock, Start* start) {
+    int judge_pidfd = pidfd_open(getpid());
+    if (judge_pidfd < 0) _exit(1);
+    // The zygote is PID 1 of a namespace nested in the judge's (the judge must not be
+    // killed by the zygote's kill(-1)).
+    if (cfg_.pidns && unshare(CLONE_NEWPID) != 0) _exit(1);
+    int zv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, zv) != 0) _exit(1);
+    pid_t pid = python_fork();
+    if (pid < 0) _exit(1);
+    if (pid == 0) {
+      die_with(judge_pidfd);
+      prctl(PR_SET_NAME, "sandbox-zygote");
+      keep_fds({zv[1]});
+      Zygote zygote(3, cfg_, slot);
+      *start = zygote.loop();  // returns only in an untrusted child
+      return;
+    }
+    prctl(PR_SET_NAME, "sandbox-judge");
+    keep_fds({server_sock, zv[0]});
+    start->role = Start::kJudge;
+    start->slot = slot;
+  }
+
+  void judge_exited(uint64_t gen) {
+    auto it = judges_.find(gen);
+    if (it == judges_.end()) return;
+    Judge j = it->second;
+    int status = 0;
+    // As PID 1 of its namespace it is reaped only after every process of the namespace,
+    // the nested one of its zygote included.
+    waitpid(j.pid, &status, 0);
+    close(j.pidfd);
+    if (j.sock >= 0) close(j.sock);
+    judges_.erase(it);
+    if (slot_judge_.count(j.slot) && slot_judge_[j.slot] == gen) slot_judge_.erase(j.slot);
+    if (j.job) {  // died with a job: killed at its deadline, or a bug
+      remove_tree(job_dir(cfg_.base, j.job));
+      Message done = {kExited, status, j.job};
+      send_message(sock_, done);
+    }
+  }
+
+  void judge_message(uint64_t gen) {
+    auto found = judges_.find(gen);
+    if (found == judges_.end() || found->second.sock < 0) return;
+    Judge& j = found->second;
+    Message msg = {};
+    std::vector<int> fds;
+    ssize_t n = receive(j.sock, &msg, sizeof(msg), &fds, 0);
+    close_all(fds);
+    if (n < 0) return;
+    if (n == 0) {  // the judge is exiting; its pidfd says when it is gone
+      close(j.sock);
+      j.sock = -1;
+      return;
+    }
+    if (msg.op == kFinished && n == sizeof(msg) && j.job == msg.job && j.job) {
+      Message done = {kExited, 0, j.job};
+      j.job = 0;
+      if (msg.arg && slot_judge_.count(j.slot) && slot_judge_[j.slot] == gen)
+        slot_judge_.erase(j.slot);  // retiring: it exits by itself, the slot gets a new one
+      send_message(sock_, done);
+    }
+  }
+
+  bool dispatcher_message(Start* start) {
+    Message msg = {};
+    std::vector<int> fds;
+    ssize_t n = receive(sock_, &msg, sizeof(msg), &fds, 2);
+    if (n < 0) {
+      close_all(fds);
+      return false;
+    }
+    if (n == 0) shutdown();
+    if (msg.op == kKill) {
+      for (auto& [gen, j] : judges_)
+        if (j.job == msg.job) kill(j.pid, SIGKILL);  // and with it its PID namespaces
+    }
+    if (msg.op != kSubmit || n != sizeof(msg) || fds.size() != 2 || msg.arg < 0) {
+      close_all(fds);
+      return false;
+    }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      uint64_t gen = slot_judge_.count(msg.arg) ? slot_judge_[msg.arg] : 0;
+      if (!gen && !(gen = spawn_judge(msg.arg, fds, start))) return true;
+      Judge& j = judges_.at(gen);
+      Message job = {kSubmit, 0, msg.job};
+      if (j.sock >= 0 && j.job == 0 && send_message(j.sock, job, fds.data(), 2)) {
+        j.job = msg.job;
+        close_all(fds);
+        return false;
+      }
+      // That judge is gone or confused: replace it.
+      kill(j.pid, SIGKILL);
+      slot_judge_.erase(msg.arg);
+    }
+    close_all(fds);  // the dispatcher sees the result pipe closed without a result
+    Message done = {kExited, -1, msg.job};
+    send_message(sock_, done);
+    return false;
+  }
+
+  // The dispatcher is gone: take everything down with us. Idle judges are told (they stop
+  // their zygote and exit, which keeps their CPU time accounted); busy ones are killed.
+  [[noreturn]] void shutdown() {
+    for (auto& [gen, j] : judges_) {
+      if (j.job || j.sock < 0) kill(j.pid, SIGKILL);
+      if (j.sock >= 0) close(j.sock);
+    }
+    while (waitpid(-1, nullptr, __WALL) > 0 || errno == EINTR) {
+    }
+    for (auto& [gen, j] : judges_)
+      if (j.job) remove_tree(job_dir(cfg_.base, j.job));
+    _exit(0);
+  }
+
+  // In a forked judge: none of the server's fds may stay open there.
+  void close_server_fds() {
+    close(sock_);
+    close(self_pidfd_);
+    if (own_ns_ >= 0) close(own_ns_);
+    for (auto& [gen, j] : judges_) {
+      close(j.pidfd);
+      if (j.sock >= 0) close(j.sock);
+    }
+  }
+
+  int sock_;
+  ServerConfig cfg_;
+  int own_ns_ = -1;
+  int self_pidfd_ = -1;
+  std::map<uint64_t, Judge> judges_;  // by generation
+  std::map<int, uint64_t> slot_judge_;  // slot -> generation of its current judge
+  uint64_t next_gen_ = 1;
+};
+
+}  // namespace
+
+void remove_tree(const std::string& path) {
+  nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+void serve_jobs(int sock, const ServerConfig& cfg) {
+  Start start;
+  {
+    Server server(sock, cfg);
+    start = server.loop();  // returns only in a forked process
+  }
+  PyObject* result =
+      start.role == Start::kJudge
+          ? PyObject_CallFunction(cfg.judge_entry, "iii", start.slot, 3, 4)
+          : PyObject_CallFunction(cfg.child_entry, "is", start.mode, start.workdir.c_str());
+  if (result == nullptr) PyErr_Print();
+  _exit(start.role == Start::kJudge ? 1 : 120);
 }
 
 }  // namespace prmfast

@@ -1,22 +1,30 @@
 // The fork server's event loop, in C++ so that the warm interpreter's heap stays untouched
 // between forks (see forkserver.cpp).
 #pragma once
+#include <Python.h>
+
 #include <cstdint>
 #include <string>
 
 namespace prmfast {
 
-// What a freshly forked judge needs to know about its job.
-struct JobStart {
-  uint64_t job;
-  int slot;
-  int payload_fd;
-  int result_fd;
+struct ServerConfig {
+  bool pidns = false, setuid = false, landlock = false, rlimits = false;  // layers
+  unsigned uid_base = 0;  // untrusted code of slot k runs as uid/gid uid_base + k
+  std::string base;       // job folders are <base>/<job>
+  // Called (GIL held) in each forked process, and never expected to return:
+  PyObject* judge_entry = nullptr;  // judge_entry(slot, server_sock=3, zygote_sock=4)
+  PyObject* child_entry = nullptr;  // child_entry(mode, workdir), already confined
 };
 
-// Serves the dispatcher on `sock` until it hangs up (then kills every job, removes their
-// folders under `base` and exits the process). Returns only in a newly forked judge, which
-// is PID 1 of a fresh PID namespace when `new_pid_namespace` is set.
-JobStart serve_jobs(int sock, bool new_pid_namespace, const std::string& base);
+// Serves the dispatcher on `sock` until it hangs up, then kills every process it started,
+// removes their job folders and exits the process. Each forked judge calls judge_entry,
+// and each untrusted child (forked by its judge's zygote) child_entry once it is confined
+// (fds in place, working directory, environment, rlimits, uid, Landlock): straight from
+// here, so that a fresh fork touches as few of the shared Python objects as possible.
+[[noreturn]] void serve_jobs(int sock, const ServerConfig& cfg);
+
+// rm -rf without following symlinks or crossing mounts (the program chose the contents).
+void remove_tree(const std::string& path);
 
 }  // namespace prmfast

@@ -1,4 +1,7 @@
-// Python bindings: the Dispatcher (caller side) and the confinement primitives (child side).
+// Python bindings: the Dispatcher (caller side), the fork server's loop, and the
+// primitives the server uses to set itself up.
+#include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -15,8 +18,17 @@
 namespace py = pybind11;
 using namespace prmfast;
 
+namespace {
+
+[[noreturn]] void raise_errno(const char* what) {
+  PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
+  throw py::error_already_set();
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_sandbox, m) {
-  m.doc() = "prmfast sandbox: batch dispatcher and child-side confinement primitives";
+  m.doc() = "prmfast sandbox: batch dispatcher, fork server loop, confinement primitives";
 
   py::class_<Outcome>(m, "Outcome")
       .def_property_readonly("result", [](const Outcome& o) { return py::bytes(o.result); })
@@ -37,32 +49,49 @@ PYBIND11_MODULE(_sandbox, m) {
 
   m.def(
       "serve_jobs",
-      [](int sock, bool new_pid_namespace, const std::string& base) {
-        JobStart s = serve_jobs(sock, new_pid_namespace, base);
-        return py::make_tuple(s.job, s.slot, s.payload_fd, s.result_fd);
+      [](int sock, bool pidns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
+         const std::string& base, py::function judge_entry, py::function child_entry) {
+        ServerConfig cfg;
+        cfg.pidns = pidns;
+        cfg.setuid = setuid;
+        cfg.landlock = landlock;
+        cfg.rlimits = rlimits;
+        cfg.uid_base = uid_base;
+        cfg.base = base;
+        cfg.judge_entry = judge_entry.ptr();  // kept alive by the caller's frame
+        cfg.child_entry = child_entry.ptr();
+        serve_jobs(sock, cfg);
       },
-      py::arg("sock"), py::arg("new_pid_namespace"), py::arg("base"),
-      "Run the fork server loop; returns (job, slot, payload_fd, result_fd) only in a forked "
-      "judge. Holds the GIL: the server is single-threaded and the fork hooks need it.");
-  m.def("unshare", &unshare_ns, py::arg("flags"));
-  m.def("mount", &mount_fs, py::arg("source"), py::arg("target"), py::arg("fstype"),
-        py::arg("flags"), py::arg("data") = "");
+      py::arg("sock"), py::arg("pidns"), py::arg("setuid"), py::arg("landlock"),
+      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("judge_entry"),
+      py::arg("child_entry"),
+      "Run the fork server loop; never returns. Each forked judge runs "
+      "judge_entry(slot, server_sock, zygote_sock), each untrusted child, already confined, "
+      "child_entry(mode, workdir). Holds the GIL: the server is single-threaded and the "
+      "fork hooks need it.");
+  m.def("remove_tree", &remove_tree, py::arg("path"),
+        "rm -rf that follows no symlink and crosses no mount.");
+  m.def("unshare", [](int flags) {
+    if (unshare(flags) != 0) raise_errno("unshare");
+  }, py::arg("flags"));
+  m.def(
+      "mount",
+      [](const std::string& source, const std::string& target, const std::string& fstype,
+         unsigned long flags, const std::string& data) {
+        auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+        if (mount(opt(source), target.c_str(), opt(fstype), flags, opt(data)) != 0)
+          raise_errno(target.c_str());
+      },
+      py::arg("source"), py::arg("target"), py::arg("fstype"), py::arg("flags"),
+      py::arg("data") = "");
   for (auto [name, value] : {std::pair<const char*, unsigned long>{"MS_RDONLY", MS_RDONLY},
                              {"MS_NOSUID", MS_NOSUID}, {"MS_NODEV", MS_NODEV},
                              {"MS_REMOUNT", MS_REMOUNT}, {"MS_BIND", MS_BIND},
                              {"MS_REC", MS_REC}, {"MS_PRIVATE", MS_PRIVATE}})
     m.attr(name) = value;
-  m.def("set_parent_death_signal", &set_parent_death_signal, py::arg("sig"));
-  m.def(
-      "apply_limits",
-      [](long address_space_mb, long cpu_s, long file_size_mb, long open_files, long processes) {
-        apply_limits(Limits{address_space_mb, cpu_s, file_size_mb, open_files, processes});
-      },
-      py::arg("address_space_mb") = 0, py::arg("cpu_s") = 0, py::arg("file_size_mb") = 0,
-      py::arg("open_files") = 0, py::arg("processes") = 0);
-  m.def("drop_privileges", &drop_privileges, py::arg("uid"), py::arg("gid"));
   m.def("landlock_abi", &landlock_abi);
-  m.def("landlock_restrict", &landlock_restrict, py::arg("writable"));
+  m.def("malloc_trim", []() { return malloc_trim(0) != 0; },
+        "Give free heap memory back to the kernel (smaller forks; see server.py).");
   m.attr("CLONE_NEWPID") = CLONE_NEWPID;
   m.attr("CLONE_NEWNET") = CLONE_NEWNET;
   m.attr("CLONE_NEWNS") = CLONE_NEWNS;

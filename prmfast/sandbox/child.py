@@ -1,4 +1,6 @@
-"""The untrusted side: confines a freshly forked process, then runs the program.
+"""The untrusted side: a process its judge's zygote forked from the server's clean
+interpreter and confined (fds, working directory, environment, rlimits, uid, Landlock:
+forkserver.cpp) before any Python runs in it. Here: the Python-level setup, then the program.
 
 Everything here runs before the program is executed, except the request loop, whose
 answers the judge treats as claims (plain data only), never as verdicts.
@@ -8,49 +10,102 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import signal
 import sys
 import traceback
 
-from prmfast import _sandbox
 from prmfast.sandbox import codec
 
 MEMORY_EXIT = 121  # stdio mode: the program died of MemoryError
+SERVE, SCRIPT = 0, 1  # modes: answer the judge's requests / run as a script (stdio tests)
+PROGRAM_FD = 4  # a sealed memfd holding the program (UTF-8, surrogates passed through)
 
 
-def confine(cfg: dict, workdir: str, chan: int, stdin_fd: int, out_fd: int, err_fd: int) -> None:
-    """Set up stdio and fds, then apply the isolation layers named in cfg['layers']."""
-    os.setpgid(0, 0)
-    os.dup2(stdin_fd, 0)
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    os.dup2(chan, 3)
-    os.closerange(4, 1 << 16)  # judge's result pipe, payload, server socket: none reach the program
-    os.chdir(workdir)
-    os.environ.clear()
-    os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir,
-                      LANG="C.UTF-8", PYTHONIOENCODING="utf-8")
+def start(mode: int, workdir: str) -> None:
+    """Entry of an untrusted child (fds 0-2 stdio, 3 the judge's channel, 4 the program;
+    nothing else open); never returns."""
+    try:
+        prepare(workdir)
+        program = read_program()
+    except BaseException as exc:
+        os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
+        os._exit(120)
+    if mode == SCRIPT:
+        run_script(program)
+    serve(program)
+    os._exit(0)
+
+
+_STDIO = None  # (stdin, stdout, stderr) for fds 0-2, built by the server: make_stdio()
+
+
+def make_stdio() -> None:
+    """Build the program's sys.stdin/stdout/stderr once, in the server, so that a child
+    only rebinds them (building three text streams in every child costs ~90 copy-on-write
+    faults). They wrap fds 0-2, which are the child's own stdio by the time it runs. The
+    streams remember whether their fd was seekable when built, so they are built while
+    fd 0 is seekable (as the child's stdin memfd is) and fds 1-2 are pipes (as the
+    child's stdout and stderr are)."""
+    global _STDIO
+    r, w = os.pipe()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    stdin = os.memfd_create("stdin")
+    try:
+        os.dup2(stdin, 0)
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        _STDIO = (
+            io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                             encoding="utf-8", errors="replace"),
+            io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                             encoding="utf-8", errors="backslashreplace"),
+            io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                             errors="backslashreplace", write_through=True))
+        for stream in _STDIO:
+            stream.seekable()  # cached now, while the fd is of the child's kind
+    finally:
+        for fd, old in zip((0, 1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+        for fd in (r, w, stdin):
+            os.close(fd)
+
+
+def warm_up() -> None:
+    """Run, in the server, the code paths every child runs (messages both ways, compile),
+    until CPython 3.11 has specialised their bytecode: a child that ran them first would
+    write to those shared code objects, copying their pages."""
+    sample = {"op": "call", "ref": 0, "args": codec.encode([[1, 2.5, "s", None, True], (3,)]),
+              "kwargs": codec.encode({})}
+    for _ in range(64):
+        codec.decode(codec.loads(codec.dumps(sample)[codec.FRAME_HEADER.size:])["args"])
+        codec.loads(codec.dumps({"ok": codec.encode([1, "x", {"k": (2.0,)}], [])})
+                    [codec.FRAME_HEADER.size:])
+        _manifest({"f": len, "x": 1, "m": sys}, [])
+        _exc_reply(ValueError("x"))
+        compile("def f(x):\n    return x\n", "main.py", "exec")
+
+
+def prepare(workdir: str) -> None:
+    """What the C++ side cannot do for Python. Kept to a few C-level calls: every Python
+    code path that runs for the first time in a fresh fork costs copy-on-write faults.
+    (Signals need nothing: CPython ignores SIGXFSZ at start-up, so oversized writes fail
+    with EFBIG, and SIGINT has Python's default handler.)"""
+    # The C environment was already scrubbed and set by the server (forkserver.cpp);
+    # os.environ mirrors it (its private dict, replaced in one step).
+    wd = workdir.encode()
+    os.environ._data = {b"PATH": b"/usr/local/bin:/usr/bin:/bin", b"HOME": wd, b"TMPDIR": wd,
+                        b"LANG": b"C.UTF-8", b"PYTHONIOENCODING": b"utf-8"}
     # The trusted processes lift the int<->str digit limit; the program gets stock Python's.
     sys.set_int_max_str_digits(sys.int_info.default_max_str_digits)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
-    layers = cfg["layers"]
-    lim = cfg["limits"]
-    if "rlimits" in layers:
-        _sandbox.apply_limits(address_space_mb=lim["memory_mb"], cpu_s=lim["cpu_s"],
-                              file_size_mb=lim["file_size_mb"], open_files=lim["open_files"],
-                              processes=lim["processes"])
-    if "setuid" in layers:
-        _sandbox.drop_privileges(cfg["uid"], cfg["uid"])
-    if "landlock" in layers:
-        _sandbox.landlock_restrict([workdir, "/dev/null"])
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                 encoding="utf-8", errors="replace")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                  encoding="utf-8", errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", write_through=True)
+    sys.stdin, sys.stdout, sys.stderr = _STDIO
     sys.argv = ["main.py"]
+
+
+def read_program() -> str:
+    size = os.fstat(PROGRAM_FD).st_size
+    data = os.pread(PROGRAM_FD, size, 0)
+    os.close(PROGRAM_FD)
+    return data.decode("utf-8", "surrogatepass")
 
 
 def _fresh_main() -> dict:

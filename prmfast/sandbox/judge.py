@@ -1,15 +1,20 @@
-"""The trusted side of a job: forks the untrusted children, drives them, decides.
+"""The trusted side of a job: asks for the untrusted children, drives them, decides.
 
-The judge runs as PID 1 of the job's PID namespace. It forks each untrusted child before
-it reads the secret half of the payload (expected outputs, test code), so no child's
-memory ever holds them; children send back plain data only (see codec), and every verdict
-is computed here.
+One judge per worker slot runs job after job (root, PID 1 of the slot's PID namespace).
+It reads each job's payload, public and secret halves (test code, expected outputs), but
+the untrusted children are forked by its zygote, which was forked before the judge saw
+any job (csrc/forkserver.cpp) and holds no job's data: no child's memory ever holds this
+or any other job's secret, and the judge's memory is out of their reach (another uid,
+Landlock's ptrace and signal scoping). Children send back plain data only (see codec),
+and every verdict is computed here. After each job the zygote has killed everything of
+it, and the judge removes the job's folder before it reports the job finished.
 """
 from __future__ import annotations
 
 import ast
 import builtins
 import collections
+import fcntl
 import json
 import os
 import selectors
@@ -19,11 +24,17 @@ import struct
 import sys
 import time
 
+from prmfast import _sandbox
 from prmfast.sandbox import child as child_side
 from prmfast.sandbox import codec
 from prmfast.sandbox.compare import normalize_stdout, strict_equal
 
 MAX_FRAME = 64 << 20
+# Messages to and from the fork server and the zygote (csrc/protocol.h).
+SUBMIT, KILL, SPAWN, SPAWNED, CHILD_EXITED, FINISHED, KILLED = 1, 2, 4, 5, 6, 7, 8
+MESSAGE = struct.Struct("<IiQ")          # op, arg, job or child sequence number
+CHILD_EXIT = struct.Struct("<IiQq")      # op, wait status, seq, CPU microseconds
+SPAWN_REQUEST = struct.Struct("<IiQQqqqqq")  # op, mode, job, seq, five limits
 _IMPORT_DENYLIST = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
 
 
@@ -35,50 +46,126 @@ class Stop(BaseException):
         self.status, self.detail = status, detail
 
 
-class Child:
-    """One untrusted process as seen from the judge: its channel, output and deadline."""
+class Link:
+    """The judge's sockets: to the fork server (jobs in, "finished" out) and to its zygote,
+    which forks, confines, kills and reaps the untrusted children."""
 
-    def __init__(self, cfg: dict, workdir: str, program: str, mode: str, stdin: bytes = b""):
+    def __init__(self, server_fd: int, zygote_fd: int):
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=server_fd)
+        self.zygote = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=zygote_fd)
+        self.seq = 0
+        # One epoll set for the judge's life: each child adds its fds and removes them.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.zygote.fileno(), selectors.EVENT_READ)
+
+    def next_job(self):
+        """(job, payload fd, result fd) of the next job; exits when the server is gone."""
+        while True:
+            data, fds, _, _ = socket.recv_fds(self.server, MESSAGE.size, 2)
+            if not data:
+                self.exit()
+            if len(data) == MESSAGE.size and len(fds) == 2 and MESSAGE.unpack(data)[0] == SUBMIT:
+                return MESSAGE.unpack(data)[2], fds[0], fds[1]
+            for fd in fds:
+                os.close(fd)
+
+    def finished(self, job: int, retire: bool) -> None:
+        self.server.send(MESSAGE.pack(FINISHED, int(retire), job))
+
+    def exit(self) -> None:
+        """Stop the zygote (it kills what is left of the job) and reap it before exiting:
+        as PID 1, exiting first would let the kernel reap it without adding its CPU time
+        to anyone's (CPU accounting would lose it)."""
+        self.zygote.close()
+        try:
+            while True:
+                os.wait()
+        except ChildProcessError:
+            pass
+        os._exit(0)
+
+    def spawn(self, job: int, mode: int, limits: dict, fds: list[int]) -> int:
+        """Ask for a child; returns its sequence number (the zygote's messages about it
+        carry it)."""
+        self.seq += 1
+        request = SPAWN_REQUEST.pack(SPAWN, mode, job, self.seq, limits["memory_mb"],
+                                     limits["cpu_s"], limits["file_size_mb"],
+                                     limits["open_files"], limits["processes"])
+        socket.send_fds(self.zygote, [request], fds)
+        return self.seq
+
+    def kill(self, seq: int) -> None:
+        """Ask the zygote to kill every process of the job (KILLED answers once none is left)."""
+        self.zygote.send(MESSAGE.pack(KILL, 0, seq))
+
+    def receive(self):
+        """(op, arg, seq, CPU seconds) of the zygote's next message (blocking); exits if it
+        is gone."""
+        data = self.zygote.recv(64)
+        if not data:
+            os._exit(1)  # the zygote died: this judge cannot make a clean one again
+        if len(data) == CHILD_EXIT.size:
+            op, arg, seq, cpu_us = CHILD_EXIT.unpack(data)
+            return op, arg, seq, cpu_us / 1e6
+        if len(data) == MESSAGE.size:
+            return (*MESSAGE.unpack(data), 0.0)
+        return 0, 0, 0, 0.0
+
+
+class Child:
+    """One untrusted process as seen from the judge: its channel, output and deadline.
+    The zygote forks, confines and reaps it, and reports how it ended."""
+
+    def __init__(self, cfg: dict, mode: int, stdin: bytes = b""):
         self.limit = cfg["limits"]["output_bytes"]
+        self.link: Link = cfg["link"]
         chan_parent, chan_child = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         stdin_fd = os.memfd_create("stdin")
-        os.write(stdin_fd, stdin)
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child_side.confine(cfg, workdir, chan_child.fileno(), stdin_fd, out_w, err_w)
-            except BaseException as exc:
-                os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
-                os._exit(120)
-            if mode == "script":
-                child_side.run_script(program)
-            child_side.serve(program)
-            os._exit(0)
-        for fd in (out_w, err_w, stdin_fd):
-            os.close(fd)
-        chan_child.close()
-        self.pid, self.sock, self.chan = pid, chan_parent, chan_parent.fileno()
-        self.pidfd = os.pidfd_open(pid)
-        self.sel = selectors.DefaultSelector()
-        for fd in (out_r, err_r, self.pidfd):
+        if stdin:
+            os.write(stdin_fd, stdin)
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
+        try:
+            fds = [cfg["program_fd"], stdin_fd, chan_child.fileno(), out_w, err_w]
+            self.seq = self.link.spawn(cfg["job"], mode, cfg["limits"], fds)
+        finally:
+            for fd in (out_w, err_w, stdin_fd):
+                os.close(fd)
+            chan_child.close()
+        self.spawn_error: Stop | None = None
+        self.sock, self.chan = chan_parent, chan_parent.fileno()
+        self.sel = self.link.selector
+        for fd in (out_r, err_r):
             os.set_blocking(fd, False)
-        for fd in (self.chan, out_r, err_r, self.pidfd):
+        for fd in (self.chan, out_r, err_r):
             self.sel.register(fd, selectors.EVENT_READ)
         self.out_fd, self.err_fd = out_r, err_r
         self.stdout, self.stderr, self.total_output = bytearray(), bytearray(), 0
         self.inbuf, self.frames = bytearray(), collections.deque()
         self.wait_status = None
+        self.killed = False
+        self.cpu_s = 0.0  # CPU time the child used, from the zygote
+        self.cpu_limit = cfg["limits"]["cpu_s"] if "rlimits" in cfg["layers"] else None
         self.deadline = float("inf")
         self.stopped: Stop | None = None
 
+    def _on_zygote_message(self) -> None:
+        op, arg, seq, cpu_s = self.link.receive()
+        if seq != self.seq:
+            return  # about an earlier child of this judge: already settled
+        if op == KILLED:
+            self.killed = True
+        if op == SPAWNED and arg < 0:
+            self.spawn_error = Stop("error", f"could not start the program: {os.strerror(-arg)}")
+            self.wait_status = 127 << 8
+        elif op == CHILD_EXITED:
+            self.wait_status, self.cpu_s = arg, cpu_s
+
     # -- waiting -------------------------------------------------------------------
     def _on_readable(self, fd: int) -> None:
-        if fd == self.pidfd:
-            _, self.wait_status = os.waitpid(self.pid, 0)
-            self.sel.unregister(fd)
+        if fd == self.link.zygote.fileno():
+            self._on_zygote_message()
             return
         data = os.read(fd, 1 << 16)
         if not data:
@@ -133,7 +220,7 @@ class Child:
         """The child's next message (stops the child if it is gone or too slow)."""
         self._pump(lambda: self.frames or self._exited())
         if not self.frames:
-            self.stop(exit_stop(self.wait_status))
+            self.stop(exit_stop(self))
         try:
             return codec.loads(self.frames.popleft())
         except codec.ProtocolError as exc:
@@ -155,51 +242,42 @@ class Child:
         raise self.stopped
 
     def kill(self) -> None:
-        if self.wait_status is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _, self.wait_status = os.waitpid(self.pid, 0)
-        kill_namespace()
+        """Kill the child and everything it started; return once the zygote reaped them."""
+        if not self.killed:
+            self.link.kill(self.seq)
+            while not self.killed:
+                self._on_zygote_message()
 
     def close(self) -> None:
         """Reap the child, stop whatever it left behind and read its output to the end."""
         self.kill()
-        for key in list(self.sel.get_map().values()):
-            if key.fd in (self.out_fd, self.err_fd):
-                os.set_blocking(key.fd, True)
-                while self.total_output <= self.limit and (data := os.read(key.fd, 1 << 16)):
+        registered = self.sel.get_map()
+        for fd in (self.out_fd, self.err_fd):
+            if fd in registered:
+                os.set_blocking(fd, True)
+                while self.total_output <= self.limit and (data := os.read(fd, 1 << 16)):
                     self.total_output += len(data)
-                    (self.stdout if key.fd == self.out_fd else self.stderr).extend(data)
+                    (self.stdout if fd == self.out_fd else self.stderr).extend(data)
         del self.stderr[:-4096]
-        self.sel.close()
+        for fd in (self.chan, self.out_fd, self.err_fd):
+            if fd in registered:
+                self.sel.unregister(fd)
         self.sock.close()
-        for fd in (self.out_fd, self.err_fd, self.pidfd):
+        for fd in (self.out_fd, self.err_fd):
             os.close(fd)
 
 
-def kill_namespace() -> None:
-    """SIGKILL every other process of this PID namespace (orphans, double forks).
-    Only ever as PID 1: kill(-1) from the host namespace would hit the whole machine."""
-    if os.getpid() != 1:
-        return
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
-def exit_stop(wait_status: int) -> Stop:
+def exit_stop(ch: Child) -> Stop:
     """Why a child that should still be running is gone."""
+    if ch.spawn_error is not None:
+        return ch.spawn_error
+    wait_status = ch.wait_status
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
-        if sig in (signal.SIGXCPU, signal.SIGKILL):
+        # SIGKILL is RLIMIT_CPU's hard limit only if the child used that much CPU time
+        # (otherwise: the program killed itself, or the kernel's OOM killer did).
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and ch.cpu_limit is not None
+                                     and ch.cpu_s >= ch.cpu_limit):
             return Stop("timeout", "CPU time limit")
         return Stop("crashed", f"killed by {signal.Signals(sig).name}")
     code = os.WEXITSTATUS(wait_status)
@@ -362,8 +440,8 @@ def split_cases(code: str, entry_point: str | None):
     return [(n, isinstance(n, ast.Assert)) for n in tree.body]
 
 
-def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
-    ch = Child(cfg, workdir, public["program"], "serve")
+def run_assert(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
+    ch = Child(cfg, child_side.SERVE)
     tests, statuses = [], []
     try:
         cases = split_cases(secret_reader()["code"], public.get("entry_point"))
@@ -401,10 +479,10 @@ def run_assert(cfg, workdir, public, secret_reader, case_timeout, job_deadline) 
     return verdict(tests + [False] * (n_cases - len(tests)), statuses, None, ch, detail)
 
 
-def run_call(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+def run_call(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
     """All calls go in one request; the child streams one reply per case, so a case costs
     no round trip, and each reply still has its own deadline."""
-    ch = Child(cfg, workdir, public["program"], "serve")
+    ch = Child(cfg, child_side.SERVE)
     secret = secret_reader()
     tests, statuses, first_detail = [], [], ""
     try:
@@ -441,14 +519,14 @@ def pad(tests: list, cases: list) -> list:
     return tests + [False] * (len(cases) - len(tests))
 
 
-def run_stdio(cfg, workdir, public, secret_reader, case_timeout, job_deadline) -> dict:
+def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
     runs, last = [], None
     for stdin in public["stdin"]:
-        ch = Child(cfg, workdir, public["program"], "script", stdin.encode())
+        ch = Child(cfg, child_side.SCRIPT, stdin.encode())
         ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
         try:
             ch.wait_exit()
-            stop = None if ch.wait_status == 0 else exit_stop(ch.wait_status)
+            stop = None if ch.wait_status == 0 else exit_stop(ch)
         except Stop as exc:
             stop = exc
         ch.close()
@@ -501,21 +579,55 @@ def _read_part(fd: int):
     return json.loads(data)
 
 
-def main(payload_fd: int, result_fd: int, server_cfg: dict, workdir: str, slot: int) -> None:
-    """Entry of the judge process (PID 1 of the job's namespace)."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def program_memfd(program: str) -> int:
+    """The program in a sealed memfd, which each child of the job reads (fd 4)."""
+    fd = os.memfd_create("program", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    data = program.encode("utf-8", "surrogatepass")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def run_job(link: Link, job: int, payload_fd: int, layers: list[str]) -> dict:
+    """One job, from its payload to its verdict; every child of it is gone on return."""
     start = time.monotonic()
     public = _read_part(payload_fd)
-    cfg = {"layers": server_cfg["layers"], "uid": server_cfg["uid_base"] + slot,
-           "limits": public["limits"]}
     limits = public["limits"]
-    job_deadline = start + limits["timeout_s"]
+    program_fd = program_memfd(public["program"])
+    cfg = {"link": link, "job": job, "program_fd": program_fd, "limits": limits,
+           "layers": layers}
     try:
-        result = RUNNERS[public["kind"]](cfg, workdir, public, lambda: _read_part(payload_fd),
-                                         limits["case_timeout_s"], job_deadline)
+        return RUNNERS[public["kind"]](cfg, public, lambda: _read_part(payload_fd),
+                                       limits["case_timeout_s"], start + limits["timeout_s"])
     except Stop as stop:
-        result = verdict([], [], stop, None)
-    data = json.dumps(result).encode()
-    while data:
-        data = data[os.write(result_fd, data):]
-    kill_namespace()
+        return verdict([], [], stop, None)
+    finally:
+        os.close(program_fd)
+
+
+def serve(sock: int, zygote: int, slot: int, server_cfg: dict) -> None:
+    """Entry of a slot's judge (root, PID 1 of the slot's namespace): runs the jobs the
+    server hands it, one at a time; after server_cfg["judge_jobs"] of them it retires
+    (the server starts a fresh one), which bounds what a long life can accumulate."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    link = Link(sock, zygote)
+    uid = server_cfg["uid_base"] + slot
+    lifetime = server_cfg["judge_jobs"]
+    for n in range(lifetime):
+        job, payload_fd, result_fd = link.next_job()
+        workdir = os.path.join(server_cfg["base"], str(job))
+        os.mkdir(workdir, 0o700)
+        if "setuid" in server_cfg["layers"]:
+            os.chown(workdir, uid, uid)
+        result = run_job(link, job, payload_fd, server_cfg["layers"])
+        os.close(payload_fd)
+        data = json.dumps(result).encode()
+        while data:
+            data = data[os.write(result_fd, data):]
+        os.close(result_fd)
+        _sandbox.remove_tree(workdir)
+        link.finished(job, retire=n == lifetime - 1)
+    link.exit()

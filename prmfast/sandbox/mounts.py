@@ -1,4 +1,5 @@
-"""A private mount namespace for the fork server, so an unprivileged uid can run Python.
+"""A private mount namespace for the fork server (root only): the job folders live on a
+tmpfs of its own, and an unprivileged uid can run Python.
 
 The interpreter may live under a directory other users cannot traverse (here pyenv under
 /root, mode 0700). In the server's own mount namespace each such directory is covered by
@@ -27,8 +28,23 @@ def _blocked_ancestor(path: str) -> str | None:
     return None
 
 
+def private_namespace() -> None:
+    """Enter a mount namespace of our own: mounts made here are seen by this process and
+    its children only, and vanish with the last of them."""
+    _sandbox.unshare(_sandbox.CLONE_NEWNS)
+    _sandbox.mount("", "/", "", _sandbox.MS_REC | _sandbox.MS_PRIVATE)
+
+
+def job_tmpfs(base: str, size_mb: int) -> None:
+    """Cover `base` with a tmpfs of `size_mb`: job folders in memory (creating and removing
+    one costs microseconds, not the ~0.3 ms of CPU of ext4 here), and one quota on the disk
+    use of every job in flight."""
+    _sandbox.mount("tmpfs", base, "tmpfs", _sandbox.MS_NOSUID | _sandbox.MS_NODEV,
+                   f"mode=0711,size={int(size_mb)}m")
+
+
 def expose(paths) -> list[str]:
-    """Enter a private mount namespace and make `paths` reachable for any uid; returns the
+    """Make `paths` reachable for any uid (in the private namespace); returns the
     directories that were covered."""
     needed: dict[str, set[str]] = {}
     for path in paths:
@@ -38,8 +54,6 @@ def expose(paths) -> list[str]:
         if blocked:
             rest = os.path.relpath(os.path.realpath(path), blocked)
             needed.setdefault(blocked, set()).add(rest.split(os.sep)[0])
-    _sandbox.unshare(_sandbox.CLONE_NEWNS)
-    _sandbox.mount("", "/", "", _sandbox.MS_REC | _sandbox.MS_PRIVATE)
     for blocked, entries in needed.items():
         fds = {e: os.open(os.path.join(blocked, e), os.O_PATH) for e in entries}
         _sandbox.mount("tmpfs", blocked, "tmpfs", _sandbox.MS_NOSUID | _sandbox.MS_NODEV,

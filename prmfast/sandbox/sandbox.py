@@ -40,18 +40,23 @@ class Sandbox:
     isolation:      layers to apply, a subset of LAYERS (default: all available_layers());
                     switching layers off exists to measure their cost, not for production
     uid_base:       untrusted code of worker slot k runs as uid/gid uid_base + k
+    disk_mb:        (as root) size of the tmpfs, private to the sandbox, that holds the
+                    job folders: a quota on the files of all jobs in flight, in memory
+    judge_jobs:     jobs a slot's (long-lived, trusted) judge runs before a fresh one
+                    replaces it
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024,
                  *, case_timeout_s: float | None = None, output_bytes: int = 1 << 20,
                  file_size_mb: int = 16, open_files: int = 256, processes: int = 64,
                  isolation: Iterable[str] | None = None, uid_base: int = 1_200_000,
-                 python: str | None = None):
+                 disk_mb: int = 1024, judge_jobs: int = 500, python: str | None = None):
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if timeout_s <= 0 or memory_mb <= 0 or output_bytes <= 0:
-            raise ValueError("timeout_s, memory_mb and output_bytes must be positive")
+        if min(timeout_s, memory_mb, output_bytes, disk_mb, judge_jobs) <= 0:
+            raise ValueError("timeout_s, memory_mb, output_bytes, disk_mb and judge_jobs must "
+                             "be positive")
         self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
         self.case_timeout_s = float(case_timeout_s or timeout_s)
         self.limits = {"output_bytes": int(output_bytes), "file_size_mb": int(file_size_mb),
@@ -67,7 +72,8 @@ class Sandbox:
         self._base = tempfile.mkdtemp(prefix="prmfast-sandbox-")
         os.chmod(self._base, 0o711)
         config = {"layers": list(layers), "uid_base": int(uid_base), "base": self._base,
-                  "package_root": _PACKAGE_ROOT}
+                  "package_root": _PACKAGE_ROOT, "disk_mb": int(disk_mb),
+                  "judge_jobs": int(judge_jobs)}
         argv = [python or sys.executable, "-I", "-B", _SERVER, json.dumps(config)]
         env = ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
         self._dispatcher = _sandbox.Dispatcher(argv, env)
@@ -156,6 +162,7 @@ class Sandbox:
                       stderr=data.get("stderr", ""), wall_s=outcome.wall_s)
 
     def _sweep(self) -> None:
-        """Remove job folders a killed server could not (after a batch, none is in use)."""
+        """Remove job folders a killed server could not (after a batch, none is in use).
+        As root they live on the server's private tmpfs, which vanishes with the server."""
         for name in os.listdir(self._base):
             shutil.rmtree(os.path.join(self._base, name), ignore_errors=True)

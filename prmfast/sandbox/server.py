@@ -1,18 +1,20 @@
-"""The fork server: a warm interpreter that forks one judge per job.
+"""The fork server: a warm, clean interpreter that forks judges and untrusted children.
 
 Started by the dispatcher as `python -I server.py CONFIG_JSON` with its socket on fd 3.
 After setting up (mount and network namespaces, preloaded modules) it hands control to the
-C++ loop `_sandbox.serve_jobs`, which forks each job's judge as PID 1 of a fresh PID
-namespace; Python runs again only in the judge. Killing the judge (the dispatcher's kill,
-or the server's death through the parent-death signal) makes the kernel kill everything
-left in its namespace.
+C++ loop `_sandbox.serve_jobs`, which forks one long-lived judge per worker slot (PID 1 of
+its own PID namespace) and, in it before it runs any Python, the judge's zygote, which
+forks each untrusted child on the judge's request and confines it before it returns to
+Python. Python runs again only in judges and children. Neither the server nor a zygote
+ever reads a payload, so a child holds no job's data. Killing a judge (the dispatcher's
+kill, or the server's death through the parent-death signal) makes the kernel kill
+everything left in its namespace, its zygote's nested one included.
 """
 from __future__ import annotations
 
 import gc
 import json
 import os
-import signal
 import sys
 import types
 
@@ -21,6 +23,8 @@ import types
 # fault after it more expensive; rarer, heavier modules (decimal, random...) load on demand.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
            "string", "operator", "copy")
+
+CONFIG: dict = {}  # the server's configuration (from the dispatcher), for the judges
 
 
 def _import_sandbox_modules(package_root: str):
@@ -31,18 +35,15 @@ def _import_sandbox_modules(package_root: str):
         pkg.__path__ = [os.path.join(package_root, path)]
         sys.modules[name] = pkg
     from prmfast import _sandbox
-    from prmfast.sandbox import judge
-    return _sandbox, judge
+    from prmfast.sandbox import child, judge  # noqa: F401 - warm for every fork
+    return _sandbox, child
 
 
-def run_judge(cfg: dict, judge, job: int, slot: int, payload_fd: int, result_fd: int) -> None:
-    """Body of a job's judge process (root, PID 1 of the job's namespace); never returns."""
+def judge_entry(slot: int, server_sock: int, zygote_sock: int) -> None:
+    """Body of a slot's judge (called by the C++ loop in the forked judge); never returns."""
     try:
-        workdir = os.path.join(cfg["base"], str(job))
-        os.mkdir(workdir, 0o700)
-        if "setuid" in cfg["layers"]:
-            os.chown(workdir, cfg["uid_base"] + slot, cfg["uid_base"] + slot)
-        judge.main(payload_fd, result_fd, cfg, workdir, slot)
+        from prmfast.sandbox import judge
+        judge.serve(sock=server_sock, zygote=zygote_sock, slot=slot, server_cfg=CONFIG)
         os._exit(0)
     except BaseException as exc:
         os.write(2, f"sandbox judge failed: {exc!r}\n".encode())
@@ -51,23 +52,37 @@ def run_judge(cfg: dict, judge, job: int, slot: int, payload_fd: int, result_fd:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    CONFIG.update(cfg)
     sys.set_int_max_str_digits(0)  # trusted code here and in judges: no int<->str size limit
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _sandbox, judge = _import_sandbox_modules(cfg["package_root"])
-    if "setuid" in cfg["layers"]:
+    # SIGINT keeps Python's default handler, which the children inherit as `python` would
+    # give it them; the C++ loop never runs Python, so a SIGINT here only interrupts poll.
+    _sandbox, child = _import_sandbox_modules(cfg["package_root"])
+    os.makedirs(cfg["base"], mode=0o711, exist_ok=True)
+    if os.geteuid() == 0:
         from prmfast.sandbox import mounts
-        mounts.expose(sys.path + [sys.prefix, sys.base_prefix, sys.executable])
+        mounts.private_namespace()
+        if "setuid" in cfg["layers"]:
+            mounts.expose(sys.path + [sys.prefix, sys.base_prefix, sys.executable])
+        mounts.job_tmpfs(cfg["base"], cfg["disk_mb"])
     if "netns" in cfg["layers"]:
         # One empty network namespace for all jobs: only a loopback that is down.
         _sandbox.unshare(_sandbox.CLONE_NEWNET)
-    os.makedirs(cfg["base"], mode=0o711, exist_ok=True)
     for name in PRELOAD:
         __import__(name)
+    child.make_stdio()
+    child.warm_up()
     # Forked children would otherwise copy most of the heap on their first collection
     # (the collector writes to every object it visits); freezing keeps pages shared.
     gc.freeze()
-    job, slot, payload_fd, result_fd = _sandbox.serve_jobs(3, "pidns" in cfg["layers"], cfg["base"])
-    run_judge(cfg, judge, job, slot, payload_fd, result_fd)
+    # Free heap pages back to the kernel: every fork copies fewer page-table entries, and a
+    # child allocating there gets fresh zero pages instead of copying the server's.
+    _sandbox.malloc_trim()
+    layers = set(cfg["layers"])
+    _sandbox.serve_jobs(3, pidns="pidns" in layers, setuid="setuid" in layers,
+                        landlock="landlock" in layers, rlimits="rlimits" in layers,
+                        uid_base=cfg["uid_base"], base=cfg["base"],
+                        judge_entry=judge_entry,
+                        child_entry=child.start)  # never returns; forks call the entries
 
 
 if __name__ == "__main__":

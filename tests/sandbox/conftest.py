@@ -34,6 +34,12 @@ def mbpp():
     return json.loads(path.read_text())
 
 
+def job_folders(sb: Sandbox) -> list[str]:
+    """The job folders as the sandbox's processes see them (as root they live on a tmpfs in
+    the fork server's own mount namespace: /proc/<pid>/root resolves paths there)."""
+    return os.listdir(f"/proc/{sb.server_pid}/root{sb._base}")
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox(workers=2, timeout_s=5.0, memory_mb=512) as sb:

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from prmfast.sandbox import AssertTests, CallTests, Job, Sandbox, StdioTests
+from tests.sandbox.conftest import job_folders
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_two_thousand_mixed_jobs(contained):
         results = sb.run([job for job, _ in jobs])
         wrong = [(i, want, r.status) for i, ((_, want), r) in enumerate(zip(jobs, results)) if r.status != want]
         assert not wrong, wrong[:10]
-        assert os.listdir(base) == []
+        assert job_folders(sb) == []
         server = sb.server_pid
     assert not os.path.exists(base)
     assert not os.path.exists(f"/proc/{server}")
