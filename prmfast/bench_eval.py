@@ -123,9 +123,9 @@ def make_backend(args):
         backend = VLLMBackend(args.model, python=args.vllm_python,
                               engine_args=json.loads(args.vllm_args))
         return backend, AutoTokenizer.from_pretrained(args.model)
-    model, tokenizer = load_policy(args.model, dtype=args.dtype)
-    if args.device != "cpu":
-        model.to(args.device)
+    from prmfast.device import select_device
+    model, tokenizer = load_policy(args.model, dtype=args.dtype,
+                                   device=select_device(args.device))
     return HFGenerateBackend(model, tokenizer, batch_size=args.batch_size), tokenizer
 
 
@@ -147,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--length-threshold", type=int, default=100)
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument("--batch-size", type=int, default=32, help="hf: sequences per generate batch")
-    p.add_argument("--device", default="cpu", help="hf: torch device, e.g. cuda")
+    p.add_argument("--device", default="cpu", help="hf: auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="float32", help="hf: float32 | bfloat16 | float16")
     p.add_argument("--vllm-python", default="python", help="vllm: interpreter that has vllm")
     p.add_argument("--vllm-args", default="{}", help="vllm: JSON kwargs for vllm.LLM")
@@ -157,6 +157,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [t for t in args.tasks.split(",") if t not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    from prmfast.device import resolve_device
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        p.error(f"--device: {exc}")
     return args
 
 

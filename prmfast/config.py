@@ -34,7 +34,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """Policy backbone: "tiny" builds a Llama-style model from the fields below and trains a
-    byte-level BPE tokenizer on the suite; anything else is a local HF folder or .gguf file."""
+    byte-level BPE tokenizer on the suite; anything else is a local HF folder or .gguf file.
+    `device` is where every stage puts its models (policy, reference, critic, PRM) and tensors:
+    auto = cuda (cuda:LOCAL_RANK under a launcher) when CUDA is available, else cpu."""
     init: str = "tiny"
     vocab_size: int = 512
     hidden_size: int = 96
@@ -43,6 +45,7 @@ class ModelConfig:
     intermediate_size: int = 256
     max_position: int = 512
     dtype: str = "float32"
+    device: str = "auto"              # auto | cpu | cuda | cuda:N (prmfast/device.py)
 
 
 @dataclass

@@ -43,13 +43,16 @@ class DistInfo:
     device: torch.device
 
 
-def init_distributed(backend: str = "ddp", *, comm: str | None = None) -> DistInfo:
+def init_distributed(backend: str = "ddp", *, comm: str | None = None,
+                     device: torch.device | str | None = None) -> DistInfo:
     """Join the process group the launcher set up (env:// rendezvous); idempotent.
 
     backend: one of BACKENDS; "deepspeed" initialises through deepspeed.init_distributed and
     needs a launcher (torchrun or deepspeed, also for one process).
-    comm: "nccl" | "gloo"; default nccl on CUDA, gloo on CPU. A single process without
-    launcher variables (WORLD_SIZE unset or 1) initialises nothing.
+    device: where this rank computes (prmfast.device.select_device); default cuda:LOCAL_RANK
+    when CUDA is available, else cpu. A CUDA device becomes the current device.
+    comm: "nccl" | "gloo"; default nccl for a CUDA device, gloo for the CPU. A single process
+    without launcher variables (WORLD_SIZE unset or 1) initialises nothing.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -58,10 +61,13 @@ def init_distributed(backend: str = "ddp", *, comm: str | None = None) -> DistIn
                          "or deepspeed --num_gpus N (N may be 1)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    if device is None:
+        device = (torch.device("cuda", local_rank) if torch.cuda.is_available()
+                  else torch.device("cpu"))
+    device = torch.device(device)
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.set_device(local_rank)
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+        torch.cuda.set_device(device)
     comm = comm or ("nccl" if cuda else "gloo")
     if backend == "deepspeed" and not dist.is_initialized():
         import deepspeed
@@ -133,7 +139,7 @@ def global_mean_std(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
     if get_world_size() == 1:
         n = x.numel()
         return n, (x.mean() if n else x.new_zeros(())), (x.std() if n > 1 else x.new_zeros(()))
-    stats = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64),
+    stats = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64, device="cpu"),
                          x.double().sum().cpu(), x.double().square().sum().cpu()])
     stats = stats.to(_comm_device())
     dist.all_reduce(stats)
@@ -314,15 +320,19 @@ def deepspeed_config_path(path: str | os.PathLike) -> Path:
 
 
 def load_deepspeed_config(path: str | os.PathLike | None = None,
-                          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                          overrides: dict[str, Any] | None = None, *,
+                          device: torch.device | str | None = None) -> dict[str, Any]:
     """Read a DeepSpeed JSON config (default configs/deepspeed/zero2.json) and apply overrides.
 
     overrides use dotted keys, e.g. {"bf16.enabled": False, "gradient_clipping": 1.0}.
-    Without CUDA, bf16/fp16 are switched off (CPU smoke runs).
+    On a CPU device (default: cpu unless CUDA is available) bf16/fp16 are switched off before
+    the overrides apply (CPU smoke runs).
     """
     path = deepspeed_config_path(path) if path is not None else DEEPSPEED_CONFIGS / "zero2.json"
     config = json.loads(path.read_text())
-    if not torch.cuda.is_available():
+    on_cuda = (torch.cuda.is_available() if device is None
+               else torch.device(device).type == "cuda")
+    if not on_cuda:
         for key in ("bf16", "fp16"):
             config.setdefault(key, {})["enabled"] = False
     for dotted, value in (overrides or {}).items():

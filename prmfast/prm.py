@@ -7,6 +7,8 @@ holds its newline, prmfast.lines), computed by kernels.line_scores through Value
 Batches are padded [B, T] (right padding) and length-grouped to limit padding; the head and the
 loss touch only line-end tokens (the packed line-end subset). On CPU with sdpa attention a padded
 forward is what HF supports; a packed forward needs varlen attention (flash-attn, GPU only).
+The PRM trains on model.device (prmfast.device); batches are built on the CPU and moved to the
+PRM's device once.
 
 Public API (the RL stage calls score_lines for dense rewards):
     PRMBatch(input_ids [B, T] long, attention_mask [B, T] long, line_end [B, T] bool,
@@ -18,7 +20,6 @@ Public API (the RL stage calls score_lines for dense rewards):
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -30,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import ConfigError, PRMConfig
+from prmfast.device import module_device
 from prmfast.errors import StageError
 from prmfast.labeling.search import labels_from_line
 from prmfast.lines import segment
@@ -52,6 +54,11 @@ class PRMBatch:
     line_end: torch.Tensor      # [B, T] bool
     targets: torch.Tensor       # [B, T] float, 0 off line ends
     weights: torch.Tensor | None = None  # [B, T] float loss weights, 0 off line ends (None: 1)
+
+    def to(self, device: torch.device | str) -> "PRMBatch":
+        """The batch on `device` (itself when it is there already)."""
+        return PRMBatch(*(None if t is None else t.to(device)
+                          for t in (getattr(self, f.name) for f in dataclasses.fields(self))))
 
 
 def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
@@ -81,36 +88,40 @@ def example_from_record(rec: dict, neutral_comments: bool = True) -> PRMExample:
                    comment_targets(rec["labels"], rec["is_comment"], neutral_comments))
 
 
-def collate(examples: Sequence[PRMExample], pad_id: int) -> PRMBatch:
-    """Right-padded batch [B, T_max]."""
+def collate(examples: Sequence[PRMExample], pad_id: int,
+            device: torch.device | str = "cpu") -> PRMBatch:
+    """Right-padded batch [B, T_max] on `device` (built on the CPU, moved once)."""
+    cpu = torch.device("cpu")
     width = max(1, max(len(e.input_ids) for e in examples))
     b = len(examples)
-    ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    line_end = torch.zeros((b, width), dtype=torch.bool)
-    targets = torch.zeros((b, width))
+    ids = torch.full((b, width), pad_id, dtype=torch.long, device=cpu)
+    mask = torch.zeros((b, width), dtype=torch.long, device=cpu)
+    line_end = torch.zeros((b, width), dtype=torch.bool, device=cpu)
+    targets = torch.zeros((b, width), device=cpu)
     weighted = any(e.weights is not None for e in examples)
-    weights = torch.zeros((b, width)) if weighted else None
+    weights = torch.zeros((b, width), device=cpu) if weighted else None
     for i, e in enumerate(examples):
-        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
+        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long, device=cpu)
         mask[i, :len(e.input_ids)] = 1
         if e.line_ends:
             line_end[i, e.line_ends] = True
-            targets[i, e.line_ends] = torch.tensor(e.targets)
+            targets[i, e.line_ends] = torch.tensor(e.targets, device=cpu)
             if weighted:
-                weights[i, e.line_ends] = (torch.tensor(e.weights) if e.weights is not None
-                                           else 1.0)
-    return PRMBatch(ids, mask, line_end, targets, weights)
+                weights[i, e.line_ends] = (torch.tensor(e.weights, device=cpu)
+                                           if e.weights is not None else 1.0)
+    return PRMBatch(ids, mask, line_end, targets, weights).to(device)
 
 
 def make_batch(prompts: list[list[int]], responses: list[list[int]], tokenizer,
-               targets: list[list[float]] | None = None) -> PRMBatch:
-    """Segment the responses (prmfast.lines) and build a padded batch; targets default to 0."""
+               targets: list[list[float]] | None = None,
+               device: torch.device | str = "cpu") -> PRMBatch:
+    """Segment the responses (prmfast.lines) and build a padded batch on `device`; targets
+    default to 0."""
     exs = []
     for i, (p, r) in enumerate(zip(prompts, responses)):
         spans = segment(r, tokenizer).spans
         exs.append(example(p, r, spans, targets[i] if targets is not None else [0.0] * len(spans)))
-    return collate(exs, tokenizer.pad_token_id)
+    return collate(exs, tokenizer.pad_token_id, device)
 
 
 def score_lines(prm, batch: PRMBatch) -> torch.Tensor:
@@ -119,8 +130,9 @@ def score_lines(prm, batch: PRMBatch) -> torch.Tensor:
 
 
 def line_values(scores: torch.Tensor, batch: PRMBatch) -> list[list[float]]:
-    """Per response, the scores of its lines in order."""
-    return [row[mask].tolist() for row, mask in zip(scores.detach().float(), batch.line_end)]
+    """Per response, the scores of its lines in order (one copy to the CPU)."""
+    scores, line_end = scores.detach().float().cpu(), batch.line_end.cpu()
+    return [row[mask].tolist() for row, mask in zip(scores, line_end)]
 
 
 def mse_loss(scores: torch.Tensor, batch: PRMBatch) -> torch.Tensor:
@@ -177,10 +189,11 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
     """Per-line scores for each example (same order)."""
     was = prm.training
     prm.eval()
+    device = module_device(prm)
     out: dict[int, list[float]] = {}
     index = {id(e): i for i, e in enumerate(examples)}
     for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id)
+        batch = collate(group, pad_id, device)
         for e, vals in zip(group, line_values(score_lines(prm, batch), batch)):
             out[index[id(e)]] = vals
     prm.train(was)
@@ -206,6 +219,7 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
     groups = [{"params": [q for q in prm.parameters() if id(q) not in head_ids], "lr": cfg.lr},
               {"params": head, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr}]
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    device = module_device(prm)
     history = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": []}
     best, best_state, bad_epochs = None, None, 0
     for epoch in range(cfg.epochs):
@@ -213,7 +227,7 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
         batches = length_batches(train, cfg.batch_size, rng)
         losses = []
         for group in tqdm(batches, desc=f"prm epoch {epoch + 1}", disable=not progress):
-            batch = collate(group, pad_id)
+            batch = collate(group, pad_id, device)
             loss = mse_loss(score_lines(prm, batch), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -230,8 +244,9 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
         history["val_auc"].append(val_auc)
         use_auc = cfg.early_stop == "auc" and not math.isnan(val_auc)
         key = (val_auc if use_auc else -math.inf, -val_loss)
-        if best is None or key > best:
-            best, best_state, bad_epochs = key, copy.deepcopy(prm.state_dict()), 0
+        if best is None or key > best:               # the best weights, kept on the CPU
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in prm.state_dict().items()}
+            best, bad_epochs = key, 0
             history["best_epoch"] = epoch + 1
         else:
             bad_epochs += 1
@@ -251,9 +266,10 @@ def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
     """(weighted MSE, line AUC vs the targets' signs, 0-target lines skipped) on examples."""
     was = prm.training
     prm.eval()
+    device = module_device(prm)
     total, count, scores, positive = 0.0, 0.0, [], []
     for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id)
+        batch = collate(group, pad_id, device)
         sc = score_lines(prm, batch)
         w = batch.line_end.float() * (batch.weights if batch.weights is not None else 1.0)
         total += mse_loss(sc, batch).item() * float(w.sum())
@@ -269,9 +285,10 @@ def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
 def evaluate_loss(prm, examples: Sequence[PRMExample], pad_id: int, batch_size: int) -> float:
     was = prm.training
     prm.eval()
+    device = module_device(prm)
     total, count = 0.0, 0
     for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id)
+        batch = collate(group, pad_id, device)
         n = int(batch.line_end.sum())
         total += mse_loss(score_lines(prm, batch), batch).item() * n
         count += n
@@ -515,6 +532,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     from prmfast.labeling.collect import sample_responses
     from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox
     from prmfast.labeling.select import select
+    from prmfast.device import select_device
     from prmfast.labeling.store import read_jsonl, write_json
     from prmfast.models import ValueModel
 
@@ -528,7 +546,8 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         raise StageError(f"selection {cfg.prm.selection!r} keeps no training response out of "
                          f"{len(train_recs)}; collect more or choose another prm.selection")
     neutral = cfg.prm.neutral_comments
-    prm = ValueModel.from_pretrained(init_path(cfg, out_dir))
+    prm = ValueModel.from_pretrained(init_path(cfg, out_dir),
+                                     device=select_device(cfg.model.device))
     tokenizer = AutoTokenizer.from_pretrained(init_path(cfg, out_dir))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     history = train_prm(prm, [example_from_record(r, neutral) for r in train_sel],

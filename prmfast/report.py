@@ -87,12 +87,14 @@ class Evaluator:
     def evaluate(self, model_dir: Path, cache: Path, *, progress: bool = True) -> dict:
         """The eval.json entry of the policy in model_dir; cached in `cache` (with the raw
         per-task results), so a rerun only evaluates what is missing."""
+        from prmfast.device import select_device
         from prmfast.eval import evaluate_policy
         from prmfast.models import load_policy
         from prmfast.rollout import HFGenerateBackend
         if not cache.exists():
             cfg, ev = self.cfg, self.cfg.eval
-            policy, tokenizer = load_policy(model_dir, cfg.model.dtype)
+            policy, tokenizer = load_policy(model_dir, cfg.model.dtype,
+                                            device=select_device(cfg.model.device))
             raw = evaluate_policy(
                 HFGenerateBackend(policy, tokenizer, batch_size=cfg.sampling.batch_size),
                 tokenizer, self.tasks, self.sandbox, samples=max(ev.samples, ev.max_k),

@@ -10,6 +10,8 @@
 Loss on response tokens only (prompt masked), response = reference + EOS; AdamW with linear
 warmup and cosine decay to zero; batches drawn from a per-epoch permutation seeded by
 (seed, epoch), so a run resumed from a checkpoint gives the same weights as an uninterrupted one.
+The model trains on model.device (prmfast.device); checkpoint.pt loads onto the model's device
+whichever device wrote it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from transformers import AutoTokenizer
 
 from prmfast.config import Config, SFTConfig
 from prmfast.data import split_tasks
+from prmfast.device import module_device, select_device
 from prmfast.eval import evaluate_policy
 from prmfast.models import build_tiny_model, encode, load_policy, save_policy, train_tokenizer
 from prmfast.rollout import HFGenerateBackend
@@ -72,16 +75,17 @@ def initial_policy(cfg: Config, run_dir: Path, train_split) -> tuple:
     """(model, tokenizer) to start SFT from: a tiny model (seeded by cfg.seed) with the run's
     tokenizer, trained on the train split's prompts and references on first use; or the HF
     folder / GGUF file named by model.init."""
+    device = select_device(cfg.model.device)
     if cfg.model.init != "tiny":
-        return load_policy(cfg.model.init, cfg.model.dtype)
+        return load_policy(cfg.model.init, cfg.model.dtype, device=device)
     tok_dir = run_dir / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     else:
         texts = [t.prompt + (t.reference or "") for t in train_split]
         tokenizer = train_tokenizer(texts, cfg.model.vocab_size, tok_dir)
-    torch.manual_seed(cfg.seed)
-    return build_tiny_model(tokenizer, cfg.model), tokenizer
+    torch.manual_seed(cfg.seed)           # initialised on the CPU: the same weights on any device
+    return build_tiny_model(tokenizer, cfg.model).to(device), tokenizer
 
 
 def build_examples(tokenizer, tasks, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -113,13 +117,14 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, st
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, total))
     step = load_checkpoint(state_dir, model, opt, sched)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    device = module_device(model)
     losses = []
     model.train()
     with tqdm(total=total, initial=step, desc="sft", unit="step", disable=not progress) as bar:
         while step < total:
             order = epoch_order(len(examples), step // per_epoch, seed)
             pos = (step % per_epoch) * batch_size
-            batch = collate([examples[i] for i in order[pos:pos + batch_size]], pad)
+            batch = collate([examples[i] for i in order[pos:pos + batch_size]], pad, device)
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -147,15 +152,19 @@ def warmup_cosine(warmup: int, total: int):
 
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
     """The example order of one epoch: a permutation of range(n) fixed by (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=gen).tolist()
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen, device="cpu").tolist()
 
 
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int,
+            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Right-pad to the longest example: input_ids, attention_mask, labels (-100 on padding),
-    each [B, T]."""
+    each [B, T] on `device`."""
     width = max(len(ids) for ids, _ in batch)
-    fill = lambda seqs, value: torch.tensor([s + [value] * (width - len(s)) for s in seqs])  # noqa: E731
+
+    def fill(seqs, value):
+        return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
+
     return {"input_ids": fill([ids for ids, _ in batch], pad_id),
             "attention_mask": fill([[1] * len(ids) for ids, _ in batch], 0),
             "labels": fill([labels for _, labels in batch], -100)}
@@ -171,11 +180,12 @@ def save_checkpoint(state_dir: Path, step: int, model, opt, sched) -> None:
 
 
 def load_checkpoint(state_dir: Path, model, opt, sched) -> int:
-    """Restore the latest checkpoint into model/opt/sched; returns its step (0 when none)."""
+    """Restore the latest checkpoint into model/opt/sched; returns its step (0 when none).
+    Tensors load onto the model's device, whichever device saved them."""
     path = state_dir / CHECKPOINT
     if not path.exists():
         return 0
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, map_location=module_device(model), weights_only=True)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

@@ -43,6 +43,7 @@ STAGES: dict[str, Stage] = {
 PIPELINE = ("sft", "rl_baseline", "collect", "prm", "rl_prm", "eval", "report")
 # value checks run before any stage starts: (module, function(cfg)), for every run and per stage
 DATA_CHECK = ("prmfast.data.load", "check_data_config")
+DEVICE_CHECK = ("prmfast.device", "check_device_config")
 CHECKS: dict[str, tuple[str, str]] = {
     "collect": ("prmfast.labeling.collect", "check_collect_config"),
     "prm": ("prmfast.prm", "check_prm_config"),
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.preset, args.config, args.set)
         stages = PIPELINE if args.stage == "all" else (args.stage,)
-        for module, function in [DATA_CHECK] + [CHECKS[name] for name in stages if name in CHECKS]:
+        checks = [DATA_CHECK, DEVICE_CHECK] + [CHECKS[name] for name in stages if name in CHECKS]
+        for module, function in checks:
             getattr(importlib.import_module(module), function)(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

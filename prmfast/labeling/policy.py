@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prmfast.config import Config
 from prmfast.data import build_program
+from prmfast.device import select_device
 from prmfast.labeling.probe import Prober
 from prmfast.models import load_policy
 from prmfast.rollout import HFGenerateBackend
@@ -37,11 +38,13 @@ def make_sandbox(cfg: Config) -> Sandbox:
 
 
 class Policy:
-    """A loaded checkpoint: model, tokenizer, backend and the job builder for its completions."""
+    """A loaded checkpoint: model (on model.device), tokenizer, backend and the job builder for
+    its completions (token ids come back from the backend as Python lists)."""
 
     def __init__(self, path: Path, cfg: Config, sandbox: Sandbox):
         self.name, self.cfg, self.sandbox = path.name, cfg, sandbox
-        self.model, self.tokenizer = load_policy(path, dtype=cfg.model.dtype)
+        self.model, self.tokenizer = load_policy(path, dtype=cfg.model.dtype,
+                                                 device=select_device(cfg.model.device))
         self.model.eval()
         self.backend = HFGenerateBackend(self.model, self.tokenizer,
                                          batch_size=cfg.sampling.batch_size)

@@ -135,11 +135,13 @@ class PackedCritic(nn.Module):
 
 def pack_sequences(sequences: list[list[int]],
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> (input_ids [N] int64, cu_seqlens [S+1] int64)."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
-    cu_seqlens = torch.zeros(len(sequences) + 1, dtype=torch.int64)
+    """Token lists -> (input_ids [N] int64, cu_seqlens [S+1] int64) on `device` (built on the
+    CPU, moved once)."""
+    cpu = torch.device("cpu")
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64, device=cpu)
+    cu_seqlens = torch.zeros(len(sequences) + 1, dtype=torch.int64, device=cpu)
     torch.cumsum(lengths, 0, out=cu_seqlens[1:])
-    ids = torch.tensor([t for s in sequences for t in s], dtype=torch.int64)
+    ids = torch.tensor([t for s in sequences for t in s], dtype=torch.int64, device=cpu)
     return ids.to(device), cu_seqlens.to(device)
 
 

@@ -31,8 +31,10 @@ def build_tiny_model(tokenizer, model_cfg: ModelConfig) -> PreTrainedModel:
     return LlamaForCausalLM(config).to(getattr(torch, model_cfg.dtype))
 
 
-def load_policy(path: str | Path, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
-    """(model, tokenizer) from a local HF folder or a .gguf file.
+def load_policy(path: str | Path, dtype: str = "float32", device: torch.device | str | None = None
+                ) -> tuple[PreTrainedModel, object]:
+    """(model, tokenizer) from a local HF folder or a .gguf file, the model moved to `device`
+    when given (it loads on the CPU).
 
     A GGUF file is dequantised once into a safetensors folder under $PRMFAST_CACHE (default
     ~/.cache/prmfast/<file stem>) and later loads read that folder. The tokenizer always has a
@@ -44,6 +46,8 @@ def load_policy(path: str | Path, dtype: str = "float32") -> tuple[PreTrainedMod
     elif not path.is_dir():
         raise FileNotFoundError(f"no model folder or .gguf file at {str(path)!r}")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if device is not None:
+        model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

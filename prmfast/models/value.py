@@ -25,7 +25,8 @@ class ValueModel(nn.Module):
         if head is None:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
-        self.head.to(next(backbone.parameters()).dtype)
+        first = next(backbone.parameters())
+        self.head.to(device=first.device, dtype=first.dtype)
 
     @classmethod
     def from_causal_lm(cls, model: PreTrainedModel) -> "ValueModel":
@@ -33,21 +34,23 @@ class ValueModel(nn.Module):
         return cls(copy.deepcopy(model.base_model))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "ValueModel":
-        """Load a folder written by save_pretrained. A causal-LM folder without a head file
-        gives its backbone with a zero head (PRM initialised from a policy checkpoint)."""
+    def from_pretrained(cls, path: str | Path,
+                        device: torch.device | str | None = None) -> "ValueModel":
+        """Load a folder written by save_pretrained (on the CPU, then moved to `device` when
+        given). A causal-LM folder without a head file gives its backbone with a zero head (PRM
+        initialised from a policy checkpoint)."""
         path = Path(path)
         model = cls(AutoModel.from_pretrained(path))
         if (path / HEAD_FILE).exists():
             state = load_file(str(path / HEAD_FILE))
             model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
-        return model
+        return model if device is None else model.to(device)
 
     def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
         """HF folder of the backbone + value_head.safetensors (+ the tokenizer when given)."""
         path = Path(path)
         self.backbone.save_pretrained(str(path))
-        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(path / HEAD_FILE))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))

@@ -33,7 +33,8 @@ class PackedBatch:
     input_ids, attention_mask [S, T] (right padded prompt + response); cu_seqlens [S+1] int64;
     targets [N] int64 (the response tokens); act_index, tok_index [N] int64 (flat indices into
     [S*T], see the module docstring). `sequences` and `prompt_lens` keep the unpadded form so
-    minibatches can be re-padded tightly."""
+    minibatches can be re-padded tightly. The tensors live on one device (the models'), built
+    on the CPU and moved there once."""
     sequences: list[list[int]]
     prompt_lens: list[int]
     input_ids: torch.Tensor
@@ -44,35 +45,45 @@ class PackedBatch:
     tok_index: torch.Tensor
 
     @classmethod
-    def from_sequences(cls, sequences: list[list[int]], prompt_lens: list[int], pad_id: int
-                       ) -> "PackedBatch":
+    def from_sequences(cls, sequences: list[list[int]], prompt_lens: list[int], pad_id: int,
+                       device: torch.device | str = "cpu") -> "PackedBatch":
+        cpu = torch.device("cpu")
         n_seq = len(sequences)
         width = max([len(s) for s in sequences] + [1])
-        input_ids = torch.full((n_seq, width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((n_seq, width), dtype=torch.long)
+        input_ids = torch.full((n_seq, width), pad_id, dtype=torch.long, device=cpu)
+        attention_mask = torch.zeros((n_seq, width), dtype=torch.long, device=cpu)
         lengths, act, targets = [], [], []
         for i, (seq, p) in enumerate(zip(sequences, prompt_lens)):
             if p < 1:
                 raise ValueError(f"prompt_lens[{i}]: a prompt needs at least one token")
-            input_ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            input_ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long, device=cpu)
             attention_mask[i, :len(seq)] = 1
             lengths.append(len(seq) - p)
-            act.append(torch.arange(p - 1, len(seq) - 1) + i * width)
+            act.append(torch.arange(p - 1, len(seq) - 1, device=cpu) + i * width)
             targets.extend(seq[p:])
-        cu = torch.zeros(n_seq + 1, dtype=torch.long)
-        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.long), 0)
-        act_index = torch.cat(act) if act else torch.zeros(0, dtype=torch.long)
-        return cls(sequences, prompt_lens, input_ids, attention_mask, cu,
-                   torch.tensor(targets, dtype=torch.long), act_index, act_index + 1)
+        cu = torch.zeros(n_seq + 1, dtype=torch.long, device=cpu)
+        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.long, device=cpu), 0)
+        act_index = torch.cat(act) if act else torch.zeros(0, dtype=torch.long, device=cpu)
+        tensors = (input_ids, attention_mask, cu,
+                   torch.tensor(targets, dtype=torch.long, device=cpu), act_index, act_index + 1)
+        return cls(sequences, prompt_lens, *(t.to(device) for t in tensors))
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
 
     def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The whole prompt + response sequences packed for prmfast.models.packed forwards:
         (input_ids [M], cu_seqlens [S+1], response [N]: the packed position of every response
-        token, in this batch's token order)."""
+        token, in this batch's token order), on the batch's device."""
+        cpu = torch.device("cpu")
         ids, cu = pack_sequences(self.sequences)
-        starts = cu[:-1] + torch.tensor(self.prompt_lens, dtype=torch.long)
-        response = [torch.arange(int(b), int(e)) for b, e in zip(starts, cu[1:])]
-        return ids, cu, (torch.cat(response) if response else torch.zeros(0, dtype=torch.long))
+        starts = cu[:-1] + torch.tensor(self.prompt_lens, dtype=torch.long, device=cpu)
+        spans = zip(starts.tolist(), cu[1:].tolist())
+        response = [torch.arange(b, e, device=cpu) for b, e in spans]
+        response = (torch.cat(response) if response
+                    else torch.zeros(0, dtype=torch.long, device=cpu))
+        return ids.to(self.device), cu.to(self.device), response.to(self.device)
 
     @property
     def num_tokens(self) -> int:
@@ -80,19 +91,22 @@ class PackedBatch:
 
     def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
         """A minibatch of the given sequences, re-padded, and the [N_mb] index of its tokens in
-        this batch's packed tensors."""
+        this batch's packed tensors (both on this batch's device)."""
+        cpu = torch.device("cpu")
         sub = PackedBatch.from_sequences([self.sequences[i] for i in seq_ids],
-                                         [self.prompt_lens[i] for i in seq_ids], pad_id)
-        cu = self.cu_seqlens
-        index = [torch.arange(int(cu[i]), int(cu[i + 1])) for i in seq_ids]
-        return sub, (torch.cat(index) if index else torch.zeros(0, dtype=torch.long))
+                                         [self.prompt_lens[i] for i in seq_ids], pad_id,
+                                         self.device)
+        cu = self.cu_seqlens.tolist()
+        index = [torch.arange(cu[i], cu[i + 1], device=cpu) for i in seq_ids]
+        index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=cpu)
+        return sub, index.to(self.device)
 
 
 def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Per-sequence sums of a packed tensor. x [N] -> [S]."""
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    seq = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
-    return torch.zeros(lengths.numel(), dtype=x.dtype).index_add_(0, seq, x)
+    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=x.device), lengths)
+    return torch.zeros(lengths.numel(), dtype=x.dtype, device=x.device).index_add_(0, seq, x)
 
 
 def _gather_hidden(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -204,8 +218,10 @@ class ExperienceConfig:
 def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, reference,
                     critic, prm, cfg: ExperienceConfig, timer) -> Experience:
     """Forwards (policy, reference, critic, PRM if the reward needs it), then the reward
-    variant's line scores and outcome, then `kernels.dense_rewards_gae` in one pass.
-    `timer(name)` is a context manager that records the time of each part."""
+    variant's line scores and outcome, then `kernels.dense_rewards_gae` in one pass (the
+    kernels run on the batch's device: Triton on a GPU, numba on the CPU). Every tensor is
+    created on the batch's device, which must be the models'. `timer(name)` is a context manager
+    that records the time of each part."""
     variant = REWARDS[cfg.reward]
     with timer("policy_fwd"):
         old_logprobs, _ = policy_logprobs(policy, batch)
@@ -213,8 +229,11 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
         ref_logprobs, _ = policy_logprobs(reference, batch)
     with timer("critic_fwd"):
         values = critic_values(critic, batch)
-    line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool)
-    comment_end = torch.tensor([b for f in facts for b in f.comment_end], dtype=torch.bool)
+    device = batch.device
+    line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool,
+                            device=device)
+    comment_end = torch.tensor([b for f in facts for b in f.comment_end], dtype=torch.bool,
+                               device=device)
     if line_end.numel() != batch.num_tokens:
         raise ValueError(f"facts: {line_end.numel()} per-token entries for {batch.num_tokens} tokens")
     prm_scores = None
@@ -223,12 +242,14 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
             raise ValueError("rl.reward='dense' needs a PRM (run the prm stage first)")
         with timer("prm_fwd"):
             prm_scores = prm_line_scores(prm, batch, line_end)
-    passed = torch.tensor([f.passed for f in facts], dtype=torch.bool)
-    frac_passed = torch.tensor([f.frac_passed for f in facts], dtype=torch.float32)
+    passed = torch.tensor([f.passed for f in facts], dtype=torch.bool, device=device)
+    frac_passed = torch.tensor([f.frac_passed for f in facts], dtype=torch.float32,
+                               device=device)
     with timer("kernels"):
         inputs = RewardInputs(
             cu_seqlens=batch.cu_seqlens, line_end=line_end,
-            line_index=torch.tensor([i for f in facts for i in f.line_index], dtype=torch.long),
+            line_index=torch.tensor([i for f in facts for i in f.line_index], dtype=torch.long,
+                                    device=device),
             comment_end=comment_end, passed=passed, frac_passed=frac_passed,
             first_error_line=[f.first_error_line for f in facts] if variant.needs_oracle else None,
             prm_scores=prm_scores)

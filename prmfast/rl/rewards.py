@@ -36,7 +36,8 @@ class RewardInputs:
     as EOS); comment_end [N] bool (line end of a comment or blank line); passed [S] bool;
     frac_passed [S] float32; first_error_line: per sequence the oracle's 0-based first wrong
     line or None (oracle variant only); prm_scores [N] float32, PRM scores at line ends and 0
-    elsewhere (dense variant only)."""
+    elsewhere (dense variant only). All tensors on one device; the variants create theirs
+    there too."""
     cu_seqlens: torch.Tensor
     line_end: torch.Tensor
     line_index: torch.Tensor
@@ -82,12 +83,15 @@ def oracle_reward(inp: RewardInputs) -> tuple[torch.Tensor, torch.Tensor]:
     n_seq = inp.passed.numel()
     if len(inp.first_error_line) != n_seq:
         raise ValueError(f"first_error_line: expected {n_seq} entries, got {len(inp.first_error_line)}")
+    device = inp.cu_seqlens.device
     lengths = inp.cu_seqlens[1:] - inp.cu_seqlens[:-1]
-    seq_of_token = torch.repeat_interleave(torch.arange(n_seq), lengths)
-    n_lines = torch.zeros(n_seq, dtype=torch.int64).index_add_(0, seq_of_token, inp.line_end.long())
+    seq_of_token = torch.repeat_interleave(torch.arange(n_seq, device=device), lengths)
+    n_lines = torch.zeros(n_seq, dtype=torch.int64, device=device).index_add_(
+        0, seq_of_token, inp.line_end.long())
     big = torch.iinfo(torch.int64).max
     first_error = torch.tensor(
-        [big if fe is None else fe for fe in inp.first_error_line], dtype=torch.int64)
+        [big if fe is None else fe for fe in inp.first_error_line], dtype=torch.int64,
+        device=device)
     first_error = torch.where(first_error == big, n_lines - 1, first_error)
     first_error = torch.where(inp.passed, torch.full_like(first_error, big), first_error)
     good = inp.line_index < first_error[seq_of_token]

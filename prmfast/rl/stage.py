@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -23,11 +24,12 @@ import torch
 from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
+from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, is_main
 from prmfast.errors import StageError
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
-from prmfast.rl.trainer import PPOTrainer, latest_state
+from prmfast.rl.trainer import DEEPSPEED_ON_CPU, PPOTrainer, latest_state
 
 CRITIC_INITS = ("policy", "prm")
 ENGINES = ("none", "ddp", "deepspeed")     # fsdp: not wired into the RL stage (docs/scale.md)
@@ -82,6 +84,12 @@ def check_rl_config(cfg: Config) -> None:
         raise ConfigError("rl.reward: 'oracle' needs data.name='synthetic' (it has the oracle)")
     if rl.engine == "deepspeed":
         _check_deepspeed_config(rl.deepspeed_config)
+        try:
+            on_cpu = resolve_device(cfg.model.device).type == "cpu"
+        except ValueError:
+            on_cpu = False                  # reported by check_device_config
+        if on_cpu and torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+            raise ConfigError(DEEPSPEED_ON_CPU)
 
 
 def _check_deepspeed_config(path: str) -> None:
@@ -148,13 +156,15 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
         (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     rl = cfg.rl
     torch.manual_seed(cfg.seed)
+    device = select_device(cfg.model.device)
     sft_dir = run_dir / "sft" / "model"
-    policy, tokenizer = load_policy(sft_dir, cfg.model.dtype)
-    reference, _ = load_policy(sft_dir, cfg.model.dtype)
+    policy, tokenizer = load_policy(sft_dir, cfg.model.dtype, device=device)
+    reference, _ = load_policy(sft_dir, cfg.model.dtype, device=device)
     prm_dir = run_dir / "prm" / "model"
-    critic = (ValueModel.from_pretrained(prm_dir) if rl.critic_init == "prm"
+    critic = (ValueModel.from_pretrained(prm_dir, device=device) if rl.critic_init == "prm"
               else ValueModel.from_causal_lm(policy))
-    prm = ValueModel.from_pretrained(prm_dir) if REWARDS[rl.reward].needs_prm else None
+    prm = (ValueModel.from_pretrained(prm_dir, device=device) if REWARDS[rl.reward].needs_prm
+           else None)
     trainer = PPOTrainer(
         cfg, policy=policy, reference=reference, critic=critic, prm=prm, tokenizer=tokenizer,
         tasks=split_tasks(cfg, "train"), backend=HFGenerateBackend(policy, tokenizer,

@@ -12,10 +12,16 @@ policy and critic train under the engine (gradients averaged, loss scaled to the
 mean, one engine backward per model); advantage whitening and the metrics row are reduced over
 ranks. Under ZeRO-3 rollouts and saves gather the full policy first. One process without a
 launcher: no process group, the same code.
+
+Device: the models arrive on their device (model.device, prmfast.device; under a launcher on
+GPUs cuda:LOCAL_RANK) and every tensor of an iteration is created there; the process group uses
+NCCL on a GPU and gloo on the CPU. What leaves for the sandbox and the metrics row is Python
+data (token lists, floats).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import time
@@ -26,6 +32,7 @@ import torch
 
 from prmfast import distributed as D
 from prmfast.data import build_program
+from prmfast.device import module_device
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.models.packed import PackedCritic, PackedPolicy
@@ -64,6 +71,7 @@ class PPOTrainer:
     tasks: the training prompts (prmfast.data.Task); backend: a RolloutBackend around `policy`;
     sandbox: a prmfast.sandbox.Sandbox; oracle: first_error_lines(tasks, response_texts) ->
     0-based first wrong line per response, or None (needed by the oracle reward only).
+    policy, reference, critic and prm must be on one device (the trainer's `device`).
     Joins the launcher's process group for rl.engine (nothing without a launcher)."""
 
     def __init__(self, cfg, *, policy, reference, critic, tokenizer, tasks, backend, sandbox,
@@ -86,11 +94,15 @@ class PPOTrainer:
                 frozen.requires_grad_(False).eval()
         policy.eval()                       # no dropout in rollouts and in the ratio
         critic.eval()
-        if rl.engine == "deepspeed" and torch.cuda.is_available():
-            raise ValueError("rl.engine='deepspeed': the RL trainer keeps its tensors on the CPU "
-                             "and DeepSpeed would move the models to CUDA; hide the GPUs "
-                             "(CUDA_VISIBLE_DEVICES=) until the trainer runs on the device")
-        D.init_distributed(rl.engine, comm="gloo")      # the trainer's models live on the CPU
+        self.device = module_device(policy)
+        for name, model in (("reference", reference), ("critic", critic), ("prm", prm)):
+            if model is not None and module_device(model) != self.device:
+                raise ValueError(f"{name} is on {module_device(model)} but the policy is on "
+                                 f"{self.device}; put every model on one device")
+        if rl.engine == "deepspeed" and self.device.type == "cpu" and torch.cuda.is_available() \
+                and os.environ.get("DS_ACCELERATOR") != "cpu":
+            raise ValueError(DEEPSPEED_ON_CPU)
+        D.init_distributed(rl.engine, device=self.device)   # NCCL on a GPU, gloo on the CPU
         if rl.engine == "none" and D.get_world_size() > 1:
             raise ValueError(f"launched with {D.get_world_size()} processes but rl.engine='none'"
                              "; set rl.engine=ddp or deepspeed")
@@ -110,7 +122,8 @@ class PPOTrainer:
         ds_config = None
         if rl.engine == "deepspeed":    # rl.max_grad_norm is the clipping, whatever the file says
             ds_config = D.load_deepspeed_config(rl.deepspeed_config,
-                                                {"gradient_clipping": rl.max_grad_norm})
+                                                deepspeed_overrides(self.cfg, self.device),
+                                                device=self.device)
         engine = D.wrap_model(module, rl.engine,
                               lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
                               max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
@@ -175,7 +188,7 @@ class PPOTrainer:
                 facts.append(facts_from_lines(segment(list(sample.response_ids), self.tokenizer),
                                               len(response), passed=res.passed, frac_passed=frac,
                                               first_error_line=first_error))
-        return PackedBatch.from_sequences(sequences, prompt_lens, self.pad_id), facts
+        return PackedBatch.from_sequences(sequences, prompt_lens, self.pad_id, self.device), facts
 
     def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
         """rl.ppo_epochs passes over rl.minibatches minibatches of sequences (of this rank's
@@ -184,15 +197,18 @@ class PPOTrainer:
         rl = self.rl
         n_seq = exp.batch.cu_seqlens.numel() - 1
         n_chunks = min(rl.minibatches, max(1, int(D.all_reduce_metrics({"n": n_seq}, "min")["n"])))
-        gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, salt=2))
+        # minibatch order: drawn on the CPU whatever the device (the same on every machine)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(step_seed(self.cfg.seed, self.step, salt=2))
         sums: dict[str, float] = defaultdict(float)
         count = 0
         self.policy.train(train_policy)
         self.critic.train()
         try:
             for _ in range(rl.ppo_epochs):
-                order = torch.randperm(n_seq, generator=gen).tolist()
-                for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long), n_chunks):
+                order = torch.randperm(n_seq, generator=gen, device="cpu").tolist()
+                for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long,
+                                                             device="cpu"), n_chunks):
                     stats = self._minibatch_step(exp, chunk.tolist(), train_policy)
                     for k, v in stats.items():
                         sums[k] += v
@@ -278,9 +294,11 @@ class PPOTrainer:
 
     def load_state(self, path: Path) -> None:
         """Restore what save_state wrote, on every rank (weights are loaded into the existing
-        modules; under DeepSpeed weights and optimizers come from the engines' checkpoints)."""
+        modules; under DeepSpeed weights and optimizers come from the engines' checkpoints).
+        trainer.pt loads on the CPU (the optimizers move their state to their parameters'
+        device), so a state saved on a GPU resumes on the CPU and the other way round."""
         path = Path(path)
-        state = torch.load(path / "trainer.pt", weights_only=False)
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
         if self.rl.engine == "deepspeed":
             for name, engine in (("policy", self.policy_engine), ("critic", self.critic_engine)):
                 folder = path / "deepspeed" / name
@@ -299,6 +317,23 @@ class PPOTrainer:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = int(state["step"])
+
+
+DEEPSPEED_ON_CPU = ("rl.engine='deepspeed' with model.device='cpu' while CUDA is visible: "
+                    "DeepSpeed would move the models to its GPU; use model.device=auto (or "
+                    "cuda), or keep DeepSpeed on the CPU with DS_ACCELERATOR=cpu or "
+                    "CUDA_VISIBLE_DEVICES=")
+
+
+def deepspeed_overrides(cfg, device: torch.device) -> dict:
+    """Keys the RL trainer sets in the DeepSpeed config: rl.max_grad_norm as the clipping and,
+    on a GPU, bf16 / fp16 as model.dtype says (the engine's precision follows the models', so the
+    policy, the reference and the PRM share one dtype); on the CPU both stay off."""
+    overrides = {"gradient_clipping": cfg.rl.max_grad_norm}
+    if device.type == "cuda":
+        overrides.update({"bf16.enabled": cfg.model.dtype == "bfloat16",
+                          "fp16.enabled": cfg.model.dtype == "float16"})
+    return overrides
 
 
 def latest_state(path: Path) -> Path | None:

@@ -44,7 +44,9 @@ class HFGenerateBackend:
             raise ValueError("prompt_ids: every prompt needs at least one token")
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device)
-        gen.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        if seed is None:
+            seed = int(torch.randint(2**62, (), device="cpu").item())
+        gen.manual_seed(seed)
         rows = [p for p in prompt_ids for _ in range(n)]
         out: list[Sample] = []
         was_training = self.model.training
