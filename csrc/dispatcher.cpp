@@ -7,6 +7,7 @@
 //           namespace, which takes every process of the job with it.
 // If the server dies (or is killed), in-flight jobs are resubmitted once to a new server.
 #include "dispatcher.h"
+#include "fdpass.h"
 #include "protocol.h"
 
 #include <errno.h>
@@ -48,27 +49,6 @@ void write_all(int fd, const char* data, size_t size) {
     data += n;
     size -= static_cast<size_t>(n);
   }
-}
-
-bool send_message(int sock, const Message& msg, const int* fds, int nfds) {
-  struct iovec iov = {const_cast<Message*>(&msg), sizeof(msg)};
-  struct msghdr mh = {};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
-  if (nfds > 0) {
-    mh.msg_control = control;
-    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-    struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-  }
-  ssize_t n;
-  do n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  return n == static_cast<ssize_t>(sizeof(msg));
 }
 
 // A memfd holding the payload, sealed so nothing downstream can change it.

@@ -19,6 +19,7 @@
 // parent, so kills, reaping and the kernel's clean-up when a judge dies (its namespace and
 // the nested one go with it) never leave anything behind.
 #include "forkserver.h"
+#include "fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -77,28 +78,6 @@ ssize_t receive(int sock, void* buf, size_t size, std::vector<int>* fds, int max
   if (n < 0 && errno == EAGAIN) return -1;
   if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n > 0) return -1;  // malformed: ignored
   return n < 0 ? 0 : n;
-}
-
-template <typename T>
-bool send_message(int sock, const T& msg, const int* fds = nullptr, int nfds = 0) {
-  struct iovec iov = {const_cast<T*>(&msg), sizeof(msg)};
-  struct msghdr mh = {};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(struct cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
-  if (nfds > 0) {
-    mh.msg_control = control;
-    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-    struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-  }
-  ssize_t n;
-  do n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  return n == static_cast<ssize_t>(sizeof(msg));
 }
 
 void close_all(std::vector<int>& fds) {
