@@ -80,3 +80,15 @@ def contained():
             group.rmdir()
         except OSError:
             pass
+
+
+def sandbox_processes(uid_base: int) -> list[int]:
+    """PIDs of processes running as one of a sandbox's unprivileged uids (uid_base + slot)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if uid_base <= os.stat(f"/proc/{pid}").st_uid < uid_base + 64:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found

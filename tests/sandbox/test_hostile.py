@@ -9,6 +9,7 @@ import time
 import pytest
 
 from prmfast.sandbox import AssertTests, Job, Sandbox, StdioTests
+from tests.sandbox.conftest import sandbox_processes as processes_of
 
 UID_BASE = 1_300_000
 OK = Job("def f():\n    return 1\n", AssertTests("assert f() == 1"))
@@ -21,15 +22,7 @@ def sb(contained):
 
 
 def sandbox_processes():
-    """PIDs of processes running as one of the sandbox's unprivileged uids."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if UID_BASE <= os.stat(f"/proc/{pid}").st_uid < UID_BASE + 64:
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
+    return processes_of(UID_BASE)
 
 
 def run_hostile(sb, program, tests=None, **kw):

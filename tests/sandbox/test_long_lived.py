@@ -10,6 +10,7 @@ import pytest
 
 from prmfast.sandbox import AssertTests, CallTests, Job, Sandbox, StdioTests
 from tests.sandbox.conftest import job_folders
+from tests.sandbox.conftest import sandbox_processes as processes_of
 
 UID_BASE = 1_400_000
 
@@ -85,15 +86,8 @@ def found(result) -> list[str]:
     return line.split()
 
 
-def sandbox_processes(uid_base=UID_BASE):
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if uid_base <= os.stat(f"/proc/{pid}").st_uid < uid_base + 64:
-                pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
+def sandbox_processes():
+    return processes_of(UID_BASE)
 
 
 def forked_by(server_pid: int) -> dict[int, str]:
