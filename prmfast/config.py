@@ -105,6 +105,10 @@ class RLConfig:
     num_checkpoints: int = 4
     save_every: int = 5
     engine: str = "none"              # none | ddp | deepspeed (under torchrun: docs/scale.md)
+    rollout_backend: str = "hf"       # hf (in-process generate) | vllm (worker process, docs/scale.md)
+    vllm_python: str | None = None    # the interpreter that has vllm (None: this one)
+    vllm_engine: str = "vllm"         # vllm | hf (the worker's CPU engine, for tests)
+    vllm_gpu_memory_utilization: float = 0.35
     deepspeed_config: str = "configs/deepspeed/zero2.json"    # rl.engine=deepspeed: ZeRO-2 or -3
 
 

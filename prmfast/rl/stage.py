@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
 from prmfast.device import resolve_device, select_device
-from prmfast.distributed import deepspeed_config_path, is_main
+from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast.errors import StageError
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
@@ -60,7 +61,9 @@ def check_rl_config(cfg: Config) -> None:
     choices = {"rl.reward": (rl.reward, tuple(REWARDS)),
                "rl.critic_init": (rl.critic_init, CRITIC_INITS),
                "rl.lr_schedule": (rl.lr_schedule, LR_SCHEDULES),
-               "rl.engine": (rl.engine, ENGINES)}
+               "rl.engine": (rl.engine, ENGINES),
+               "rl.rollout_backend": (rl.rollout_backend, ("hf", "vllm")),
+               "rl.vllm_engine": (rl.vllm_engine, ("vllm", "hf"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
@@ -70,6 +73,8 @@ def check_rl_config(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if rl.vllm_python is not None and not os.access(rl.vllm_python, os.X_OK):
+        raise ConfigError(f"rl.vllm_python: {rl.vllm_python!r} is not an executable")
     if rl.dual_clip is not None and rl.dual_clip <= 1.0:
         raise ConfigError(f"rl.dual_clip: must be > 1 (or null), got {rl.dual_clip}")
     for key in ("clip_low", "clip_high", "value_clip", "kl_coef", "policy_lr", "critic_lr",
@@ -148,7 +153,6 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
     from prmfast.data import split_tasks
     from prmfast.data.oracle import first_error_lines
     from prmfast.models import ValueModel, load_policy
-    from prmfast.rollout import HFGenerateBackend
     from prmfast.sandbox import Sandbox
 
     out.mkdir(parents=True, exist_ok=True)
@@ -167,11 +171,21 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
            else None)
     trainer = PPOTrainer(
         cfg, policy=policy, reference=reference, critic=critic, prm=prm, tokenizer=tokenizer,
-        tasks=split_tasks(cfg, "train"), backend=HFGenerateBackend(policy, tokenizer,
-                                                          batch_size=cfg.sampling.batch_size),
+        tasks=split_tasks(cfg, "train"), backend=rollout_backend(cfg, policy, tokenizer, out),
         sandbox=Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
                         memory_mb=cfg.sandbox.memory_mb),
         oracle=first_error_lines if rl.reward == "oracle" else None)
+    try:
+        return _train(trainer, cfg, out, progress)
+    finally:
+        if hasattr(trainer.backend, "close"):       # the vLLM worker and its weights folder
+            trainer.backend.close()
+            shutil.rmtree(trainer.backend.model_dir, ignore_errors=True)
+
+
+def _train(trainer: PPOTrainer, cfg: Config, out: Path, progress: bool) -> Path:
+    """Resume, iterate with metrics / checkpoints / states, save the final model and DONE."""
+    rl, name = cfg.rl, out.name
     state = latest_state(out / "state")
     if state is not None:
         trainer.load_state(state)
@@ -200,6 +214,25 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
     for leftover in ("state", "state.old", "state.tmp"):
         shutil.rmtree(out / leftover, ignore_errors=True)
     return out
+
+
+def rollout_backend(cfg: Config, policy, tokenizer, out: Path):
+    """rl.rollout_backend: "hf" generates with the trainer's policy in this process; "vllm"
+    starts a worker serving a copy of it (out/vllm_policy), which the trainer refreshes after
+    every update (PPOTrainer.sync_rollout_weights)."""
+    from prmfast.rollout import HFGenerateBackend
+    rl = cfg.rl
+    if rl.rollout_backend == "hf":
+        return HFGenerateBackend(policy, tokenizer, batch_size=cfg.sampling.batch_size)
+    from prmfast.models import save_policy
+    from prmfast.rollout.vllm_backend import VLLMBackend
+    folder = out / f"vllm_policy_rank{get_rank()}"
+    save_policy(policy, tokenizer, folder)
+    args = ({"batch_size": cfg.sampling.batch_size} if rl.vllm_engine == "hf" else
+            {"gpu_memory_utilization": rl.vllm_gpu_memory_utilization,
+             "dtype": cfg.model.dtype, "seed": cfg.seed})
+    return VLLMBackend(folder, python=rl.vllm_python or sys.executable, engine=rl.vllm_engine,
+                       engine_args=args)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -46,7 +46,7 @@ from prmfast.rl.rewards import REWARDS
 from prmfast.sandbox import Job
 
 TIMING_KEYS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd",
-               "prm_fwd", "kernels", "update")
+               "prm_fwd", "kernels", "update", "sync")
 
 
 class StepTimer:
@@ -154,6 +154,8 @@ class PPOTrainer:
                               prm=self.prm, cfg=self.exp_cfg, timer=timer)
         with timer("update"):
             stats = self.update(exp, train_policy=step >= rl.critic_warmup_steps)
+        with timer("sync"):
+            self.sync_rollout_weights()
         self.step += 1
         total = time.perf_counter() - start
         row = {"step": self.step, **experience_metrics(exp, rl.kl_coef), **stats,
@@ -244,6 +246,13 @@ class PPOTrainer:
         stats["loss"] = float(loss.detach())
         return stats
 
+    def sync_rollout_weights(self) -> None:
+        """Hand the updated policy to a backend that serves its own copy (VLLMBackend); the
+        in-process backend generates with self.policy and needs nothing."""
+        if hasattr(self.backend, "sync_weights"):
+            with D.full_parameters(self.policy_engine):
+                self.backend.sync_weights(self.policy, self.tokenizer)
+
     # --- resumable state -----------------------------------------------------------------
 
     def save_policy(self, path: Path) -> None:
@@ -317,6 +326,7 @@ class PPOTrainer:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = int(state["step"])
+        self.sync_rollout_weights()
 
 
 DEEPSPEED_ON_CPU = ("rl.engine='deepspeed' with model.device='cpu' while CUDA is visible: "
