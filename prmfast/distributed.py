@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from prmfast.device import select_device
+
 T = TypeVar("T")
 BACKENDS = ("none", "ddp", "fsdp", "deepspeed")
 
@@ -61,10 +63,7 @@ def init_distributed(backend: str = "ddp", *, comm: str | None = None,
                          "or deepspeed --num_gpus N (N may be 1)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = (torch.device("cuda", local_rank) if torch.cuda.is_available()
-                  else torch.device("cpu"))
-    device = torch.device(device)
+    device = select_device("auto") if device is None else torch.device(device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from prmfast.device import module_device
 from prmfast.rollout.base import Sample
 
 
@@ -42,7 +43,7 @@ class HFGenerateBackend:
                              f" got {temperature}, {top_p}, {n}, {max_new_tokens}")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("prompt_ids: every prompt needs at least one token")
-        device = next(self.model.parameters()).device
+        device = module_device(self.model)
         gen = torch.Generator(device=device)
         if seed is None:
             seed = int(torch.randint(2**62, (), device="cpu").item())
