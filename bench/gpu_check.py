@@ -1,5 +1,6 @@
 """GPU check of the Triton kernels: correctness against the torch reference and time against
-eager torch (CUDA events), at production shapes, bf16 inputs.
+eager torch (CUDA events), at production shapes, bf16 inputs. token_logprobs is timed against
+two baselines: the float32 reference (exact) and the usual eager bf16 path.
 
     python bench/gpu_check.py out.json [--tokens 1048576] [--vocab 152064] [--hidden 4096]
 
@@ -76,10 +77,23 @@ def cases(args, dev):
 
     def logprob_step(impl):
         h, w = h_lm.clone().requires_grad_(True), w_lm.clone().requires_grad_(True)
-        lp, _ = kernels.token_logprobs(h, w, targets, impl=impl)
+        lp, entropy = kernels.token_logprobs(h, w, targets, impl=impl)
         lp.sum().backward()
-        return lp.detach(), h.grad, w.grad
+        return lp.detach(), h.grad, w.grad, entropy.detach()
     yield "token_logprobs fwd+bwd", logprob_step
+
+    def eager_or_fused(impl):
+        """"torch" here is the usual eager PPO path: bf16 logits from the lm_head matmul, then
+        log-softmax, gather and entropy in fp32 (all [N, V] tensors materialised)."""
+        if impl == "triton":
+            return logprob_step("triton")
+        h, w = h_lm.clone().requires_grad_(True), w_lm.clone().requires_grad_(True)
+        log_probs = (h @ w.T).float().log_softmax(-1)
+        lp = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        lp.sum().backward()
+        return lp.detach(), h.grad, w.grad, entropy.detach()
+    yield "token_logprobs vs bf16 eager", eager_or_fused
 
 
 def main():

@@ -103,7 +103,7 @@ def ppo_loss_fwd(logprobs, old_logprobs, advantages, values, old_values, returns
     grad_v = grad_values if need_grad else partials
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK"]),)
     ppo_loss_fwd_kernel[grid](logprobs, old_logprobs, advantages, values, old_values, returns, n,
-                              clip_low, clip_high, dual_clip, value_clip, vf_coef, grad_lp, grad_v,
+                              n.bit_length(), clip_low, clip_high, dual_clip, value_clip, vf_coef, grad_lp, grad_v,
                               partials, NEED_GRAD=need_grad)
     return partials.sum(0)
 

@@ -27,13 +27,15 @@ def line_scores_fwd_kernel(hidden_ptr, weight_ptr, bias_ptr, line_end_ptr, score
 
 
 @triton.autotune(configs([{"BLOCK_N": 32, "BLOCK_H": 128}, {"BLOCK_N": 64, "BLOCK_H": 64}],
-                         {"BLOCK_N": 16, "BLOCK_H": 64}), key=["H"])
+                         {"BLOCK_N": 16, "BLOCK_H": 64}), key=["H"],
+                 reset_to_zero=["partial_weight_ptr", "partial_bias_ptr"])
 @triton.jit
 def line_scores_bwd_kernel(grad_ptr, hidden_ptr, weight_ptr, line_end_ptr, grad_hidden_ptr,
                            partial_weight_ptr, partial_bias_ptr, N, H, stride_n,
                            BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
     """grad [N] -> grad_hidden [N, H] (all rows written), per-program partial grad_weight
-    [programs, H] and grad_bias [programs] (summed on the host)."""
+    [programs, H] and grad_bias [programs] (summed on the host; the buffers hold rows for the
+    smallest BLOCK_N, zeroed again after autotuning so a config's leftovers never count)."""
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N

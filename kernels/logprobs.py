@@ -1,5 +1,6 @@
 """Row kernels for chunked token log-probs: the online log-sum-exp over one vocabulary chunk of
-logits, and the in-place turn of a recomputed logits chunk into d logits."""
+logits, and the in-place turn of a recomputed logits chunk into d logits. Both update buffers in
+place, so autotuning restores them after each benchmarked config (restore_value)."""
 import triton
 import triton.language as tl
 
@@ -7,7 +8,8 @@ from prmfast.kernels.triton.autotune import configs
 
 
 @triton.autotune(configs([{"BLOCK_R": 4, "BLOCK_C": 1024}, {"BLOCK_R": 8, "BLOCK_C": 512}],
-                         {"BLOCK_R": 16, "BLOCK_C": 128}), key=["C"])
+                         {"BLOCK_R": 16, "BLOCK_C": 128}), key=["C"],
+                 restore_value=["row_max_ptr", "row_sum_ptr", "row_dot_ptr", "target_logit_ptr"])
 @triton.jit
 def logprobs_fwd_chunk_kernel(logits_ptr, targets_ptr, vocab_start, row_max_ptr, row_sum_ptr,
                               row_dot_ptr, target_logit_ptr, R, C, stride_r,
@@ -43,7 +45,7 @@ def logprobs_fwd_chunk_kernel(logits_ptr, targets_ptr, vocab_start, row_max_ptr,
 
 
 @triton.autotune(configs([{"BLOCK_R": 4, "BLOCK_C": 1024}, {"BLOCK_R": 8, "BLOCK_C": 512}],
-                         {"BLOCK_R": 16, "BLOCK_C": 128}), key=["C"])
+                         {"BLOCK_R": 16, "BLOCK_C": 128}), key=["C"], restore_value=["logits_ptr"])
 @triton.jit
 def logprobs_bwd_chunk_kernel(logits_ptr, targets_ptr, vocab_start, lse_ptr, entropy_ptr,
                               grad_lp_ptr, grad_ent_ptr, R, C, stride_r,

@@ -7,14 +7,16 @@ from prmfast.kernels.triton.autotune import configs
 
 
 @triton.autotune(configs([{"BLOCK": 1024}, {"BLOCK": 4096, "num_warps": 8}], {"BLOCK": 256}),
-                 key=["N"])
+                 key=["N_LOG2"], reset_to_zero=["partials_ptr"])
 @triton.jit
-def ppo_loss_fwd_kernel(lp_ptr, old_lp_ptr, adv_ptr, v_ptr, old_v_ptr, ret_ptr, N, clip_low,
+def ppo_loss_fwd_kernel(lp_ptr, old_lp_ptr, adv_ptr, v_ptr, old_v_ptr, ret_ptr, N, N_LOG2, clip_low,
                         clip_high, dual_clip, value_clip, vf_coef, grad_lp_ptr, grad_v_ptr,
                         partials_ptr, NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr):
     """Token tensors [N]. partials [programs, 5] = sums of (pg, vf, clipped, vf_clipped,
     approx_kl). Gradients are d loss / d input (divided by N, value term scaled by vf_coef).
-    dual_clip <= 0 means off."""
+    dual_clip <= 0 means off. N_LOG2 (N's bit length) is the autotuning key, so a new N of
+    similar size reuses the tuned config. partials holds rows for the smallest BLOCK and is
+    zeroed again after autotuning."""
     pid = tl.program_id(0)
     idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = idx < N

@@ -13,6 +13,7 @@ from prmfast.kernels.reference import result_dtype
 
 DEFAULT_ROW_CHUNK = 1024
 DEFAULT_CHUNK_ELEMENTS = 1 << 22  # logits elements held at once (16 MiB in float32)
+CUDA_CHUNK_SCALE = 8  # on a GPU: 8x the rows and elements (larger matmuls, fewer accumulations)
 
 
 def new_buffer(shape, dtype, device):
@@ -80,9 +81,12 @@ class PPOLoss(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
-def _chunk_plan(n_rows, vocab, chunk_size):
-    rows = chunk_size or DEFAULT_ROW_CHUNK
-    cols = max(1, min(vocab, DEFAULT_CHUNK_ELEMENTS // rows))
+def _chunk_plan(n_rows, vocab, chunk_size, device):
+    """-> (rows, cols) of one logits chunk: chunk_size rows (default DEFAULT_ROW_CHUNK, never
+    more than there are), and as many vocabulary columns as DEFAULT_CHUNK_ELEMENTS allows."""
+    scale = CUDA_CHUNK_SCALE if device.type == "cuda" else 1
+    rows = max(1, min(n_rows, chunk_size or DEFAULT_ROW_CHUNK * scale))
+    cols = max(1, min(vocab, DEFAULT_CHUNK_ELEMENTS * scale // rows))
     return rows, cols
 
 
@@ -90,10 +94,21 @@ def _chunks(total, size):
     return [(start, min(total, start + size)) for start in range(0, total, size)]
 
 
+def _matmul(a, b, dtype, out=None):
+    """a @ b in `dtype` (float32 / float64, the accumulator). Half-precision CUDA inputs stay half:
+    cuBLAS runs them on tensor cores with float32 accumulation and output. Other inputs are
+    upcast (exact for float32; the CPU and interpreter path)."""
+    if a.is_cuda and a.dtype != dtype:
+        result = torch.mm(a, b, out_dtype=dtype)
+        return result if out is None else out.copy_(result)
+    return torch.mm(a.to(dtype), b.to(dtype), out=out)
+
+
 def _logits_chunk(buffer, h, w, rows, cols, inv_temperature):
-    """buffer (flat) -> contiguous [rows, cols] view holding (h[rows] @ w[cols].T) / temperature."""
+    """buffer (flat, accumulator dtype) -> contiguous [rows, cols] view holding
+    (h[rows] @ w[cols].T) / temperature."""
     out = buffer[: (rows[1] - rows[0]) * (cols[1] - cols[0])].view(rows[1] - rows[0], cols[1] - cols[0])
-    torch.matmul(h[rows[0]:rows[1]], w[cols[0]:cols[1]].T, out=out)
+    _matmul(h[rows[0]:rows[1]], w[cols[0]:cols[1]].T, buffer.dtype, out=out)
     if inv_temperature != 1.0:
         out.mul_(inv_temperature)
     return out
@@ -103,7 +118,9 @@ class TokenLogprobs(torch.autograd.Function):
     """Per-token log p(target) and entropy under softmax(hidden @ weight.T / temperature) without
     the [N, V] logits: row chunks x vocabulary chunks with an online log-sum-exp. Saves hidden,
     weight, targets and two floats per token (lse, entropy); the backward recomputes each logits
-    chunk, turns it into d logits in place and accumulates both matmul gradients."""
+    chunk, turns it into d logits in place and accumulates both matmul gradients. Logits chunks
+    are in the accumulator dtype; the gradient matmuls read d logits in the input dtype (bf16 on
+    tensor cores for bf16 models) and accumulate in float32."""
 
     @staticmethod
     def forward(ctx, backend, hidden, weight, targets, temperature, chunk_size):
@@ -114,8 +131,8 @@ class TokenLogprobs(torch.autograd.Function):
         acc = backend.accumulator_dtype(dtype)
         row_max = torch.full((n,), float("-inf"), dtype=acc, device=h.device)
         row_sum, row_dot, target_logit = (torch.zeros(n, dtype=acc, device=h.device) for _ in range(3))
-        row_step, col_step = _chunk_plan(n, vocab, chunk_size)
-        buffer = new_buffer(min(n, row_step) * min(vocab, col_step), dtype, h.device)
+        row_step, col_step = _chunk_plan(n, vocab, chunk_size, h.device)
+        buffer = new_buffer(min(n, row_step) * min(vocab, col_step), acc, h.device)
         inv_t = 1.0 / temperature
         for rows in _chunks(n, row_step):
             for cols in _chunks(vocab, col_step):
@@ -141,7 +158,7 @@ class TokenLogprobs(torch.autograd.Function):
         grad_h = torch.zeros_like(h, dtype=lse.dtype) if ctx.needs_input_grad[1] else None
         grad_w = torch.zeros_like(w, dtype=lse.dtype) if ctx.needs_input_grad[2] else None
         row_step, col_step = ctx.plan
-        buffer = new_buffer(min(n, row_step) * min(vocab, col_step), h.dtype, h.device)
+        buffer = new_buffer(min(n, row_step) * min(vocab, col_step), lse.dtype, h.device)
         for rows in _chunks(n, row_step):
             r = slice(*rows)
             for cols in _chunks(vocab, col_step):
@@ -149,11 +166,11 @@ class TokenLogprobs(torch.autograd.Function):
                 d_logits = _logits_chunk(buffer, h, w, rows, cols, inv_t)
                 backend.logprobs_bwd_chunk(d_logits, tgt[r], cols[0], lse[r], entropy[r],
                                            g_lp[r], g_ent[r])
-                d_acc = d_logits.to(lse.dtype)
+                d_in = d_logits.to(h.dtype)
                 if grad_h is not None:
-                    grad_h[r].addmm_(d_acc, w[c].to(lse.dtype), alpha=inv_t)
+                    grad_h[r].add_(_matmul(d_in, w[c], lse.dtype), alpha=inv_t)
                 if grad_w is not None:
-                    grad_w[c].addmm_(d_acc.T, h[r].to(lse.dtype), alpha=inv_t)
+                    grad_w[c].add_(_matmul(d_in.T, h[r], lse.dtype), alpha=inv_t)
         hidden_dtype, weight_dtype = ctx.input_dtypes
         return (None, None if grad_h is None else grad_h.to(hidden_dtype),
                 None if grad_w is None else grad_w.to(weight_dtype), None, None, None)

@@ -1,5 +1,7 @@
 """Equivalence checks of a fast impl against the float64 torch reference, shared by the numba
-and Triton test files. Output and gradient buffers of the fast path are poisoned with NaN."""
+and Triton test files. Inputs are drawn on the CPU from a seeded generator and moved to `device`
+(the reference runs there too). Output and gradient buffers of the fast path are poisoned with
+NaN."""
 import pytest
 import torch
 
@@ -23,8 +25,12 @@ def assert_close(actual, expected, tol):
     torch.testing.assert_close(actual.double(), expected.double(), rtol=tol, atol=tol, equal_nan=False)
 
 
-def check_gae(impl, seed, gamma, lam, dtype, tol, **shape):
-    batch = reward_batch(seed, dtype=dtype, **shape)
+def _to(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def check_gae(impl, seed, gamma, lam, dtype, tol, device="cpu", **shape):
+    batch = _to(reward_batch(seed, dtype=dtype, **shape), device)
     ref = as_float64(batch)
     rewards = batch["prm_scores"]
     expected = kernels.gae(ref["prm_scores"], ref["values"], ref["cu_seqlens"], gamma=gamma, lam=lam,
@@ -34,8 +40,8 @@ def check_gae(impl, seed, gamma, lam, dtype, tol, **shape):
         assert_close(g, e, tol)
 
 
-def check_dense_rewards_gae(impl, seed, gamma, lam, normalize, dtype, tol, **shape):
-    batch = reward_batch(seed, dtype=dtype, **shape)
+def check_dense_rewards_gae(impl, seed, gamma, lam, normalize, dtype, tol, device="cpu", **shape):
+    batch = _to(reward_batch(seed, dtype=dtype, **shape), device)
     ref = as_float64(batch)
     kw = dict(REWARD_KW, normalize_by_lines=normalize)
     expected = kernels.dense_rewards_gae(**ref, gamma=gamma, lam=lam, impl="torch", **kw)
@@ -50,13 +56,14 @@ def _leaf(t, dtype=None):
     return t.detach().to(dtype or t.dtype).requires_grad_(True)
 
 
-def check_line_scores(impl, seed, n, h, dtype, tol):
+def check_line_scores(impl, seed, n, h, dtype, tol, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=gen, dtype=torch.float64)
-    weight = torch.randn(h, generator=gen, dtype=torch.float64)
-    bias = torch.randn(1, generator=gen, dtype=torch.float64)
-    line_end = torch.rand(n, generator=gen) < 0.3
-    upstream = torch.randn(n, generator=gen, dtype=torch.float64)
+    hidden, weight, bias, line_end, upstream = (t.to(device) for t in (
+        torch.randn(n, h, generator=gen, dtype=torch.float64),
+        torch.randn(h, generator=gen, dtype=torch.float64),
+        torch.randn(1, generator=gen, dtype=torch.float64),
+        torch.rand(n, generator=gen) < 0.3,
+        torch.randn(n, generator=gen, dtype=torch.float64)))
     results = []
     for run_impl, run_dtype in (("torch", torch.float64), (impl, dtype)):
         leaves = [_leaf(t.to(dtype).double(), run_dtype) for t in (hidden, weight, bias)]
@@ -68,8 +75,8 @@ def check_line_scores(impl, seed, n, h, dtype, tol):
     assert not results[1][0][~line_end].any()
 
 
-def check_ppo_loss(impl, seed, dual_clip, dtype, tol, n=300):
-    batch = ppo_batch(seed, n=n, dtype=dtype)
+def check_ppo_loss(impl, seed, dual_clip, dtype, tol, n=300, device="cpu"):
+    batch = _to(ppo_batch(seed, n=n, dtype=dtype), device)
     results = []
     for run_impl, run_batch in (("torch", as_float64(batch)), (impl, batch)):
         lp, v = _leaf(run_batch["logprobs"]), _leaf(run_batch["values"])
@@ -90,14 +97,14 @@ def check_ppo_loss(impl, seed, dual_clip, dtype, tol, n=300):
 
 
 def check_token_logprobs(impl, seed, n, h, vocab, temperature, chunk_size, dtype, tol, monkeypatch,
-                         chunk_elements=None):
+                         chunk_elements=None, device="cpu"):
     if chunk_elements:
         monkeypatch.setattr(fused, "DEFAULT_CHUNK_ELEMENTS", chunk_elements)
     gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(dtype)
-    weight = (torch.randn(vocab, h, generator=gen, dtype=torch.float64) / h ** 0.5 * 3).to(dtype)
-    targets = torch.randint(0, vocab, (n,), generator=gen)
-    up_lp, up_ent = torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
+    hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(device, dtype)
+    weight = (torch.randn(vocab, h, generator=gen, dtype=torch.float64) / h ** 0.5 * 3).to(device, dtype)
+    targets = torch.randint(0, vocab, (n,), generator=gen).to(device)
+    up_lp, up_ent = (torch.randn(n, generator=gen, dtype=torch.float64).to(device) for _ in range(2))
     results = []
     for run_impl, run_dtype in (("torch", torch.float64), (impl, dtype)):
         hl, wl = _leaf(hidden, run_dtype), _leaf(weight, run_dtype)
