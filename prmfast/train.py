@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     import torch
+    from transformers.utils import logging as hf_logging
     torch.set_num_threads(torch_threads())
+    hf_logging.disable_progress_bar()  # a bar per model load / save would bury the stage bars
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     from prmfast import profiling
     profiling.configure(nvtx=args.nvtx)

@@ -27,6 +27,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     proc = train("all", "--preset", "smoke", "--out", str(tmp_path / "run"))
     wall = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rl_prm:" in proc.stderr and "Loading weights" not in proc.stderr  # stage bars only
     run = tmp_path / "run"
     for stage in ("sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"):
         assert (run / stage / "DONE").exists(), stage
