@@ -32,7 +32,13 @@ def _torchrun(nproc, *args, script=SCRIPT):
             "--standalone", str(script), *args]
 
 
-def _run_deepspeed(args):
+# A rank of a 2-rank DeepSpeed CPU job once died in CI with this C++ abort from inside the
+# ZeRO-3 collectives (DeepSpeed's shm comm op or gloo, not our code); 17 reruns, 5 under load, did
+# not repeat it. Such a job is run once more; its results are checked either way.
+NATIVE_ABORT = "terminate called without an active exception"
+
+
+def _run_deepspeed(args, attempts=2):
     """_run for a DeepSpeed job: its JIT-built CPU comm op (~45 s the first time) is cached in
     .cache/torch_extensions (or $TORCH_EXTENSIONS_DIR); skips the test if it cannot be built."""
     pytest.importorskip("deepspeed")
@@ -42,6 +48,8 @@ def _run_deepspeed(args):
     except AssertionError as exc:
         if "Error building extension" in str(exc) or "ninja" in str(exc).lower():
             pytest.skip(f"DeepSpeed could not build its CPU op here: {str(exc)[-500:]}")
+        if NATIVE_ABORT in str(exc) and attempts > 1:
+            return _run_deepspeed(args, attempts - 1)
         raise
 
 
