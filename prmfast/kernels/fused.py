@@ -83,7 +83,8 @@ class PPOLoss(torch.autograd.Function):
 
 def _chunk_plan(n_rows, vocab, chunk_size, device):
     """-> (rows, cols) of one logits chunk: chunk_size rows (default DEFAULT_ROW_CHUNK, never
-    more than there are), and as many vocabulary columns as DEFAULT_CHUNK_ELEMENTS allows."""
+    more than there are), and as many vocabulary columns as DEFAULT_CHUNK_ELEMENTS allows; both
+    defaults times CUDA_CHUNK_SCALE on a GPU."""
     scale = CUDA_CHUNK_SCALE if device.type == "cuda" else 1
     rows = max(1, min(n_rows, chunk_size or DEFAULT_ROW_CHUNK * scale))
     cols = max(1, min(vocab, DEFAULT_CHUNK_ELEMENTS * scale // rows))
