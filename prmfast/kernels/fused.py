@@ -100,8 +100,7 @@ def _matmul(a, b, dtype, out=None):
     cuBLAS runs them on tensor cores with float32 accumulation and output. Other inputs are
     upcast (exact for float32; the CPU and interpreter path)."""
     if a.is_cuda and a.dtype != dtype:
-        result = torch.mm(a, b, out_dtype=dtype)
-        return result if out is None else out.copy_(result)
+        return torch.mm(a, b, out_dtype=dtype, out=out)
     return torch.mm(a.to(dtype), b.to(dtype), out=out)
 
 
