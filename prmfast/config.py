@@ -146,6 +146,9 @@ class PRMConfig:
     response_norm: bool = False       # every response weighs equally in the MSE
     head_lr: float | None = None      # the head's learning rate (None: lr)
     early_stop: str = "loss"          # loss (validation MSE) | auc (validation line AUC)
+    # a frozen pretrained backbone with its own tokenizer instead (prmfast/prm_frozen.py):
+    pretrained: str | None = None     # HF causal-LM folder or .gguf file (null: fine-tune prm.init)
+    ridge: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
 
 
 @dataclass

@@ -3,6 +3,9 @@
 PRM = prmfast.models.ValueModel (backbone initialised from the SFT policy by default, zero head);
 the score of line m of a response is the head's output at the line's last token (the token that
 holds its newline, prmfast.lines), computed by kernels.line_scores through ValueModel.line_scores.
+With prm.pretrained the PRM is a prmfast.prm_frozen.FrozenBackbonePRM instead (a frozen
+pretrained backbone with its own tokenizer and a ridge-fitted head); predict and the stage take
+either.
 
 Batches are padded [B, T] (right padding) and length-grouped to limit padding; the head and the
 loss touch only line-end tokens (the packed line-end subset). On CPU with sdpa attention a padded
@@ -186,7 +189,11 @@ def length_batches(examples: Sequence[PRMExample], batch_size: int,
 @torch.no_grad()
 def predict(prm, examples: Sequence[PRMExample], pad_id: int,
             batch_size: int = 64) -> list[list[float]]:
-    """Per-line scores for each example (same order)."""
+    """Per-line scores for each example (same order). prm: a ValueModel or a
+    prmfast.prm_frozen.FrozenBackbonePRM (which re-tokenizes; pad_id is the policy's)."""
+    from prmfast.prm_frozen import FrozenBackbonePRM
+    if isinstance(prm, FrozenBackbonePRM):
+        return prm.predict(examples, min(batch_size, 16), progress=True)
     was = prm.training
     prm.eval()
     device = module_device(prm)
@@ -460,6 +467,13 @@ def check_prm_config(cfg) -> None:
         raise ConfigError(f"prm.val_fraction: must be in (0, 1), got {prm.val_fraction}")
     if prm.init not in ("sft", "rl_last") and not Path(prm.init).is_dir():
         raise ConfigError(f"prm.init: {prm.init!r} is neither 'sft', 'rl_last' nor a folder")
+    if prm.pretrained is not None:
+        path = Path(prm.pretrained)
+        if not (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
+            raise ConfigError(f"prm.pretrained: {prm.pretrained!r} is neither a model folder "
+                              "nor a .gguf file")
+    if not prm.ridge or min(prm.ridge) <= 0:
+        raise ConfigError(f"prm.ridge: needs one or more strengths > 0, got {prm.ridge}")
 
 
 def init_path(cfg, out_dir: Path) -> Path:
@@ -535,6 +549,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     from prmfast.device import select_device
     from prmfast.labeling.store import read_jsonl, write_json
     from prmfast.models import ValueModel
+    from prmfast.prm_frozen import FrozenBackbonePRM
 
     stage_dir = out_dir / "prm"
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -546,13 +561,19 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         raise StageError(f"selection {cfg.prm.selection!r} keeps no training response out of "
                          f"{len(train_recs)}; collect more or choose another prm.selection")
     neutral = cfg.prm.neutral_comments
-    prm = ValueModel.from_pretrained(init_path(cfg, out_dir),
-                                     device=select_device(cfg.model.device))
+    device = select_device(cfg.model.device)
     tokenizer = AutoTokenizer.from_pretrained(init_path(cfg, out_dir))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    history = train_prm(prm, [example_from_record(r, neutral) for r in train_sel],
-                        [example_from_record(r, neutral) for r in val_sel], cfg.prm, pad, cfg.seed)
-    prm.save_pretrained(stage_dir / "model", tokenizer)
+    train_ex, val_ex = ([example_from_record(r, neutral) for r in recs]
+                        for recs in (train_sel, val_sel))
+    if cfg.prm.pretrained is not None:
+        prm = FrozenBackbonePRM.from_backbone(cfg.prm.pretrained, tokenizer, device)
+        history = prm.fit(train_ex, val_ex, cfg.prm)
+        prm.save(stage_dir / "model")
+    else:
+        prm = ValueModel.from_pretrained(init_path(cfg, out_dir), device=device)
+        history = train_prm(prm, train_ex, val_ex, cfg.prm, pad, cfg.seed)
+        prm.save_pretrained(stage_dir / "model", tokenizer)
 
     held_scores = predict(prm, [example_from_record(r) for r in val_recs], pad)
     held_out = response_metrics(

@@ -48,8 +48,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "collect": ("prmfast.labeling.collect", "check_collect_config"),
     "prm": ("prmfast.prm", "check_prm_config"),
     "rl": ("prmfast.rl.stage", "check_rl_config"),
-    "rl_baseline": ("prmfast.rl.stage", "check_rl_config"),
-    "rl_prm": ("prmfast.rl.stage", "check_rl_config"),
+    "rl_baseline": ("prmfast.rl.stage", "check_rl_baseline_config"),
+    "rl_prm": ("prmfast.rl.stage", "check_rl_prm_config"),
 }
 
 

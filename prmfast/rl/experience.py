@@ -134,7 +134,11 @@ def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
 
 def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
     """PRM score R_phi(x, y(<=m)) at the last token of every line (fused head), 0 elsewhere.
-    line_end [N] bool -> [N]."""
+    line_end [N] bool -> [N]. prm: a ValueModel, or a prmfast.prm_frozen.FrozenBackbonePRM
+    (its own tokenizer: it re-tokenizes the sequences)."""
+    from prmfast.prm_frozen import FrozenBackbonePRM
+    if isinstance(prm, FrozenBackbonePRM):
+        return prm.packed_line_scores(batch, line_end)
     hidden = prm.hidden(batch.input_ids, attention_mask=batch.attention_mask)
     return kernels.line_scores(_gather_hidden(hidden, batch.tok_index), prm.head.weight[0],
                                prm.head.bias, line_end)

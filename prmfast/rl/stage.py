@@ -28,6 +28,7 @@ from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
 from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast.errors import StageError
+from prmfast.prm_frozen import is_frozen_prm, load_prm
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import DEEPSPEED_ON_CPU, PPOTrainer, latest_state
@@ -38,6 +39,12 @@ PIPELINE_RUNS = {
     "rl_baseline": {"rl.reward": "sparse", "rl.critic_init": "policy"},
     "rl_prm": {"rl.reward": "dense", "rl.critic_init": "prm"},
 }
+
+
+FROZEN_PRM_NO_VALUE_INIT = (
+    "rl.critic_init='prm' (ValueInit) starts the critic from the PRM's weights, but a PRM on a "
+    "frozen pretrained backbone (prm.pretrained) has another backbone and tokenizer than the "
+    "policy; use rl.critic_init='policy' (the stage `rl --set rl.reward=dense`)")
 
 
 def variant_name(rl) -> str:
@@ -85,6 +92,8 @@ def check_rl_config(cfg: Config) -> None:
     for key in ("gamma", "lam"):
         if not 0.0 <= getattr(rl, key) <= 1.0:
             raise ConfigError(f"rl.{key}: must be in [0, 1], got {getattr(rl, key)}")
+    if rl.critic_init == "prm" and cfg.prm.pretrained is not None:
+        raise ConfigError(FROZEN_PRM_NO_VALUE_INIT)
     if rl.reward == "oracle" and cfg.data.name != "synthetic":
         raise ConfigError("rl.reward: 'oracle' needs data.name='synthetic' (it has the oracle)")
     if rl.engine == "deepspeed":
@@ -95,6 +104,19 @@ def check_rl_config(cfg: Config) -> None:
             on_cpu = False                  # reported by check_device_config
         if on_cpu and torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
             raise ConfigError(DEEPSPEED_ON_CPU)
+
+
+def check_rl_baseline_config(cfg: Config) -> None:
+    """check_rl_config on the config as given and as the named stage rl_baseline runs it."""
+    check_rl_config(cfg)
+    check_rl_config(run_config(cfg, "rl_baseline"))
+
+
+def check_rl_prm_config(cfg: Config) -> None:
+    """check_rl_config on the config as given and as the named stage rl_prm (DenseReward +
+    ValueInit) runs it."""
+    check_rl_config(cfg)
+    check_rl_config(run_config(cfg, "rl_prm"))
 
 
 def _check_deepspeed_config(path: str) -> None:
@@ -134,6 +156,9 @@ def check_rl_ready(cfg: Config, run_dir: Path, name: str) -> None:
         raise StageError(
             f"stage {name!r} needs {', '.join(str(p) for p in missing)}: run the earlier stages "
             f"first (python -m prmfast.train all --out {run_dir})")
+    prm_dir = Path(run_dir) / "prm" / "model"
+    if run_config(cfg, name).rl.critic_init == "prm" and is_frozen_prm(prm_dir):
+        raise StageError(f"stage {name!r}: {FROZEN_PRM_NO_VALUE_INIT} ({prm_dir})")
 
 
 def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
@@ -167,8 +192,7 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
     prm_dir = run_dir / "prm" / "model"
     critic = (ValueModel.from_pretrained(prm_dir, device=device) if rl.critic_init == "prm"
               else ValueModel.from_causal_lm(policy))
-    prm = (ValueModel.from_pretrained(prm_dir, device=device) if REWARDS[rl.reward].needs_prm
-           else None)
+    prm = load_prm(prm_dir, device=device) if REWARDS[rl.reward].needs_prm else None
     trainer = PPOTrainer(
         cfg, policy=policy, reference=reference, critic=critic, prm=prm, tokenizer=tokenizer,
         tasks=split_tasks(cfg, "train"), backend=rollout_backend(cfg, policy, tokenizer, out),

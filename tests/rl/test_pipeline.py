@@ -21,14 +21,20 @@ def train(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_smoke_pipeline_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """(run folder, the `all` process, its wall time): the whole smoke pipeline, run once."""
+    run = tmp_path_factory.mktemp("smoke") / "run"
     start = time.perf_counter()
-    proc = train("all", "--preset", "smoke", "--out", str(tmp_path / "run"))
-    wall = time.perf_counter() - start
+    proc = train("all", "--preset", "smoke", "--out", str(run))
+    return run, proc, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(smoke_run):
+    run, proc, wall = smoke_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rl_prm:" in proc.stderr and "Loading weights" not in proc.stderr  # stage bars only
-    run = tmp_path / "run"
     for stage in ("sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"):
         assert (run / stage / "DONE").exists(), stage
     assert len(list((run / "rl_baseline").glob("ckpt_[0-9]*"))) == 2
@@ -46,6 +52,41 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     start = time.perf_counter()
     assert train("all", "--preset", "smoke", "--out", str(run)).returncode == 0
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.slow
+def test_frozen_pretrained_prm_stage_and_its_dense_reward(smoke_run, tmp_path):
+    """prm.pretrained: the prm stage on a 'pretrained' backbone with its own tokenizer (a tiny
+    model from config), then PPO with its dense reward; ValueInit from it is refused."""
+    from prmfast.models import build_tiny_model, save_policy, train_tokenizer
+    from prmfast.prm_frozen import is_frozen_prm
+
+    run, proc, _ = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts = ["def f(xs):\n    return [x * 2 for x in xs if x > 1]\n", "# Write g:\n"] * 50
+    backbone_tok = train_tokenizer(texts, 280)
+    save_policy(build_tiny_model(backbone_tok, load_config("smoke").model), backbone_tok,
+                tmp_path / "backbone")
+    out = tmp_path / "frozen"
+    out.mkdir()
+    for name in ("tokenizer", "sft", "rl_baseline", "prm_data"):
+        (out / name).symlink_to(run / name)
+    pretrained = f"prm.pretrained={tmp_path / 'backbone'}"
+    proc = train("prm", "--preset", "smoke", "--out", str(out), "--set", pretrained)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert is_frozen_prm(out / "prm" / "model")
+    ev = json.loads((out / "prm" / "eval.json").read_text())
+    assert ev["history"]["best_ridge"] in load_config("smoke").prm.ridge
+    assert ev["test_samples"] > 0 and "rerank" in ev["test"]
+    proc = train("rl_prm", "--preset", "smoke", "--out", str(out), "--set", pretrained)
+    assert proc.returncode == 2 and "critic_init" in proc.stderr
+    with pytest.raises(StageError, match="frozen pretrained backbone"):
+        check_rl_ready(load_config("smoke"), out, "rl_prm")
+    proc = train("rl", "--preset", "smoke", "--out", str(out), "--set", "rl.reward=dense")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "rl_dense" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["time_prm_fwd"] > 0
+    assert any(r["line_reward"] != 0 for r in rows)          # the PRM's scores reached PPO
 
 
 # the sandbox call during which each stage is interrupted (after some work was saved)
