@@ -409,6 +409,26 @@ def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     return out
 
 
+def rerank_margins(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
+                   keys: Sequence[Sequence[Hashable]] | None = None, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """95 % paired-bootstrap intervals, over problems, of PRM-min reranking minus each score-free
+    baseline (random; majority when keys are given): {"prm_min-random": [low, high], ...}.
+    Arguments as rerank; an interval above 0 means the PRM picks better than the baseline."""
+    if not groups:
+        return {}
+    per = [rerank([g], None if keys is None else [keys[i]]) for i, g in enumerate(groups)]
+    rng = random.Random(seed)
+    out = {}
+    for base in ("random", "majority"):
+        if base not in per[0]:
+            continue
+        diffs = [p["prm_min"] - p[base] for p in per]
+        means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(n_boot))
+        out[f"prm_min-{base}"] = [means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]]
+    return out
+
+
 def _best_pass_rate(pass_rates: Sequence[float], values: Sequence[float]) -> float:
     """Expected pass rate of picking the highest value, ties picked uniformly."""
     top = max(values)
@@ -512,10 +532,12 @@ def run(cfg, run_dir: str | Path) -> Path:
     result = train_and_evaluate(cfg, out_dir, split_tasks(cfg, "test"))
     (out_dir / "prm" / "DONE").write_text("ok\n")
     test = result["test"]
+    low, high = test["rerank_ci95"].get("prm_min-random", (math.nan, math.nan))
     print(f"prm: held-out AUC vs oracle {result['held_out']['oracle']['lines']['auc']:.3f}, "
           f"test AUC vs oracle {test['oracle']['lines']['auc']:.3f}; rerank pass@1 "
           f"random {test['rerank']['random']:.3f} / distinct {test['rerank']['random_distinct']:.3f}"
-          f" / PRM-min {test['rerank']['prm_min']:.3f}")
+          f" / PRM-min {test['rerank']['prm_min']:.3f} (PRM-min - random, 95% CI "
+          f"[{low:+.3f}, {high:+.3f}] over {test['rerank']['problems']} tasks)")
     return out_dir / "prm"
 
 
@@ -536,6 +558,7 @@ def evaluate_samples(prm, rows: list[dict], tokenizer, pad_id: int) -> dict:
                                                      r.get("oracle_m_star"))
                                        for r, ln in zip(rows, lines)]})
     out["rerank"] = rerank(list(groups.values()), list(keys.values()))
+    out["rerank_ci95"] = rerank_margins(list(groups.values()), list(keys.values()))
     return out
 
 

@@ -1,5 +1,6 @@
 """PRM: targets, batches, metrics on hand-made cases, and training on a tiny model."""
 import math
+import random
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from prmfast.config import load_config
 from prmfast.errors import StageError
 from prmfast.prm import (aggregate, collate, comment_targets, example, first_bad_index,
                          line_metrics, line_values, localisation, loss_weights, make_batch,
-                         mse_loss, oracle_labels, predict, rerank, roc_auc, score_lines,
-                         split_by_task, train_prm, with_weights)
+                         mse_loss, oracle_labels, predict, rerank, rerank_margins, roc_auc,
+                         score_lines, split_by_task, train_prm, with_weights)
 
 
 def test_comment_targets_neutral_and_hack_on_cpu():
@@ -235,3 +236,23 @@ def test_rerank_score_free_baselines_count_distinct_responses_on_cpu():
     assert "majority" not in rerank(groups)
     with pytest.raises(ValueError):
         rerank(groups, [["a"], ["z", "z"]])
+
+
+def test_rerank_margins_bound_the_pick_against_the_baselines_on_cpu():
+    rng = random.Random(0)
+    groups, keys = [], []
+    for t in range(40):         # 1 passing of 4 distinct responses; the PRM ranks it first
+        passing = rng.randrange(4)
+        groups.append([(i == passing, [1.0 if i == passing else -1.0]) for i in range(4)])
+        keys.append([f"{t}-{i}" for i in range(4)])
+    good = rerank_margins(groups, keys)
+    assert set(good) == {"prm_min-random", "prm_min-majority"}
+    assert good["prm_min-random"] == pytest.approx([0.75, 0.75])     # every task: 1 - 1/4
+    blind = [[(p, [0.0]) for p, _ in g] for g in groups]                # ties: a uniform pick
+    low, high = rerank_margins(blind, n_boot=500)["prm_min-random"]
+    assert low == high == pytest.approx(0.0)
+    mixed = [g if t % 2 else [(p, [-s[0]]) for p, s in g] for t, g in enumerate(groups)]
+    low, high = rerank_margins(mixed, seed=1)["prm_min-random"]      # right on half the tasks
+    assert low < 0.25 < high and high - low < 0.4
+    assert rerank_margins(mixed, seed=1) == rerank_margins(mixed, seed=1)
+    assert rerank_margins([]) == {}

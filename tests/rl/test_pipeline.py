@@ -78,6 +78,9 @@ def test_frozen_pretrained_prm_stage_and_its_dense_reward(smoke_run, tmp_path):
     ev = json.loads((out / "prm" / "eval.json").read_text())
     assert ev["history"]["best_ridge"] in load_config("smoke").prm.ridge
     assert ev["test_samples"] > 0 and "rerank" in ev["test"]
+    low, high = ev["test"]["rerank_ci95"]["prm_min-random"]
+    margin = ev["test"]["rerank"]["prm_min"] - ev["test"]["rerank"]["random"]
+    assert low - 1e-9 <= margin <= high + 1e-9
     proc = train("rl_prm", "--preset", "smoke", "--out", str(out), "--set", pretrained)
     assert proc.returncode == 2 and "critic_init" in proc.stderr
     with pytest.raises(StageError, match="frozen pretrained backbone"):
