@@ -138,7 +138,7 @@ class PRMConfig:
     patience: int = 2
     val_fraction: float = 0.1
     rerank_n: int = 8
-    rerank_tasks: int = 60            # test tasks sampled for the best-of-N reranking check
+    rerank_tasks: int = 200           # test tasks sampled for the best-of-N reranking check
     rerank_temperature: float = 1.0
     neutral_comments: bool = True     # False: comment lines take the surrounding label (hack)
     # engineering choices the paper leaves open (docs/prm.md, "Training"):
