@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -161,6 +162,20 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_rank(code: int = 0) -> None:
+    """End a launched rank: shutdown(), flush stdio, then leave at once (os._exit) without
+    running destructors. Torch's gloo process group can deadlock when a DDP module still holding
+    it is destroyed after the group was left: its destructor joins gloo's run-loop thread, which
+    waits for the GIL that the destroying thread holds (a 2-rank CPU job hung so in CI with torch
+    2.13, after its results were saved). Without a launcher it returns and does nothing."""
+    if not dist.is_initialized():
+        return
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def token_mean_scale(n_local: int) -> float:

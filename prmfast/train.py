@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; rerun the same command with --out {run_dir} to resume",
               file=sys.stderr)
         return 130
-    from prmfast.distributed import shutdown
-    shutdown()                                  # under a launcher: leave the group together
     print(f"run folder: {run_dir}")
+    from prmfast.distributed import exit_rank
+    exit_rank(0)                      # under a launcher: leave the group together, then exit
     return 0
 
 

@@ -1,6 +1,7 @@
 """prmfast.prm_frozen: line ends carried across tokenizers, the ridge head, and the frozen
 pretrained-backbone PRM (fit, predict, save/load, RL dense-reward scoring) on tiny models."""
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,42 @@ def test_line_ends_on_random_code_like_texts_on_cpu(tokenizers):
             last = len(prefix.rstrip(" \t")) - 1
             start, stop = offsets[end]
             assert start <= last < stop, (response, pos)
+
+
+GGUF = (Path(__file__).resolve().parents[2] / "shared" / "models" / "smollm2-135m-instruct"
+        / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GGUF.exists(), reason=f"SmolLM2 GGUF not found at {GGUF}")
+def test_frozen_smollm2_prm_maps_and_scores_real_code_on_cpu(tokenizers):
+    """The real backbone and tokenizer: every line of HumanEval canonical solutions maps to the
+    SmolLM2 token holding its newline, and the packed RL path scores like predict."""
+    from prmfast.data import load_tasks
+
+    run_tok, _ = tokenizers
+    prm = FrozenBackbonePRM.from_backbone(GGUF, run_tok)
+    torch.nn.init.normal_(prm.model.head.weight, std=0.1)
+    examples, prompt_lens = [], []
+    for task in load_tasks("humaneval")[:12]:
+        prompt, response = encode(run_tok, task.prompt), encode(run_tok, task.reference)
+        ex = example(prompt, response, segment(response, run_tok).spans, [])
+        text = run_tok.decode(ex.input_ids)
+        ids, ends = map_line_ends(run_tok, prm.tokenizer, ex.input_ids, ex.line_ends)
+        offsets = prm.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+        for pos, end in zip(ex.line_ends, ends):
+            last = len(run_tok.decode(ex.input_ids[:pos + 1]).rstrip(" \t")) - 1
+            assert offsets[end][0] <= last < offsets[end][1]
+        examples.append(ex)
+        prompt_lens.append(len(prompt))
+    scores = prm.predict(examples[:3])
+    assert [len(s) for s in scores] == [len(e.line_ends) for e in examples[:3]]
+    batch = PackedBatch.from_sequences([e.input_ids for e in examples[:3]], prompt_lens[:3], 0)
+    line_end = torch.zeros(int(batch.cu_seqlens[-1]), dtype=torch.bool)
+    for s, (e, plen) in enumerate(zip(examples[:3], prompt_lens)):
+        line_end[[int(batch.cu_seqlens[s]) + pos - plen for pos in e.line_ends]] = True
+    packed = prm_line_scores(prm, batch, line_end)
+    assert packed[line_end].tolist() == pytest.approx([v for s in scores for v in s], abs=1e-4)
 
 
 def test_weighted_ridge_recovers_a_linear_score_on_cpu():

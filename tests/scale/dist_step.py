@@ -46,7 +46,7 @@ def main() -> None:
     state = D.full_state_dict(wrapped)
     if D.is_main():
         torch.save({k.removeprefix("model."): v for k, v in state.items()}, out)
-    D.shutdown()
+    D.exit_rank(0)      # not a return: locals freed after leaving the group can deadlock
 
 
 if __name__ == "__main__":

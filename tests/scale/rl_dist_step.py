@@ -83,7 +83,7 @@ def main() -> None:
     if args.save:
         trainer.save_state(args.save)
         dump(trainer, trainer.train_step(), args.out.with_suffix(".step2.pt"))
-    D.shutdown()
+    D.exit_rank(0)      # not a return: locals freed after leaving the group can deadlock
 
 
 if __name__ == "__main__":

@@ -166,3 +166,8 @@ def test_rl_engine_config_checks_on_cpu(tmp_path):
     (tmp_path / "bad.json").write_text("{stage: 3")
     with pytest.raises(ConfigError, match="rl.deepspeed_config"):
         check("rl.engine=deepspeed", f"rl.deepspeed_config={tmp_path / 'bad.json'}")
+
+
+def test_exit_rank_without_a_launcher_returns_on_cpu():
+    D.exit_rank(3)                  # no process group: nothing to leave, the process goes on
+    assert not torch.distributed.is_initialized()
