@@ -138,7 +138,16 @@ class FrozenBackbonePRM(nn.Module):
     def line_end_states(self, examples: Sequence[PRMExample], batch_size: int = 16,
                         progress: bool = False) -> list[torch.Tensor]:
         """Per example the backbone's last hidden state at its line ends, [L_i, H] float32 on
-        the CPU. Forwards run on length-sorted right-padded batches."""
+        the CPU. Identical examples (the policy often samples a response twice) are run once;
+        forwards run on length-sorted right-padded batches."""
+        keys = [(tuple(e.input_ids), tuple(e.line_ends)) for e in examples]
+        index: dict[tuple, int] = {}
+        for key in keys:
+            index.setdefault(key, len(index))
+        if len(index) < len(examples):
+            unique = dict(zip(keys, examples))
+            states = self.line_end_states([unique[k] for k in index], batch_size, progress)
+            return [states[index[k]] for k in keys]
         mapped = [map_line_ends(self.source_tokenizer, self.tokenizer, e.input_ids, e.line_ends)
                   for e in examples]
         too_long = [len(ids) for ids, _ in mapped if self.max_length and len(ids) > self.max_length]

@@ -193,3 +193,19 @@ def test_frozen_prm_needs_a_fast_tokenizer_and_fitting_sequences_on_cpu(tokenize
         prm.predict([_example(run_tok, GOOD)])
     with pytest.raises(ValueError, match="no lines"):
         prm.fit([example([1, 2], [], [], [])], [], load_config("smoke").prm, progress=False)
+
+
+def test_frozen_prm_runs_identical_examples_once_on_cpu(tokenizers, backbone_dir, monkeypatch):
+    run_tok, _ = tokenizers
+    prm = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)
+    torch.nn.init.normal_(prm.model.head.weight, std=0.5)
+    good, bad = _example(run_tok, GOOD), _example(run_tok, BAD)
+    alone = [prm.predict([e])[0] for e in (good, bad)]
+    rows = []
+    hidden = prm.model.hidden
+    monkeypatch.setattr(prm.model, "hidden", lambda ids, mask: rows.append(len(ids)) or
+                        hidden(ids, mask))
+    scores = prm.predict([bad, good, bad, bad, good], batch_size=8)
+    assert sum(rows) == 2                                   # two distinct sequences, run once
+    for got, want in zip(scores, [alone[1], alone[0], alone[1], alone[1], alone[0]]):
+        assert got == pytest.approx(want, abs=1e-5)
