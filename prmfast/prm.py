@@ -249,8 +249,7 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
             val_loss, val_auc = history["train_loss"][-1], float("nan")
         history["val_loss"].append(val_loss)
         history["val_auc"].append(val_auc)
-        use_auc = cfg.early_stop == "auc" and not math.isnan(val_auc)
-        key = (val_auc if use_auc else -math.inf, -val_loss)
+        key = selection_key(val_auc, val_loss, cfg.early_stop)
         if best is None or key > best:               # the best weights, kept on the CPU
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in prm.state_dict().items()}
             best, bad_epochs = key, 0
@@ -265,6 +264,14 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
     history["best_val_auc"] = best[0] if best and best[0] != -math.inf else float("nan")
     history["epochs_run"] = len(history["train_loss"])
     return history
+
+
+def selection_key(val_auc: float, val_loss: float, early_stop: str) -> tuple[float, float]:
+    """How validation ranks candidate PRMs (epochs, ridge strengths); higher is better. "auc":
+    line AUC first, the validation MSE breaking ties and standing in when the AUC is undefined
+    (validation lacks a class); "loss": the validation MSE."""
+    use_auc = early_stop == "auc" and not math.isnan(val_auc)
+    return (val_auc if use_auc else -math.inf, -val_loss)
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from prmfast.config import PRMConfig
 from prmfast.models import ValueModel, load_policy
 from prmfast.models.value import HEAD_FILE
-from prmfast.prm import PRMExample, roc_auc, with_weights
+from prmfast.prm import PRMExample, roc_auc, selection_key, with_weights
 
 INFO_FILE = "frozen_prm.json"
 SOURCE_TOKENIZER = "source_tokenizer"
@@ -210,8 +209,7 @@ class FrozenBackbonePRM(nn.Module):
                     history["val_auc"].append(roc_auc(scores[keep].tolist(),
                                                       (targets[keep] > 0).tolist()))
         if history["val_lines"]:
-            use_auc = cfg.early_stop == "auc" and not any(map(math.isnan, history["val_auc"]))
-            keys = [(auc if use_auc else 0.0, -loss)
+            keys = [selection_key(auc, loss, cfg.early_stop)
                     for auc, loss in zip(history["val_auc"], history["val_loss"])]
             best = max(range(len(fits)), key=keys.__getitem__)
         else:

@@ -185,7 +185,7 @@ def test_frozen_prm_scores_packed_rl_batches_like_predict_on_cpu(tokenizers, bac
     assert scores[line_end].tolist() == pytest.approx(expected[0] + expected[1], abs=1e-5)
 
 
-def test_frozen_prm_needs_a_fast_tokenizer_and_fitting_sequences_on_cpu(tokenizers, backbone_dir):
+def test_frozen_prm_rejects_too_long_sequences_and_no_lines_on_cpu(tokenizers, backbone_dir):
     run_tok, _ = tokenizers
     prm = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)
     prm.max_length = 8
