@@ -114,15 +114,16 @@ class RLConfig:
 
 @dataclass
 class CollectConfig:
-    """PRM data collection by binary search (paper Algorithm 1). The paper uses K = 20; the
-    embedded default uses K = 8 to fit a 2-core CPU (the quality study measures what K costs)."""
+    """PRM data collection by binary search (paper Algorithm 1). K defaults to the paper's 20;
+    the "default" preset (the embedded 2-core CPU run) sets K = 8, and the quality study
+    measures what K costs."""
     num_checkpoints: int = 4
     num_prompts: int = 64
     responses_per_prompt: int = 2
-    k: int = 8
+    k: int = 20
     temperature: float = 1.0
     quality_sample: int = 16
-    quality_ks: list[int] = field(default_factory=lambda: [2, 4, 8])
+    quality_ks: list[int] = field(default_factory=lambda: [4, 8, 20])
     first_wave: int = 4               # completions per probe in the first wave (then doubling)
     chunk_size: int = 64              # responses labelled together (and appended) at a time
 
@@ -145,7 +146,7 @@ class PRMConfig:
     class_balance: bool = False       # +1 and -1 lines weigh equally in the MSE
     response_norm: bool = False       # every response weighs equally in the MSE
     head_lr: float | None = None      # the head's learning rate (None: lr)
-    early_stop: str = "loss"          # loss (validation MSE) | auc (validation line AUC)
+    early_stop: str = "loss"          # loss (val. MSE) | auc (val. line AUC) | within_task
     # a frozen pretrained backbone with its own tokenizer instead (prmfast/prm_frozen.py):
     pretrained: str | None = None     # HF causal-LM folder or .gguf file (null: fine-tune prm.init)
     ridge: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
@@ -185,7 +186,11 @@ class Config:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+    # the embedded default (a 2-core CPU in minutes): best-of-8 probes instead of the paper's 20
+    "default": {
+        "collect.k": 8,
+        "collect.quality_ks": [2, 4, 8],
+    },
     "smoke": {
         "data.n_train": 200,
         "data.n_val": 16,

@@ -48,6 +48,8 @@ class PRMExample:
     line_ends: list[int]        # per line: position of its last token in input_ids
     targets: list[float]        # per line
     weights: list[float] | None = None   # per line loss weight (None: all 1)
+    task: str | None = None     # task id and outcome: validation's within-task AUC needs them
+    passed: bool | None = None
 
 
 @dataclass
@@ -79,16 +81,19 @@ def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
 
 
 def example(prompt_ids: list[int], response_ids: list[int], spans: Sequence[Sequence[int]],
-            targets: Sequence[float]) -> PRMExample:
+            targets: Sequence[float], task: str | None = None,
+            passed: bool | None = None) -> PRMExample:
     base = len(prompt_ids)
     return PRMExample(list(prompt_ids) + list(response_ids),
-                      [base + end - 1 for _, end in spans], list(map(float, targets)))
+                      [base + end - 1 for _, end in spans], list(map(float, targets)),
+                      task=task, passed=passed)
 
 
 def example_from_record(rec: dict, neutral_comments: bool = True) -> PRMExample:
     """A labels.jsonl record -> PRMExample on its binary-search labels."""
     return example(rec["prompt_ids"], rec["response_ids"], rec["line_spans"],
-                   comment_targets(rec["labels"], rec["is_comment"], neutral_comments))
+                   comment_targets(rec["labels"], rec["is_comment"], neutral_comments),
+                   rec["task_id"], rec["passed"])
 
 
 def collate(examples: Sequence[PRMExample], pad_id: int,
@@ -172,7 +177,7 @@ def with_weights(examples: Sequence[PRMExample], cfg: PRMConfig) -> list[PRMExam
     """Copies of the examples carrying the loss weights that cfg (class_balance, response_norm)
     asks for."""
     ws = loss_weights([e.targets for e in examples], cfg.class_balance, cfg.response_norm)
-    return [PRMExample(e.input_ids, e.line_ends, e.targets, w) for e, w in zip(examples, ws)]
+    return [dataclasses.replace(e, weights=w) for e, w in zip(examples, ws)]
 
 
 def length_batches(examples: Sequence[PRMExample], batch_size: int,
@@ -212,13 +217,11 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
 def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
               pad_id: int, seed: int = 0, progress: bool = True) -> dict:
     """AdamW on the (weighted, see loss_weights) MSE; the head may have its own learning rate
-    (cfg.head_lr). After each epoch the validation set is scored; early stopping (patience in
-    epochs) on cfg.early_stop: "auc" = line ROC AUC against the validation targets' signs (higher
-    is better; the weighted validation MSE breaks ties and stands in when validation lacks a
-    class), "loss" = the weighted validation MSE. The best epoch's weights are loaded back into
-    prm. Returns the history (per-step and per-epoch)."""
-    if cfg.early_stop not in ("auc", "loss"):
-        raise ValueError(f"prm.early_stop must be 'auc' or 'loss', got {cfg.early_stop!r}")
+    (cfg.head_lr). After each epoch the validation set is scored (evaluate_val); early stopping
+    (patience in epochs) ranks epochs by selection_key on cfg.early_stop. The best epoch's
+    weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
+    if cfg.early_stop not in EARLY_STOPS:
+        raise ValueError(f"prm.early_stop must be one of {EARLY_STOPS}, got {cfg.early_stop!r}")
     rng = random.Random(seed)
     train, val = with_weights(train, cfg), with_weights(val, cfg)
     head = list(prm.head.parameters())
@@ -227,7 +230,8 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
               {"params": head, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr}]
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     device = module_device(prm)
-    history = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": []}
+    history = {"step_loss": [], "train_loss": [], "val_loss": [], "val_auc": [],
+               "val_within_task": []}
     best, best_state, bad_epochs = None, None, 0
     for epoch in range(cfg.epochs):
         prm.train()
@@ -244,12 +248,13 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
         history["step_loss"] += losses
         history["train_loss"].append(sum(losses) / max(1, len(losses)))
         if val:
-            val_loss, val_auc = evaluate_val(prm, val, pad_id, cfg.batch_size)
+            metrics = evaluate_val(prm, val, pad_id, cfg.batch_size)
         else:
-            val_loss, val_auc = history["train_loss"][-1], float("nan")
-        history["val_loss"].append(val_loss)
-        history["val_auc"].append(val_auc)
-        key = selection_key(val_auc, val_loss, cfg.early_stop)
+            metrics = {"loss": history["train_loss"][-1], "auc": math.nan,
+                       "within_task": math.nan}
+        for name, value in metrics.items():
+            history[f"val_{name}"].append(value)
+        key = selection_key(metrics, cfg.early_stop)
         if best is None or key > best:               # the best weights, kept on the CPU
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in prm.state_dict().items()}
             best, bad_epochs = key, 0
@@ -260,39 +265,62 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
                 break
     if best_state is not None:
         prm.load_state_dict(best_state)
-    history["best_val_loss"] = -best[1] if best else math.inf
-    history["best_val_auc"] = best[0] if best and best[0] != -math.inf else float("nan")
     history["epochs_run"] = len(history["train_loss"])
+    if "best_epoch" in history:
+        for name in ("loss", "auc", "within_task"):
+            history[f"best_val_{name}"] = history[f"val_{name}"][history["best_epoch"] - 1]
     return history
 
 
-def selection_key(val_auc: float, val_loss: float, early_stop: str) -> tuple[float, float]:
-    """How validation ranks candidate PRMs (epochs, ridge strengths); higher is better. "auc":
-    line AUC first, the validation MSE breaking ties and standing in when the AUC is undefined
-    (validation lacks a class); "loss": the validation MSE."""
-    use_auc = early_stop == "auc" and not math.isnan(val_auc)
-    return (val_auc if use_auc else -math.inf, -val_loss)
+EARLY_STOPS = ("loss", "auc", "within_task")
+
+
+def selection_key(metrics: dict[str, float], early_stop: str) -> tuple[float, float]:
+    """How validation ranks candidate PRMs (epochs, ridge strengths); higher is better.
+    metrics: evaluate_val's. "loss": the validation MSE. "auc": the line AUC first; "within_task":
+    the within-task AUC of PRM-min first (within_task_auc: what reranking needs). For both the
+    validation MSE breaks ties and stands in when the metric is undefined (validation lacks a
+    class, or a task with both passing and failing responses)."""
+    first = metrics.get(early_stop, math.nan) if early_stop != "loss" else math.nan
+    return (-math.inf if math.isnan(first) else first, -metrics["loss"])
 
 
 @torch.no_grad()
 def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
-                 batch_size: int) -> tuple[float, float]:
-    """(weighted MSE, line AUC vs the targets' signs, 0-target lines skipped) on examples."""
+                 batch_size: int) -> dict[str, float]:
+    """Validation metrics of a ValueModel PRM on examples (validation_metrics)."""
     was = prm.training
     prm.eval()
     device = module_device(prm)
-    total, count, scores, positive = 0.0, 0.0, [], []
+    scores: dict[int, list[float]] = {}
     for group in length_batches(examples, batch_size):
         batch = collate(group, pad_id, device)
-        sc = score_lines(prm, batch)
-        w = batch.line_end.float() * (batch.weights if batch.weights is not None else 1.0)
-        total += mse_loss(sc, batch).item() * float(w.sum())
-        count += float(w.sum())
-        keep = batch.line_end & (batch.targets != 0)
-        scores += sc[keep].tolist()
-        positive += (batch.targets[keep] > 0).tolist()
+        for e, vals in zip(group, line_values(score_lines(prm, batch), batch)):
+            scores[id(e)] = vals
     prm.train(was)
-    return total / max(1e-8, count), roc_auc(scores, positive)
+    return validation_metrics(examples, [scores[id(e)] for e in examples])
+
+
+def validation_metrics(examples: Sequence[PRMExample],
+                       scores: Sequence[Sequence[float]]) -> dict[str, float]:
+    """{"loss": weighted MSE over lines, "auc": line AUC against the targets' signs (0-target
+    lines skipped), "within_task": within_task_auc of PRM-min (nan unless every example has its
+    task and outcome)} for per-example, per-line scores."""
+    total = count = 0.0
+    flat, positive = [], []
+    for e, sc in zip(examples, scores, strict=True):
+        for s, t, w in zip(sc, e.targets, e.weights or [1.0] * len(sc), strict=True):
+            total, count = total + w * (s - t) ** 2, count + w
+            if t != 0:
+                flat.append(s)
+                positive.append(t > 0)
+    within = math.nan
+    if examples and all(e.task is not None and e.passed is not None for e in examples):
+        within = within_task_auc(group_by_task([e.task for e in examples],
+                                               [(e.passed, sc) for e, sc in
+                                                zip(examples, scores)]))["auc"]
+    return {"loss": total / max(1e-8, count), "auc": roc_auc(flat, positive),
+            "within_task": within}
 
 
 @torch.no_grad()
@@ -416,6 +444,33 @@ def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     return out
 
 
+def within_task_auc(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
+                    how: str = "min") -> dict:
+    """How well response scores (the `how` aggregate of the line scores) order the responses of
+    one task: the probability that a passing response outscores a failing one of the same task
+    (ties count half), over every such pair of every task. Unlike a line AUC over all
+    responses, task difficulty cannot raise it: it measures what best-of-N reranking and a
+    dense reward within a prompt's samples rely on. groups: per task, (passed, line scores) per
+    response. {"auc": float (nan without a pair), "pairs": int}."""
+    wins, pairs = 0.0, 0
+    for g in groups:
+        good = [aggregate(sc, how) for passed, sc in g if passed]
+        bad = [aggregate(sc, how) for passed, sc in g if not passed]
+        for a in good:
+            wins += sum(1.0 if a > b else 0.5 if a == b else 0.0 for b in bad)
+        pairs += len(good) * len(bad)
+    return {"auc": wins / pairs if pairs else math.nan, "pairs": pairs}
+
+
+def group_by_task(task_ids: Sequence[str], items: Sequence) -> list[list]:
+    """items grouped by their task, tasks in first-seen order (e.g. the (passed, line scores)
+    per response that rerank and within_task_auc take)."""
+    groups: dict[str, list] = {}
+    for t, item in zip(task_ids, items, strict=True):
+        groups.setdefault(t, []).append(item)
+    return list(groups.values())
+
+
 def rerank_margins(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
                    keys: Sequence[Sequence[Hashable]] | None = None, n_boot: int = 2000,
                    seed: int = 0) -> dict[str, list[float]]:
@@ -485,8 +540,8 @@ def check_prm_config(cfg) -> None:
     prm = cfg.prm
     if prm.selection not in SELECTIONS:
         raise ConfigError(f"prm.selection: {prm.selection!r} is not one of {sorted(SELECTIONS)}")
-    if prm.early_stop not in ("auc", "loss"):
-        raise ConfigError(f"prm.early_stop: {prm.early_stop!r} is not one of ['auc', 'loss']")
+    if prm.early_stop not in EARLY_STOPS:
+        raise ConfigError(f"prm.early_stop: {prm.early_stop!r} is not one of {list(EARLY_STOPS)}")
     for key in ("epochs", "batch_size", "rerank_n", "rerank_tasks"):
         if getattr(prm, key) < 1:
             raise ConfigError(f"prm.{key}: must be >= 1, got {getattr(prm, key)}")
@@ -544,28 +599,29 @@ def run(cfg, run_dir: str | Path) -> Path:
           f"test AUC vs oracle {test['oracle']['lines']['auc']:.3f}; rerank pass@1 "
           f"random {test['rerank']['random']:.3f} / distinct {test['rerank']['random_distinct']:.3f}"
           f" / PRM-min {test['rerank']['prm_min']:.3f} (PRM-min - random, 95% CI "
-          f"[{low:+.3f}, {high:+.3f}] over {test['rerank']['problems']} tasks)")
+          f"[{low:+.3f}, {high:+.3f}] over {test['rerank']['problems']} tasks); within-task AUC "
+          f"(PRM-min, passing vs failing samples of a task) {test['within_task']['min']['auc']:.3f}")
     return out_dir / "prm"
 
 
 def evaluate_samples(prm, rows: list[dict], tokenizer, pad_id: int) -> dict:
     """Score sampled responses (rows of rerank_samples.jsonl: task_id, prompt_ids, response_ids,
     passed, oracle_m_star) and measure: line AUC / accuracy and first-error localisation against
-    the oracle, and best-of-N reranking per task (rerank)."""
+    the oracle, best-of-N reranking per task (rerank) and how the PRM orders the responses of
+    each task (within_task_auc)."""
     lines = [segment(r["response_ids"], tokenizer) for r in rows]
     scores = predict(prm, [example(r["prompt_ids"], r["response_ids"], ln.spans,
                                    [0.0] * len(ln.spans)) for r, ln in zip(rows, lines)], pad_id)
-    groups: dict[str, list] = {}
-    keys: dict[str, list] = {}
-    for r, sc in zip(rows, scores):
-        groups.setdefault(r["task_id"], []).append((r["passed"], sc))
-        keys.setdefault(r["task_id"], []).append(tuple(r["response_ids"]))
+    task_ids = [r["task_id"] for r in rows]
+    groups = group_by_task(task_ids, [(r["passed"], sc) for r, sc in zip(rows, scores)])
+    keys = group_by_task(task_ids, [tuple(r["response_ids"]) for r in rows])
     out = response_metrics(scores, [ln.is_comment for ln in lines],
                            {"oracle": [oracle_labels(ln.is_comment, r["passed"],
                                                      r.get("oracle_m_star"))
                                        for r, ln in zip(rows, lines)]})
-    out["rerank"] = rerank(list(groups.values()), list(keys.values()))
-    out["rerank_ci95"] = rerank_margins(list(groups.values()), list(keys.values()))
+    out["rerank"] = rerank(groups, keys)
+    out["rerank_ci95"] = rerank_margins(groups, keys)
+    out["within_task"] = {how: within_task_auc(groups, how) for how in AGGREGATES}
     return out
 
 
@@ -611,6 +667,9 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         {"binary_search": [r["labels"] for r in val_recs],
          "oracle": [oracle_labels(r["is_comment"], r["passed"], r.get("oracle_m_star"))
                     for r in val_recs]})
+    held_groups = group_by_task([r["task_id"] for r in val_recs],
+                                [(r["passed"], sc) for r, sc in zip(val_recs, held_scores)])
+    held_out["within_task"] = {how: within_task_auc(held_groups, how) for how in AGGREGATES}
 
     policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
     rows = sample_responses(policy, test_tasks[:cfg.prm.rerank_tasks], cfg.prm.rerank_n, cfg,

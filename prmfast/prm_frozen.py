@@ -35,7 +35,7 @@ from tqdm import tqdm
 from prmfast.config import PRMConfig
 from prmfast.models import ValueModel, load_policy
 from prmfast.models.value import HEAD_FILE
-from prmfast.prm import PRMExample, roc_auc, selection_key, with_weights
+from prmfast.prm import PRMExample, selection_key, validation_metrics, with_weights
 
 INFO_FILE = "frozen_prm.json"
 SOURCE_TOKENIZER = "source_tokenizer"
@@ -181,36 +181,33 @@ class FrozenBackbonePRM(nn.Module):
     def fit(self, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
             progress: bool = True) -> dict:
         """Fit the head on the training lines for every cfg.ridge and keep the best on the
-        validation lines (cfg.early_stop: "loss" = weighted MSE, "auc" = line AUC against the
-        targets' signs, MSE breaking ties). Loss weights as prmfast.prm.with_weights. Without
-        validation lines the middle ridge strength is kept. Returns the history."""
+        validation examples (prmfast.prm.selection_key on cfg.early_stop). Loss weights as
+        prmfast.prm.with_weights. Without validation lines the middle ridge strength is kept.
+        Returns the history."""
         start = time.perf_counter()
-        sets = {}
-        for name, examples in (("train", with_weights(train, cfg)), ("val", with_weights(val, cfg))):
-            states = self.line_end_states(examples, cfg.batch_size, progress)
-            sets[name] = (torch.cat([s.double() for s in states] or [torch.zeros(0, 1)]),
-                          _flat(examples, "targets"), _flat(examples, "weights"))
-        if not len(sets["train"][1]):
+        train, val = with_weights(train, cfg), with_weights(val, cfg)
+        train_states = self.line_end_states(train, cfg.batch_size, progress)
+        features = torch.cat([s.double() for s in train_states] or [torch.zeros(0, 1)])
+        if not len(features):
             raise ValueError("the training examples have no lines to fit the PRM head on")
-        fits = fit_ridge(*sets["train"], cfg.ridge)
+        fits = fit_ridge(features, _flat(train, "targets"), _flat(train, "weights"), cfg.ridge)
+        val_states = [s.double() for s in self.line_end_states(val, cfg.batch_size, progress)]
         history = {"ridge": list(cfg.ridge), "train_loss": [], "val_loss": [], "val_auc": [],
-                   "train_lines": len(sets["train"][1]), "val_lines": len(sets["val"][1])}
+                   "val_within_task": [], "train_lines": len(features),
+                   "val_lines": sum(len(s) for s in val_states)}
         for weight, bias in fits:
-            for name in ("train", "val"):
-                feats, targets, weights = sets[name]
-                if not len(targets):
-                    history[f"{name}_loss"].append(float("nan"))
-                    continue
-                scores = feats @ weight + bias
-                history[f"{name}_loss"].append(
-                    float(((scores - targets) ** 2 * weights).sum() / weights.sum()))
-                if name == "val":
-                    keep = targets != 0
-                    history["val_auc"].append(roc_auc(scores[keep].tolist(),
-                                                      (targets[keep] > 0).tolist()))
+            history["train_loss"].append(validation_metrics(
+                train, [(s.double() @ weight + bias).tolist() for s in train_states])["loss"])
+            if history["val_lines"]:
+                metrics = validation_metrics(val, [(s @ weight + bias).tolist()
+                                                   for s in val_states])
+                for name, value in metrics.items():
+                    history[f"val_{name}"].append(value)
         if history["val_lines"]:
-            keys = [selection_key(auc, loss, cfg.early_stop)
-                    for auc, loss in zip(history["val_auc"], history["val_loss"])]
+            keys = [selection_key({"loss": loss, "auc": auc, "within_task": within},
+                                  cfg.early_stop)
+                    for loss, auc, within in zip(history["val_loss"], history["val_auc"],
+                                                 history["val_within_task"])]
             best = max(range(len(fits)), key=keys.__getitem__)
         else:
             best = len(fits) // 2
@@ -219,10 +216,9 @@ class FrozenBackbonePRM(nn.Module):
         with torch.no_grad():
             head.weight.copy_(weight[None].to(head.weight))
             head.bias.fill_(bias)
-        history |= {"best_ridge": cfg.ridge[best], "best_val_loss": history["val_loss"][best],
-                    "best_val_auc": (history["val_auc"][best] if history["val_auc"]
-                                     else float("nan")),
-                    "fit_s": time.perf_counter() - start}
+        history |= {"best_ridge": cfg.ridge[best], "fit_s": time.perf_counter() - start}
+        for name in ("loss", "auc", "within_task") if history["val_lines"] else ():
+            history[f"best_val_{name}"] = history[f"val_{name}"][best]
         return history
 
     def packed_line_scores(self, batch, line_end: torch.Tensor) -> torch.Tensor:

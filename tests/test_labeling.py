@@ -257,3 +257,14 @@ def test_pick_checkpoints_evenly_spaced_ending_with_last_on_cpu(tmp_path):
     assert [p.name for p in pick_checkpoints(ckpts, 4)] == \
         ["ckpt_0010", "ckpt_0020", "ckpt_0030", "ckpt_0040"]
     assert pick_checkpoints(ckpts[:2], 4) == ckpts[:2]
+
+
+def test_k_defaults_to_the_papers_20_and_the_embedded_cpu_run_uses_8_on_cpu():
+    from prmfast.config import Config, load_config
+    from prmfast.labeling.collect import check_collect_config
+    library = Config().collect
+    assert library.k == 20 and max(library.quality_ks) == 20
+    embedded = load_config().collect
+    assert embedded.k == 8 and max(embedded.quality_ks) == 8
+    for cfg in (Config(), load_config()):
+        check_collect_config(cfg)

@@ -1,4 +1,5 @@
 """PRM: targets, batches, metrics on hand-made cases, and training on a tiny model."""
+import dataclasses
 import math
 import random
 
@@ -8,9 +9,10 @@ import torch
 from prmfast.config import load_config
 from prmfast.errors import StageError
 from prmfast.prm import (aggregate, collate, comment_targets, example, first_bad_index,
-                         line_metrics, line_values, localisation, loss_weights, make_batch,
-                         mse_loss, oracle_labels, predict, rerank, rerank_margins, roc_auc,
-                         score_lines, split_by_task, train_prm, with_weights)
+                         group_by_task, line_metrics, line_values, localisation, loss_weights,
+                         make_batch, mse_loss, oracle_labels, predict, rerank, rerank_margins,
+                         roc_auc, score_lines, selection_key, split_by_task, train_prm,
+                         validation_metrics, with_weights, within_task_auc)
 
 
 def test_comment_targets_neutral_and_hack_on_cpu():
@@ -179,7 +181,8 @@ def test_prm_training_lowers_the_loss_on_cpu(tiny):
     assert after[1][-1] < 0 < after[0][-1]
 
 
-def test_head_lr_and_early_stop_on_auc_on_cpu(tiny):
+@pytest.mark.parametrize("early_stop", ["auc", "within_task"])
+def test_head_lr_and_early_stop_on_a_validation_metric_on_cpu(tiny, early_stop):
     from prmfast.models import encode
 
     tok, prm, texts = tiny
@@ -188,20 +191,21 @@ def test_head_lr_and_early_stop_on_auc_on_cpu(tiny):
     for i in range(8):
         ids = encode(tok, texts[i % 2])
         n = len(_spans(ids, tok))
-        examples.append(example(prompt, ids, _spans(ids, tok), [1.0 if i % 2 else -1.0] * n))
+        examples.append(example(prompt, ids, _spans(ids, tok), [1.0 if i % 2 else -1.0] * n,
+                                task="t", passed=bool(i % 2)))
     with pytest.raises(ValueError, match="early_stop"):
         train_prm(prm, examples, [], load_config("smoke", sets=["prm.early_stop=x"]).prm,
                   tok.pad_token_id, progress=False)
     backbone = {k: v.clone() for k, v in prm.backbone.state_dict().items()}
     cfg = load_config("smoke", sets=["prm.epochs=2", "prm.batch_size=4", "prm.lr=0",
                                      "prm.head_lr=1e-2", "prm.patience=5",
-                                     "prm.early_stop=auc"]).prm
+                                     f"prm.early_stop={early_stop}"]).prm
     hist = train_prm(prm, examples[:6], examples[6:], cfg, tok.pad_token_id, progress=False)
     assert all(torch.equal(v, prm.backbone.state_dict()[k]) for k, v in backbone.items())
     assert prm.head.weight.abs().sum() > 0          # only the head learned
-    assert len(hist["val_auc"]) == hist["epochs_run"] == 2
+    assert len(hist[f"val_{early_stop}"]) == hist["epochs_run"] == 2
     assert 1 <= hist["best_epoch"] <= 2
-    assert hist["best_val_auc"] == max(hist["val_auc"])
+    assert hist[f"best_val_{early_stop}"] == max(hist[f"val_{early_stop}"])
 
 
 def _spans(ids, tok):
@@ -256,3 +260,60 @@ def test_rerank_margins_bound_the_pick_against_the_baselines_on_cpu():
     assert low < 0.25 < high and high - low < 0.4
     assert rerank_margins(mixed, seed=1) == rerank_margins(mixed, seed=1)
     assert rerank_margins([]) == {}
+
+
+def test_within_task_auc_orders_responses_inside_each_task_only_on_cpu():
+    # task 1: the pass (min 0.2) beats one fail (min -0.5), ties one (0.2), loses to one (0.4)
+    # task 2: the passes sit far below task 1's fails, and still beat their own task's fail
+    groups = [[(True, [0.2, 0.9]), (False, [0.9, -0.5]), (False, [0.2]), (False, [0.4, 0.6])],
+              [(True, [-0.8]), (True, [-0.7, -0.6]), (False, [-0.9])],
+              [(True, [0.1]), (True, [0.0])],          # no failing response: no pair
+              [(False, []), (True, [-1.0])]]           # no lines ranks last
+    out = within_task_auc(groups, "min")
+    assert out["pairs"] == 3 + 2 + 0 + 1
+    assert out["auc"] == pytest.approx((1 + 0.5 + 0 + 2 + 1) / 6)
+    # last: task 1 pass 0.9 beats -0.5, 0.2, 0.6 (3); task 2: -0.8 and -0.6 beat -0.9 (2); 1
+    assert within_task_auc(groups, "last")["auc"] == pytest.approx(1.0)
+    assert math.isnan(within_task_auc([[(True, [0.1])], [(False, [0.3])]])["auc"])
+    # a score that only knows the task (every response of a task scored alike) is at 0.5,
+    # however well it separates easy tasks from hard ones
+    by_task = [[(p, [float(t)]) for p in (True, False, False)] for t in range(5)]
+    assert within_task_auc(by_task)["auc"] == 0.5
+    assert rerank(by_task)["prm_min"] == rerank(by_task)["random"]
+
+
+def test_group_by_task_keeps_first_seen_order_on_cpu():
+    assert group_by_task(["b", "a", "b", "c", "a"], [1, 2, 3, 4, 5]) == [[1, 3], [2, 5], [4]]
+    with pytest.raises(ValueError):
+        group_by_task(["a"], [1, 2])
+
+
+def test_validation_metrics_and_the_three_selection_keys_on_cpu():
+    def ex(task, passed, targets, weights=None):
+        return dataclasses.replace(example([1], [2] * len(targets), [(i, i + 1) for i in
+                                                                   range(len(targets))],
+                                           targets, task, passed), weights=weights)
+    examples = [ex("a", True, [1.0, 1.0]), ex("a", False, [1.0, -1.0], [1.0, 3.0]),
+                ex("b", False, [0.0, -1.0])]
+    scores = [[0.5, 0.9], [0.7, 0.1], [0.3, 0.2]]
+    m = validation_metrics(examples, scores)
+    se = 0.25 + 0.01 + 0.09 + 3 * 1.21 + 0.09 + 1.44
+    assert m["loss"] == pytest.approx(se / 8)           # weights 1 + 1 + (1 + 3) + 1 + 1
+    assert m["auc"] == pytest.approx(roc_auc([0.5, 0.9, 0.7, 0.1, 0.2],
+                                             [True, True, True, False, False]))
+    assert m["within_task"] == 1.0                   # task a: 0.5 (pass) > 0.1 (fail)
+    no_task = [dataclasses.replace(e, task=None) for e in examples]
+    assert math.isnan(validation_metrics(no_task, scores)["within_task"])
+    # each mode ranks by its own metric first and by the validation MSE after it
+    better_loss = {"loss": 0.1, "auc": 0.6, "within_task": 0.4}
+    better_auc = {"loss": 0.3, "auc": 0.9, "within_task": 0.5}
+    better_within = {"loss": 0.5, "auc": 0.7, "within_task": 0.8}
+    for mode, winner in (("loss", better_loss), ("auc", better_auc),
+                         ("within_task", better_within)):
+        assert max((better_loss, better_auc, better_within),
+                   key=lambda x: selection_key(x, mode)) is winner
+    undefined = {"loss": 0.2, "auc": math.nan, "within_task": math.nan}
+    worse_undefined = {"loss": 0.4, "auc": math.nan, "within_task": math.nan}
+    for mode in ("auc", "within_task"):       # an undefined metric ranks below any defined one
+        assert selection_key(undefined, mode) < selection_key(better_within, mode)
+        assert selection_key(undefined, mode) > selection_key(worse_undefined, mode)

@@ -1,5 +1,6 @@
 """prmfast.prm_frozen: line ends carried across tokenizers, the ridge head, and the frozen
 pretrained-backbone PRM (fit, predict, save/load, RL dense-reward scoring) on tiny models."""
+import dataclasses
 import random
 from pathlib import Path
 
@@ -161,6 +162,33 @@ def test_frozen_prm_fits_predicts_and_round_trips_on_cpu(tokenizers, backbone_di
     assert isinstance(again, FrozenBackbonePRM)
     reloaded = again.predict(examples[:2])
     assert all(a == pytest.approx(b, abs=1e-6) for a, b in zip(reloaded, scores))
+
+
+@pytest.mark.parametrize("early_stop, chosen", [("loss", 0.01), ("auc", 1.0),
+                                                ("within_task", 100.0)])
+def test_frozen_prm_picks_the_ridge_by_the_asked_validation_metric_on_cpu(
+        tokenizers, backbone_dir, monkeypatch, early_stop, chosen):
+    import prmfast.prm_frozen as frozen_module
+    from prmfast.prm import validation_metrics
+
+    run_tok, _ = tokenizers
+    prm = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)
+    n_bad = len(_example(run_tok, BAD).line_ends)
+    examples = [dataclasses.replace(
+        _example(run_tok, GOOD, [1.0, 0.0, 0.0, 1.0]) if i % 2 else
+        _example(run_tok, BAD, [1.0] + [-1.0] * (n_bad - 1)), task=f"t{i // 2}",
+        passed=bool(i % 2)) for i in range(12)]
+    # the validation metrics of the three strengths, in order: each mode has its own winner
+    designed = iter([{"loss": 0.1, "auc": 0.6, "within_task": 0.5},
+                     {"loss": 0.3, "auc": 0.9, "within_task": 0.6},
+                     {"loss": 0.5, "auc": 0.7, "within_task": 0.9}])
+    monkeypatch.setattr(frozen_module, "validation_metrics", lambda ex, sc: (
+        validation_metrics(ex, sc) if len(ex) == 8 else next(designed)))
+    cfg = load_config("smoke", sets=["prm.ridge=[0.01,1,100]", "prm.batch_size=5",
+                                     f"prm.early_stop={early_stop}"]).prm
+    hist = prm.fit(examples[:8], examples[8:], cfg, progress=False)
+    assert hist["best_ridge"] == chosen and hist["val_within_task"] == [0.5, 0.6, 0.9]
+    assert hist["best_val_loss"] == {0.01: 0.1, 1.0: 0.3, 100.0: 0.5}[chosen]
 
 
 def test_frozen_prm_scores_packed_rl_batches_like_predict_on_cpu(tokenizers, backbone_dir):
