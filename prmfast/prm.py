@@ -599,8 +599,10 @@ def run(cfg, run_dir: str | Path) -> Path:
           f"test AUC vs oracle {test['oracle']['lines']['auc']:.3f}; rerank pass@1 "
           f"random {test['rerank']['random']:.3f} / distinct {test['rerank']['random_distinct']:.3f}"
           f" / PRM-min {test['rerank']['prm_min']:.3f} (PRM-min - random, 95% CI "
-          f"[{low:+.3f}, {high:+.3f}] over {test['rerank']['problems']} tasks); within-task AUC "
-          f"(PRM-min, passing vs failing samples of a task) {test['within_task']['min']['auc']:.3f}")
+          f"[{low:+.3f}, {high:+.3f}] over {test['rerank']['problems']} tasks)")
+    print(f"prm: within-task AUC of PRM-min (a task's passing vs failing samples) "
+          f"{test['within_task']['min']['auc']:.3f} on test, "
+          f"{result['held_out']['within_task']['min']['auc']:.3f} on held-out responses")
     return out_dir / "prm"
 
 
