@@ -285,20 +285,10 @@ def selection_key(metrics: dict[str, float], early_stop: str) -> tuple[float, fl
     return (-math.inf if math.isnan(first) else first, -metrics["loss"])
 
 
-@torch.no_grad()
 def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
                  batch_size: int) -> dict[str, float]:
-    """Validation metrics of a ValueModel PRM on examples (validation_metrics)."""
-    was = prm.training
-    prm.eval()
-    device = module_device(prm)
-    scores: dict[int, list[float]] = {}
-    for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id, device)
-        for e, vals in zip(group, line_values(score_lines(prm, batch), batch)):
-            scores[id(e)] = vals
-    prm.train(was)
-    return validation_metrics(examples, [scores[id(e)] for e in examples])
+    """Validation metrics (validation_metrics) of a PRM on examples."""
+    return validation_metrics(examples, predict(prm, examples, pad_id, batch_size))
 
 
 def validation_metrics(examples: Sequence[PRMExample],
@@ -321,21 +311,6 @@ def validation_metrics(examples: Sequence[PRMExample],
                                                 zip(examples, scores)]))["auc"]
     return {"loss": total / max(1e-8, count), "auc": roc_auc(flat, positive),
             "within_task": within}
-
-
-@torch.no_grad()
-def evaluate_loss(prm, examples: Sequence[PRMExample], pad_id: int, batch_size: int) -> float:
-    was = prm.training
-    prm.eval()
-    device = module_device(prm)
-    total, count = 0.0, 0
-    for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id, device)
-        n = int(batch.line_end.sum())
-        total += mse_loss(score_lines(prm, batch), batch).item() * n
-        count += n
-    prm.train(was)
-    return total / max(1, count)
 
 
 # ---------------------------------------------------------------- metrics
