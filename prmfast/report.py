@@ -252,6 +252,46 @@ def _json_summary(path: Path) -> str | None:
     return ", ".join(items) if items else None
 
 
+def prm_section(ev: dict) -> list[str]:
+    """Markdown lines on the PRM from DIR/prm/eval.json: line AUC, first-error localisation and
+    within-task AUC on held-out collected responses and on fresh test samples, then best-of-N
+    reranking with its bootstrap interval."""
+    held, test = ev.get("held_out", {}), ev.get("test", {})
+
+    def cell(where: dict, *keys: str) -> str:
+        for key in keys:
+            where = where.get(key) if isinstance(where, dict) else None
+        return _fmt(where)
+
+    def within(where: dict) -> str:
+        w = where.get("within_task", {}).get("min", {})
+        return f"{_fmt(w.get('auc'))} ({w.get('pairs', 0)} pairs)" if w else "-"
+
+    lines = ["## PRM", "",
+             f"Selection `{ev.get('selection')}`, {ev.get('train_responses')} training responses. "
+             "Within-task AUC: how often a passing response of a task outscores a failing one "
+             "of the same task by its minimum line score (what reranking needs).", "",
+             "| | held-out collected responses | test samples |", "|---|---|---|",
+             f"| line AUC vs oracle | {cell(held, 'oracle', 'lines', 'auc')} | "
+             f"{cell(test, 'oracle', 'lines', 'auc')} |",
+             f"| line AUC vs binary-search labels | {cell(held, 'binary_search', 'lines', 'auc')}"
+             " | - |",
+             f"| first error found exactly (vs oracle) | "
+             f"{cell(held, 'oracle', 'first_error', 'accuracy')} | "
+             f"{cell(test, 'oracle', 'first_error', 'accuracy')} |",
+             f"| within-task AUC | {within(held)} | {within(test)} |", ""]
+    rr = test.get("rerank")
+    if rr:
+        low, high = test.get("rerank_ci95", {}).get("prm_min-random", (None, None))
+        lines += [f"Best-of-{rr['n']} reranking on {rr['problems']} test tasks, as pass@1: "
+                  f"PRM-min {_fmt(rr['prm_min'])}, PRM-last {_fmt(rr['prm_last'])}, random "
+                  f"{_fmt(rr['random'])}, random among distinct responses "
+                  f"{_fmt(rr.get('random_distinct'))}, majority vote {_fmt(rr.get('majority'))}, "
+                  f"any sample passes {_fmt(rr['oracle'])}. PRM-min minus random, 95 % "
+                  f"bootstrap interval: [{_fmt(low)}, {_fmt(high)}].", ""]
+    return lines
+
+
 def write_report(run_dir: str | Path) -> Path:
     """DIR/report.md and DIR/plots/*.png from whatever the run has produced."""
     run_dir = Path(run_dir)
@@ -286,9 +326,11 @@ def write_report(run_dir: str | Path) -> Path:
                          f"{_fmt(last['lines_per_response'])} | {_fmt(last['comment_share'])} |")
         lines += ["", "### Step-time breakdown (mean seconds per iteration)", "",
                   timing_table(runs), ""]
+    prm_eval = run_dir / "prm" / "eval.json"
+    if prm_eval.exists():
+        lines += prm_section(json.loads(prm_eval.read_text()))
     other = [(stage, _json_summary(run_dir / stage / file)) for stage, file in
-             (("sft", "eval.json"), ("prm_data", "summary.json"), ("prm_data", "quality.json"),
-              ("prm", "eval.json"))]
+             (("sft", "eval.json"), ("prm_data", "summary.json"), ("prm_data", "quality.json"))]
     other = [(s, text) for s, text in other if text]
     if other:
         lines += ["## Other stages", ""] + [f"- **{s}**: {text}" for s, text in other] + [""]

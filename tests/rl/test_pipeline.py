@@ -44,7 +44,7 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     rows = [json.loads(x) for x in (run / "rl_prm" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["time_prm_fwd"] > 0
     report = (run / "report.md").read_text()
-    assert "pass@1" in report and "Step-time breakdown" in report
+    assert "pass@1" in report and "Step-time breakdown" in report and "within-task AUC" in report
     assert {p.name for p in (run / "plots").iterdir()} >= {"pass_by_horizon.png", "training.png"}
     if os.getloadavg()[0] <= (os.cpu_count() or 1):      # the budget holds on an idle machine
         assert wall < 180, f"smoke pipeline took {wall:.0f}s (budget 180s)"
