@@ -517,6 +517,11 @@ def check_prm_config(cfg) -> None:
         raise ConfigError(f"prm.selection: {prm.selection!r} is not one of {sorted(SELECTIONS)}")
     if prm.early_stop not in EARLY_STOPS:
         raise ConfigError(f"prm.early_stop: {prm.early_stop!r} is not one of {list(EARLY_STOPS)}")
+    if prm.early_stop == "within_task" and not SELECTIONS[prm.selection](
+            {"passed": True, "n_good": 1}):
+        raise ConfigError(f"prm.early_stop: 'within_task' compares passing with failing "
+                          f"responses, and prm.selection={prm.selection!r} keeps no passing one; "
+                          "use prm.selection=full or passed_and_revised")
     for key in ("epochs", "batch_size", "rerank_n", "rerank_tasks"):
         if getattr(prm, key) < 1:
             raise ConfigError(f"prm.{key}: must be >= 1, got {getattr(prm, key)}")
@@ -638,6 +643,11 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         history = train_prm(prm, train_ex, val_ex, cfg.prm, pad, cfg.seed)
         prm.save_pretrained(stage_dir / "model", tokenizer)
 
+    if cfg.prm.early_stop == "within_task" and all(
+            math.isnan(x) for x in history.get("val_within_task") or [math.nan]):
+        print("prm: no validation task has both a passing and a failing response, so the "
+              "validation MSE chose (prm.early_stop=within_task); more tasks "
+              "(collect.num_prompts, prm.val_fraction) give it pairs")
     held_scores = predict(prm, [example_from_record(r) for r in val_recs], pad)
     held_out = response_metrics(
         held_scores, [r["is_comment"] for r in val_recs],

@@ -317,3 +317,16 @@ def test_validation_metrics_and_the_three_selection_keys_on_cpu():
     for mode in ("auc", "within_task"):       # an undefined metric ranks below any defined one
         assert selection_key(undefined, mode) < selection_key(better_within, mode)
         assert selection_key(undefined, mode) > selection_key(worse_undefined, mode)
+
+
+def test_within_task_early_stop_needs_a_selection_with_passing_responses_on_cpu():
+    from prmfast.config import ConfigError
+    from prmfast.prm import check_prm_config
+
+    for selection in ("full", "passed_and_revised"):
+        check_prm_config(load_config("smoke", sets=[f"prm.selection={selection}",
+                                                    "prm.early_stop=within_task"]))
+    for selection in ("revised_only", "failed_only"):
+        with pytest.raises(ConfigError, match="keeps no passing"):
+            check_prm_config(load_config("smoke", sets=[f"prm.selection={selection}",
+                                                        "prm.early_stop=within_task"]))
