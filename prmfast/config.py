@@ -150,6 +150,7 @@ class PRMConfig:
     # a frozen pretrained backbone with its own tokenizer instead (prmfast/prm_frozen.py):
     pretrained: str | None = None     # HF causal-LM folder or .gguf file (null: fine-tune prm.init)
     ridge: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
+    layer: int | None = None          # read the backbone's layer 1..n (null: its last); cheaper
 
 
 @dataclass

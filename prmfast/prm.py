@@ -534,6 +534,9 @@ def check_prm_config(cfg) -> None:
         if not (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
             raise ConfigError(f"prm.pretrained: {prm.pretrained!r} is neither a model folder "
                               "nor a .gguf file")
+    if prm.layer is not None and (prm.pretrained is None or prm.layer < 1):
+        raise ConfigError(f"prm.layer: {prm.layer} needs prm.pretrained (a frozen backbone) and "
+                          "a layer >= 1")
     if not prm.ridge or min(prm.ridge) <= 0:
         raise ConfigError(f"prm.ridge: needs one or more strengths > 0, got {prm.ridge}")
 
@@ -635,7 +638,8 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     train_ex, val_ex = ([example_from_record(r, neutral) for r in recs]
                         for recs in (train_sel, val_sel))
     if cfg.prm.pretrained is not None:
-        prm = FrozenBackbonePRM.from_backbone(cfg.prm.pretrained, tokenizer, device)
+        prm = FrozenBackbonePRM.from_backbone(cfg.prm.pretrained, tokenizer, device,
+                                              cfg.prm.layer)
         history = prm.fit(train_ex, val_ex, cfg.prm)
         prm.save(stage_dir / "model")
     else:

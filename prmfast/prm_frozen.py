@@ -13,7 +13,7 @@ tokenizer) are decoded; the backbone's tokenizer re-encodes the text with charac
 m maps to the backbone token that holds the line's last non-blank character (its newline), so the
 score reads the same prefix y(<=m) as the policy-side line-end token.
 
-    FrozenBackbonePRM.from_backbone(path, source_tokenizer, device=None)
+    FrozenBackbonePRM.from_backbone(path, source_tokenizer, device=None, layer=None)
     prm.fit(train, val, cfg: PRMConfig) -> history       # examples: prmfast.prm.PRMExample
     prm.predict(examples, batch_size) -> per example, per line scores
     prm.packed_line_scores(batch: PackedBatch, line_end [N] bool) -> [N]   (RL dense reward)
@@ -87,25 +87,37 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
 class FrozenBackbonePRM(nn.Module):
     """backbone (frozen, own tokenizer) -> hidden at mapped line ends [L, H] -> head -> [L]."""
 
-    def __init__(self, model: ValueModel, tokenizer, source_tokenizer, backbone_path: str):
+    def __init__(self, model: ValueModel, tokenizer, source_tokenizer, backbone_path: str,
+                 layer: int | None = None):
         super().__init__()
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"the backbone at {backbone_path!r} needs a fast tokenizer "
                              "(character offsets map the line ends)")
         self.model = model.requires_grad_(False).eval()
         self.tokenizer, self.source_tokenizer = tokenizer, source_tokenizer
-        self.backbone_path = backbone_path
+        self.backbone_path, self.layer = backbone_path, layer
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else tokenizer.eos_token_id or 0
         self.max_length = getattr(model.backbone.config, "max_position_embeddings", None)
 
     @classmethod
     def from_backbone(cls, path: str | Path, source_tokenizer,
-                      device: torch.device | str | None = None) -> "FrozenBackbonePRM":
-        """The pretrained causal LM at `path` (HF folder or .gguf) with a zero head."""
+                      device: torch.device | str | None = None,
+                      layer: int | None = None) -> "FrozenBackbonePRM":
+        """The pretrained causal LM at `path` (HF folder or .gguf) with a zero head. layer: keep
+        only the first `layer` decoder layers (the final norm stays), so the head reads that
+        layer's states and the forward costs layer / n of the full one; None: all."""
         causal_lm, tokenizer = load_policy(path, device=device)
-        return cls(ValueModel(causal_lm.base_model), tokenizer, source_tokenizer,
-                   str(Path(path).resolve()))
+        backbone = causal_lm.base_model
+        if layer is not None:
+            n = len(backbone.layers)
+            if not 1 <= layer <= n:
+                raise ValueError(f"prm.layer={layer}: the backbone at {str(path)!r} has layers "
+                                 f"1..{n}")
+            backbone.layers = backbone.layers[:layer]
+            backbone.config.num_hidden_layers = layer
+        return cls(ValueModel(backbone), tokenizer, source_tokenizer, str(Path(path).resolve()),
+                   layer)
 
     def save(self, folder: str | Path) -> None:
         """INFO_FILE (the backbone's path: it is not copied), the head, the policy tokenizer."""
@@ -114,7 +126,8 @@ class FrozenBackbonePRM(nn.Module):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()},
                   str(folder / HEAD_FILE))
         self.source_tokenizer.save_pretrained(str(folder / SOURCE_TOKENIZER))
-        (folder / INFO_FILE).write_text(json.dumps({"backbone": self.backbone_path}) + "\n")
+        (folder / INFO_FILE).write_text(json.dumps({"backbone": self.backbone_path,
+                                                    "layer": self.layer}) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str | None = None
@@ -126,7 +139,8 @@ class FrozenBackbonePRM(nn.Module):
             raise FileNotFoundError(f"{folder / INFO_FILE} names the backbone {info['backbone']!r}"
                                     ", which does not exist (the PRM does not copy it)")
         prm = cls.from_backbone(info["backbone"],
-                                AutoTokenizer.from_pretrained(folder / SOURCE_TOKENIZER), device)
+                                AutoTokenizer.from_pretrained(folder / SOURCE_TOKENIZER), device,
+                                info.get("layer"))
         state = load_file(str(folder / HEAD_FILE))
         head = prm.model.head
         head.load_state_dict({k: v.to(head.weight.device, head.weight.dtype)

@@ -330,3 +330,17 @@ def test_within_task_early_stop_needs_a_selection_with_passing_responses_on_cpu(
         with pytest.raises(ConfigError, match="keeps no passing"):
             check_prm_config(load_config("smoke", sets=[f"prm.selection={selection}",
                                                         "prm.early_stop=within_task"]))
+
+
+def test_prm_layer_needs_a_frozen_backbone_on_cpu(tmp_path):
+    from prmfast.config import ConfigError
+    from prmfast.prm import check_prm_config
+
+    with pytest.raises(ConfigError, match="prm.layer"):
+        check_prm_config(load_config("smoke", sets=["prm.layer=2"]))
+    (tmp_path / "backbone").mkdir()
+    with pytest.raises(ConfigError, match="prm.layer"):
+        check_prm_config(load_config("smoke", sets=[f"prm.pretrained={tmp_path / 'backbone'}",
+                                                    "prm.layer=0"]))
+    check_prm_config(load_config("smoke", sets=[f"prm.pretrained={tmp_path / 'backbone'}",
+                                                "prm.layer=2"]))

@@ -237,3 +237,27 @@ def test_frozen_prm_runs_identical_examples_once_on_cpu(tokenizers, backbone_dir
     assert sum(rows) == 2                                   # two distinct sequences, run once
     for got, want in zip(scores, [alone[1], alone[0], alone[1], alone[1], alone[0]]):
         assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_a_lower_layer_reads_that_layers_states_and_round_trips_on_cpu(tokenizers, backbone_dir,
+                                                                       tmp_path):
+    run_tok, _ = tokenizers
+    full = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)
+    low = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok, layer=1)
+    assert len(full.model.backbone.layers) == 2 and len(low.model.backbone.layers) == 1
+    ex = _example(run_tok, GOOD)
+    ids, ends = map_line_ends(run_tok, full.tokenizer, ex.input_ids, ex.line_ends)
+    with torch.no_grad():
+        out = full.model.backbone(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        expected = full.model.backbone.norm(out.hidden_states[1])[0, ends]   # layer 1, normed
+    got = low.line_end_states([ex])[0]
+    assert torch.allclose(got, expected.float(), atol=1e-5)
+    assert not torch.allclose(full.line_end_states([ex])[0], got, atol=1e-3)
+    low.model.head.weight.data.normal_()
+    low.save(tmp_path / "prm")
+    again = load_prm(tmp_path / "prm")
+    assert again.layer == 1 and len(again.model.backbone.layers) == 1
+    assert again.predict([ex])[0] == pytest.approx(low.predict([ex])[0], abs=1e-6)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="has layers 1..2"):
+            FrozenBackbonePRM.from_backbone(backbone_dir, run_tok, layer=bad)

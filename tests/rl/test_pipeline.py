@@ -72,9 +72,11 @@ def test_frozen_pretrained_prm_stage_and_its_dense_reward(smoke_run, tmp_path):
     for name in ("tokenizer", "sft", "rl_baseline", "prm_data"):
         (out / name).symlink_to(run / name)
     pretrained = f"prm.pretrained={tmp_path / 'backbone'}"
-    proc = train("prm", "--preset", "smoke", "--out", str(out), "--set", pretrained)
+    proc = train("prm", "--preset", "smoke", "--out", str(out), "--set", pretrained,
+                 "--set", "prm.layer=1")                # the first of the backbone's 2 layers
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert is_frozen_prm(out / "prm" / "model")
+    assert json.loads((out / "prm" / "model" / "frozen_prm.json").read_text())["layer"] == 1
     ev = json.loads((out / "prm" / "eval.json").read_text())
     assert ev["history"]["best_ridge"] in load_config("smoke").prm.ridge
     assert ev["test_samples"] > 0 and "rerank" in ev["test"]
