@@ -217,9 +217,9 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
 def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
               pad_id: int, seed: int = 0, progress: bool = True) -> dict:
     """AdamW on the (weighted, see loss_weights) MSE; the head may have its own learning rate
-    (cfg.head_lr). After each epoch the validation set is scored (evaluate_val); early stopping
-    (patience in epochs) ranks epochs by selection_key on cfg.early_stop. The best epoch's
-    weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
+    (cfg.head_lr). After each epoch the validation set is scored (validation_metrics); early
+    stopping (patience in epochs) ranks epochs by selection_key on cfg.early_stop. The best
+    epoch's weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
     if cfg.early_stop not in EARLY_STOPS:
         raise ValueError(f"prm.early_stop must be one of {EARLY_STOPS}, got {cfg.early_stop!r}")
     rng = random.Random(seed)
@@ -248,7 +248,7 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
         history["step_loss"] += losses
         history["train_loss"].append(sum(losses) / max(1, len(losses)))
         if val:
-            metrics = evaluate_val(prm, val, pad_id, cfg.batch_size)
+            metrics = validation_metrics(val, predict(prm, val, pad_id, cfg.batch_size))
         else:
             metrics = {"loss": history["train_loss"][-1], "auc": math.nan,
                        "within_task": math.nan}
@@ -277,18 +277,12 @@ EARLY_STOPS = ("loss", "auc", "within_task")
 
 def selection_key(metrics: dict[str, float], early_stop: str) -> tuple[float, float]:
     """How validation ranks candidate PRMs (epochs, ridge strengths); higher is better.
-    metrics: evaluate_val's. "loss": the validation MSE. "auc": the line AUC first; "within_task":
-    the within-task AUC of PRM-min first (within_task_auc: what reranking needs). For both the
-    validation MSE breaks ties and stands in when the metric is undefined (validation lacks a
-    class, or a task with both passing and failing responses)."""
-    first = metrics.get(early_stop, math.nan) if early_stop != "loss" else math.nan
+    metrics: as validation_metrics returns. "loss": the validation MSE. "auc": the line AUC
+    first; "within_task": the within-task AUC of PRM-min first (what reranking needs). For both
+    the validation MSE breaks ties and stands in when the metric is undefined (validation lacks
+    a class, or a task with both passing and failing responses)."""
+    first = math.nan if early_stop == "loss" else metrics[early_stop]
     return (-math.inf if math.isnan(first) else first, -metrics["loss"])
-
-
-def evaluate_val(prm, examples: Sequence[PRMExample], pad_id: int,
-                 batch_size: int) -> dict[str, float]:
-    """Validation metrics (validation_metrics) of a PRM on examples."""
-    return validation_metrics(examples, predict(prm, examples, pad_id, batch_size))
 
 
 def validation_metrics(examples: Sequence[PRMExample],
@@ -435,6 +429,11 @@ def within_task_auc(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
             wins += sum(1.0 if a > b else 0.5 if a == b else 0.0 for b in bad)
         pairs += len(good) * len(bad)
     return {"auc": wins / pairs if pairs else math.nan, "pairs": pairs}
+
+
+def within_task_all(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
+    """within_task_auc for every aggregate: {"min": {...}, "last": {...}, "mean": {...}}."""
+    return {how: within_task_auc(groups, how) for how in AGGREGATES}
 
 
 def group_by_task(task_ids: Sequence[str], items: Sequence) -> list[list]:
@@ -606,7 +605,7 @@ def evaluate_samples(prm, rows: list[dict], tokenizer, pad_id: int) -> dict:
                                        for r, ln in zip(rows, lines)]})
     out["rerank"] = rerank(groups, keys)
     out["rerank_ci95"] = rerank_margins(groups, keys)
-    out["within_task"] = {how: within_task_auc(groups, how) for how in AGGREGATES}
+    out["within_task"] = within_task_all(groups)
     return out
 
 
@@ -658,9 +657,9 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         {"binary_search": [r["labels"] for r in val_recs],
          "oracle": [oracle_labels(r["is_comment"], r["passed"], r.get("oracle_m_star"))
                     for r in val_recs]})
-    held_groups = group_by_task([r["task_id"] for r in val_recs],
-                                [(r["passed"], sc) for r, sc in zip(val_recs, held_scores)])
-    held_out["within_task"] = {how: within_task_auc(held_groups, how) for how in AGGREGATES}
+    held_out["within_task"] = within_task_all(group_by_task(
+        [r["task_id"] for r in val_recs],
+        [(r["passed"], sc) for r, sc in zip(val_recs, held_scores)]))
 
     policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
     rows = sample_responses(policy, test_tasks[:cfg.prm.rerank_tasks], cfg.prm.rerank_n, cfg,

@@ -106,7 +106,7 @@ class FrozenBackbonePRM(nn.Module):
                       layer: int | None = None) -> "FrozenBackbonePRM":
         """The pretrained causal LM at `path` (HF folder or .gguf) with a zero head. layer: keep
         only the first `layer` decoder layers (the final norm stays), so the head reads that
-        layer's states and the forward costs layer / n of the full one; None: all."""
+        layer's states and the forward runs layer of the n decoder layers; None: all."""
         causal_lm, tokenizer = load_policy(path, device=device)
         backbone = causal_lm.base_model
         if layer is not None:
@@ -200,8 +200,8 @@ class FrozenBackbonePRM(nn.Module):
         Returns the history."""
         start = time.perf_counter()
         train, val = with_weights(train, cfg), with_weights(val, cfg)
-        train_states = self.line_end_states(train, cfg.batch_size, progress)
-        features = torch.cat([s.double() for s in train_states] or [torch.zeros(0, 1)])
+        train_states = [s.double() for s in self.line_end_states(train, cfg.batch_size, progress)]
+        features = torch.cat(train_states or [torch.zeros(0, 1, dtype=torch.float64)])
         if not len(features):
             raise ValueError("the training examples have no lines to fit the PRM head on")
         fits = fit_ridge(features, _flat(train, "targets"), _flat(train, "weights"), cfg.ridge)
@@ -211,7 +211,7 @@ class FrozenBackbonePRM(nn.Module):
                    "val_lines": sum(len(s) for s in val_states)}
         for weight, bias in fits:
             history["train_loss"].append(validation_metrics(
-                train, [(s.double() @ weight + bias).tolist() for s in train_states])["loss"])
+                train, [(s @ weight + bias).tolist() for s in train_states])["loss"])
             if history["val_lines"]:
                 metrics = validation_metrics(val, [(s @ weight + bias).tolist()
                                                    for s in val_states])
