@@ -37,6 +37,7 @@ from prmfast.config import ConfigError, PRMConfig
 from prmfast.device import module_device
 from prmfast.errors import StageError
 from prmfast.labeling.search import labels_from_line
+from prmfast.labeling.select import SELECTIONS, keeps_passing, select
 from prmfast.lines import segment
 
 
@@ -510,14 +511,12 @@ def split_by_task(records: list[dict], val_fraction: float,
 
 def check_prm_config(cfg) -> None:
     """Value checks of the prm.* keys, run by the CLI before any stage starts."""
-    from prmfast.labeling import SELECTIONS
     prm = cfg.prm
     if prm.selection not in SELECTIONS:
         raise ConfigError(f"prm.selection: {prm.selection!r} is not one of {sorted(SELECTIONS)}")
     if prm.early_stop not in EARLY_STOPS:
         raise ConfigError(f"prm.early_stop: {prm.early_stop!r} is not one of {list(EARLY_STOPS)}")
-    if prm.early_stop == "within_task" and not SELECTIONS[prm.selection](
-            {"passed": True, "n_good": 1}):
+    if prm.early_stop == "within_task" and not keeps_passing(prm.selection):
         raise ConfigError(f"prm.early_stop: 'within_task' compares passing with failing "
                           f"responses, and prm.selection={prm.selection!r} keeps no passing one; "
                           "use prm.selection=full or passed_and_revised")
@@ -585,6 +584,11 @@ def run(cfg, run_dir: str | Path) -> Path:
     print(f"prm: within-task AUC of PRM-min (a task's passing vs failing samples) "
           f"{test['within_task']['min']['auc']:.3f} on test, "
           f"{result['held_out']['within_task']['min']['auc']:.3f} on held-out responses")
+    if not keeps_passing(cfg.prm.selection):
+        print(f"prm: prm.selection={cfg.prm.selection} trains on failed responses only, whose "
+              "last lines are all labelled -1: the PRM scores every program's last line low, so "
+              "reranking by the minimum or last line score cannot pick passing programs (fine "
+              "for the dense reward; to rerank use prm.selection=full or passed_and_revised)")
     return out_dir / "prm"
 
 
@@ -615,7 +619,6 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
 
     from prmfast.labeling.collect import sample_responses
     from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox
-    from prmfast.labeling.select import select
     from prmfast.device import select_device
     from prmfast.labeling.store import read_jsonl, write_json
     from prmfast.models import ValueModel

@@ -9,7 +9,7 @@ from prmfast.labeling.driver import Response, label_responses
 from prmfast.labeling.probe import Prober, executions_for, wave_sizes
 from prmfast.labeling.search import (binary_search, is_monotone, line_labels, m_star, max_probes,
                                      scan, scan_first_bad)
-from prmfast.labeling.select import SELECTIONS, select
+from prmfast.labeling.select import SELECTIONS, keeps_passing, select
 
 
 # ---------------------------------------------------------------- the search, no model
@@ -197,6 +197,8 @@ def test_selection_modes_on_cpu():
     picked = {mode: [recs.index(r) for r in select(recs, mode)] for mode in SELECTIONS}
     assert picked == {"full": [0, 1, 2], "revised_only": [2], "failed_only": [1, 2],
                       "passed_and_revised": [0, 2]}
+    assert {mode: keeps_passing(mode) for mode in SELECTIONS} == {
+        "full": True, "revised_only": False, "failed_only": False, "passed_and_revised": True}
     with pytest.raises(ValueError, match="revised_only"):
         select(recs, "revised")
 

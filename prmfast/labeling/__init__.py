@@ -12,7 +12,8 @@ collect  the "collect" stage
 from prmfast.labeling.driver import Labelled, Response, label_responses
 from prmfast.labeling.probe import Prober, ProbeOutcome, ProbeRequest
 from prmfast.labeling.search import BinarySearch, binary_search, line_labels, m_star
-from prmfast.labeling.select import SELECTIONS, select
+from prmfast.labeling.select import SELECTIONS, keeps_passing, select
 
 __all__ = ["BinarySearch", "Labelled", "ProbeOutcome", "ProbeRequest", "Prober", "Response",
-           "SELECTIONS", "binary_search", "label_responses", "line_labels", "m_star", "select"]
+           "SELECTIONS", "binary_search", "keeps_passing", "label_responses", "line_labels", "m_star",
+           "select"]

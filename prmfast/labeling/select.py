@@ -24,6 +24,12 @@ SELECTIONS: dict[str, Callable[[dict], bool]] = {
 }
 
 
+def keeps_passing(mode: str) -> bool:
+    """Whether `mode` trains on any passing response. Without one, every training response's
+    last code line is labelled -1, so the PRM learns to score every program's last line low."""
+    return SELECTIONS[mode]({"passed": True, "n_good": 1})
+
+
 def select(records: list[dict], mode: str) -> list[dict]:
     if mode not in SELECTIONS:
         raise ValueError(f"unknown selection {mode!r}; choose one of {sorted(SELECTIONS)}")
