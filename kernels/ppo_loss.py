@@ -31,8 +31,9 @@ def ppo_loss_fwd_kernel(lp_ptr, old_lp_ptr, adv_ptr, v_ptr, old_v_ptr, ret_ptr, 
     clipped_ratio = tl.minimum(tl.maximum(ratio, 1.0 - clip_low), 1.0 + clip_high)
     pg1 = -adv * ratio
     pg2 = -adv * clipped_ratio
-    # in range, both branches are the same function of ratio: take it unclipped
-    use_unclipped = (ratio == clipped_ratio) | (pg1 >= pg2)
+    # in range, both branches are the same function of ratio: take it unclipped (NaN too, so
+    # that it reaches the loss and the gradient as in the reference)
+    use_unclipped = (ratio == clipped_ratio) | ~(pg2 > pg1)
     pg = tl.where(use_unclipped, pg1, pg2)
     d_ratio = tl.where(use_unclipped, -adv, 0.0)
     dual = (dual_clip > 0.0) & (adv < 0.0) & (pg > -adv * dual_clip)
@@ -42,7 +43,7 @@ def ppo_loss_fwd_kernel(lp_ptr, old_lp_ptr, adv_ptr, v_ptr, old_v_ptr, ret_ptr, 
     v_clip = old_v + tl.minimum(tl.maximum(dv, -value_clip), value_clip)
     sq1 = (v - ret) * (v - ret)
     sq2 = tl.where(tl.abs(dv) <= value_clip, sq1, (v_clip - ret) * (v_clip - ret))
-    keep_unclipped = sq1 >= sq2
+    keep_unclipped = ~(sq2 > sq1)
     vf = 0.5 * tl.where(keep_unclipped, sq1, sq2)
     zero = tl.zeros([BLOCK], dtype=tl.float32)
     base = partials_ptr + pid.to(tl.int64) * 5

@@ -33,7 +33,7 @@ def resolve_impl(impl, device):
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
-        return "triton" if device.type == "cuda" else "numba"
+        return "triton" if torch.device(device).type == "cuda" else "numba"
     return impl
 
 
@@ -51,10 +51,13 @@ def gae(rewards, values, cu_seqlens, *, gamma, lam, impl="auto"):
     return _dispatch("gae", impl, values.device)(rewards, values, cu_seqlens, gamma=gamma, lam=lam)
 
 
-def _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed, extra_floats=()):
+def _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed, extra_floats=(),
+                         **coefficients):
+    """Checks the tensors; returns the coefficients (kl_coef, prm_coef_*) as floats."""
     check.check_packed(cu_seqlens, floats=[*extra_floats, ("prm_scores", prm_scores), ("kl", kl)],
                        bools=[("line_end", line_end)], per_seq_floats=[("outcome", outcome)],
                        per_seq_bools=[("passed", passed)])
+    return {name: check.check_coefficient(name, value) for name, value in coefficients.items()}
 
 
 def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_coef,
@@ -63,10 +66,11 @@ def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_c
 
     prm_scores, kl: [N] float; line_end: [N] bool; outcome: [S] float; passed: [S] bool
     -> rewards [N]:  -kl_coef*kl_t + line_end_t*c_s*prm_t/L_s + [t == e_s - 1]*outcome_s."""
-    _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed)
+    coefficients = _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed,
+                                        kl_coef=kl_coef, prm_coef_fail=prm_coef_fail,
+                                        prm_coef_pass=prm_coef_pass)
     return _dispatch("dense_rewards", impl, kl.device)(
-        prm_scores, line_end, kl, outcome, passed, cu_seqlens, kl_coef=float(kl_coef),
-        prm_coef_fail=float(prm_coef_fail), prm_coef_pass=float(prm_coef_pass),
+        prm_scores, line_end, kl, outcome, passed, cu_seqlens, **coefficients,
         normalize_by_lines=bool(normalize_by_lines))
 
 
@@ -77,14 +81,14 @@ def dense_rewards_gae(values, prm_scores, line_end, kl, outcome, passed, cu_seql
 
     values, prm_scores, kl: [N]; line_end: [N] bool; outcome: [S]; passed: [S] bool
     -> (rewards [N], advantages [N], returns [N])."""
-    _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed,
-                         extra_floats=[("values", values)])
+    coefficients = _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed,
+                                        extra_floats=[("values", values)], kl_coef=kl_coef,
+                                        prm_coef_fail=prm_coef_fail, prm_coef_pass=prm_coef_pass)
     gamma = check.check_coefficient("gamma", gamma, 0.0, 1.0)
     lam = check.check_coefficient("lam", lam, 0.0, 1.0)
     return _dispatch("dense_rewards_gae", impl, values.device)(
         values, prm_scores, line_end, kl, outcome, passed, cu_seqlens, gamma=gamma, lam=lam,
-        kl_coef=float(kl_coef), prm_coef_fail=float(prm_coef_fail),
-        prm_coef_pass=float(prm_coef_pass), normalize_by_lines=bool(normalize_by_lines))
+        **coefficients, normalize_by_lines=bool(normalize_by_lines))
 
 
 def line_scores(hidden, weight, bias, line_end, *, impl="auto"):
@@ -97,7 +101,8 @@ def line_scores(hidden, weight, bias, line_end, *, impl="auto"):
     check.check_float("weight", weight)
     check.check_shape("weight", weight, (hidden.shape[1],))
     if not isinstance(bias, torch.Tensor):
-        bias = torch.tensor(float(bias), dtype=weight.dtype, device=weight.device)
+        bias = torch.tensor(check.check_coefficient("bias", bias), dtype=weight.dtype,
+                            device=weight.device)
     check.check_float("bias", bias)
     if bias.numel() != 1 or bias.dim() > 1:
         raise ValueError(f"bias must be a scalar or shape (1,), got shape {tuple(bias.shape)}")
@@ -127,7 +132,7 @@ def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu
     return _dispatch("ppo_loss", impl, logprobs.device)(
         logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens,
         clip_low=float(clip_low), clip_high=float(clip_high), dual_clip=dual_clip,
-        value_clip=float(value_clip), vf_coef=float(vf_coef))
+        value_clip=float(value_clip), vf_coef=check.check_coefficient("vf_coef", vf_coef))
 
 
 def token_logprobs(hidden, weight, targets, *, temperature=1.0, chunk_size=None, impl="auto"):
@@ -146,10 +151,10 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, chunk_size=None,
     check.check_same_device("hidden", hidden, weight=weight, targets=targets)
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= weight.shape[0]):
         raise ValueError(f"targets must be in [0, V = {weight.shape[0]})")
-    temperature = float(temperature)
+    temperature = check.check_coefficient("temperature", temperature)
     if not temperature > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+    if chunk_size is not None:
+        chunk_size = check.check_count("chunk_size", chunk_size)
     return _dispatch("token_logprobs", impl, hidden.device)(
         hidden, weight, targets, temperature=temperature, chunk_size=chunk_size)

@@ -134,8 +134,9 @@ def ppo_loss_fwd_kernel(logprobs, old_logprobs, advantages, values, old_values, 
             clipped_ratio = min(max(ratio, 1.0 - clip_low), 1.0 + clip_high)
             pg1 = -a * ratio
             pg2 = -a * clipped_ratio
-            # in range, both branches are the same function of ratio: take it unclipped
-            unclipped = ratio == clipped_ratio or pg1 >= pg2
+            # in range, both branches are the same function of ratio: take it unclipped (NaN
+            # too, so that it reaches the loss and the gradient as in the reference)
+            unclipped = ratio == clipped_ratio or not (pg2 > pg1)
             pg = pg1 if unclipped else pg2
             d_ratio = -a if unclipped else 0.0
             if not unclipped:
@@ -151,7 +152,7 @@ def ppo_loss_fwd_kernel(logprobs, old_logprobs, advantages, values, old_values, 
             else:
                 v_clip = old_values[t] + min(max(dv, -value_clip), value_clip)
                 sq2 = (v_clip - r) * (v_clip - r)
-            if sq1 >= sq2:
+            if not (sq2 > sq1):
                 vf_sum += 0.5 * sq1
                 d_v = v - r
             else:

@@ -62,6 +62,7 @@ def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_c
     s = lengths.numel()
     seq_of_token = torch.repeat_interleave(torch.arange(s, device=kl.device), lengths)
     ends = line_end.to(dtype)
+    zero = torch.zeros((), dtype=dtype, device=kl.device)
     if normalize_by_lines:
         n_lines = torch.zeros(s, dtype=dtype, device=kl.device).index_add_(0, seq_of_token, ends)
     else:
@@ -69,7 +70,8 @@ def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_c
     coef = torch.where(passed, torch.tensor(prm_coef_pass, dtype=dtype, device=kl.device),
                        torch.tensor(prm_coef_fail, dtype=dtype, device=kl.device))
     per_line = (coef / n_lines.clamp(min=1))[seq_of_token]
-    rewards = -kl_coef * kl.to(dtype) + ends * per_line * prm_scores.to(dtype)
+    # where, not a product: a NaN or inf score off a line end must not leak (as in the fast paths)
+    rewards = -kl_coef * kl.to(dtype) + torch.where(line_end, per_line * prm_scores.to(dtype), zero)
     last = cu_seqlens[1:].long() - 1
     nonempty = lengths > 0
     rewards[last[nonempty]] += outcome.to(dtype)[nonempty]
@@ -91,8 +93,11 @@ def line_scores(hidden, weight, bias, line_end):
 
     scores_t = line_end_t * (hidden_t . weight + bias), zero elsewhere."""
     dtype = result_dtype(hidden, weight)
-    raw = hidden.to(dtype) @ weight.to(dtype) + bias.to(dtype).reshape(())
-    return torch.where(line_end, raw, torch.zeros((), dtype=dtype, device=raw.device))
+    zero = torch.zeros((), dtype=dtype, device=hidden.device)
+    # rows off a line end are zeroed before the product, so a NaN there reaches no gradient
+    rows = torch.where(line_end[:, None], hidden.to(dtype), zero)
+    raw = rows @ weight.to(dtype) + bias.to(dtype).reshape(())
+    return torch.where(line_end, raw, zero)
 
 
 def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens, *,
@@ -108,7 +113,9 @@ def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu
     pg = torch.maximum(pg_unclipped, pg_clipped)
     if dual_clip is not None:
         pg = torch.where(adv < 0, torch.minimum(pg, -adv * dual_clip), pg)
-    v_clipped = ov + torch.clamp(v - ov, -value_clip, value_clip)
+    # in range v itself (not ov + (v - ov), which rounds and would count as clipped)
+    v_clipped = torch.where((v - ov).abs() <= value_clip, v,
+                            ov + torch.clamp(v - ov, -value_clip, value_clip))
     vf_unclipped = (v - ret) ** 2
     vf_clipped = (v_clipped - ret) ** 2
     vf = 0.5 * torch.maximum(vf_unclipped, vf_clipped)

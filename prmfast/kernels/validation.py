@@ -37,49 +37,68 @@ def check_same_device(ref_name, ref, **tensors):
             raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
 
 
-def check_cu_seqlens(cu_seqlens, n):
-    """cu_seqlens: [S+1] int, starts at 0, non-decreasing, ends at n. Returns S."""
+def check_cu_seqlens(cu_seqlens):
+    """cu_seqlens: [S+1] int, starts at 0, non-decreasing. Returns (N, S), N = cu_seqlens[-1]."""
     check_int("cu_seqlens", cu_seqlens)
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
         raise ValueError(f"cu_seqlens must be 1-D with S+1 >= 1 entries, got shape {tuple(cu_seqlens.shape)}")
-    first, last = cu_seqlens[0].item(), cu_seqlens[-1].item()
+    first = cu_seqlens[0].item()
     if first != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {first}")
     if cu_seqlens.numel() > 1 and bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
         raise ValueError("cu_seqlens must be non-decreasing")
-    if last != n:
-        raise ValueError(f"cu_seqlens must end at N = {n} (the number of tokens), got {last}")
-    return cu_seqlens.numel() - 1
+    return int(cu_seqlens[-1].item()), cu_seqlens.numel() - 1
 
 
 def check_packed(cu_seqlens, floats=(), bools=(), per_seq_floats=(), per_seq_bools=()):
     """Validate a packed batch. Each group is a sequence of (name, tensor); token tensors are [N],
-    per-sequence tensors [S]. N is taken from the first token tensor. Returns (N, S)."""
-    token_tensors = list(floats) + list(bools)
-    n = token_tensors[0][1].shape[0] if token_tensors and token_tensors[0][1].dim() == 1 else None
+    per-sequence tensors [S]. A token tensor whose length is not cu_seqlens[-1] is named, unless
+    they all agree and cu_seqlens does not. Returns (N, S)."""
     for name, t in floats:
         check_float(name, t)
     for name, t in bools:
         check_bool(name, t)
-    first_name, first = token_tensors[0]
-    if first.dim() != 1:
-        raise ValueError(f"{first_name} must be 1-D [N], got shape {tuple(first.shape)}")
-    for name, t in token_tensors:
-        check_shape(name, t, (n,))
-    s = check_cu_seqlens(cu_seqlens, n)
     for name, t in per_seq_floats:
         check_float(name, t)
     for name, t in per_seq_bools:
         check_bool(name, t)
+    token_tensors = list(floats) + list(bools)
+    for name, t in token_tensors:
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be 1-D [N], got shape {tuple(t.shape)}")
+    n, s = check_cu_seqlens(cu_seqlens)
+    lengths = {t.shape[0] for _, t in token_tensors}
+    if len(lengths) == 1 and n not in lengths:
+        raise ValueError(f"cu_seqlens must end at N = {lengths.pop()} (the number of tokens), "
+                         f"got {n}")
+    for name, t in token_tensors:
+        check_shape(name, t, (n,))
     for name, t in list(per_seq_floats) + list(per_seq_bools):
         check_shape(name, t, (s,))
+    first_name, first = token_tensors[0]
     others = dict(token_tensors[1:] + list(per_seq_floats) + list(per_seq_bools) + [("cu_seqlens", cu_seqlens)])
     check_same_device(first_name, first, **others)
     return n, s
 
 
 def check_coefficient(name, value, low=None, high=None):
-    value = float(value)
-    if value != value or (low is not None and value < low) or (high is not None and value > high):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if value != value:
+        raise ValueError(f"{name} must be a number, got nan")
+    if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
     return value
+
+
+def check_count(name, value):
+    """A positive whole number (an int, or a float or numpy scalar that is one) -> int."""
+    try:
+        whole = int(value) == value and value >= 1
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    return int(value)

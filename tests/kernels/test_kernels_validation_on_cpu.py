@@ -84,3 +84,51 @@ def test_line_scores_and_token_logprobs_reject_bad_input_on_cpu():
         kernels.token_logprobs(h, torch.randn(9, 3), torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature"):
         kernels.token_logprobs(h, lm, torch.zeros(5, dtype=torch.long), temperature=0.0)
+
+
+def test_errors_name_the_argument_that_is_wrong_on_cpu():
+    b = ppo_batch(1, n=6)
+    with pytest.raises(ValueError, match="rewards must be a torch.Tensor"):
+        kernels.gae([0.0] * 6, b["values"], b["cu_seqlens"], gamma=0.9, lam=0.9)
+    with pytest.raises(ValueError, match=r"logprobs must have shape \(6,\)"):
+        kernels.ppo_loss(**dict(b, logprobs=b["logprobs"][:4]))
+    with pytest.raises(ValueError, match="gamma must be a number, got None"):
+        kernels.gae(b["returns"], b["values"], b["cu_seqlens"], gamma=None, lam=0.9)
+    r = reward_batch(2)
+    with pytest.raises(ValueError, match="kl_coef must be a number"):
+        kernels.dense_rewards(**{k: v for k, v in r.items() if k != "values"}, kl_coef="0.1x")
+    h, w, ends = torch.randn(5, 4), torch.randn(4), torch.ones(5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="bias must be a number"):
+        kernels.line_scores(h, w, None, ends)
+    targets = torch.zeros(5, dtype=torch.long)
+    for bad in (float("inf"), float("nan"), 2.5, 0, "4"):
+        with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+            kernels.token_logprobs(h, torch.randn(9, 4), targets, chunk_size=bad)
+    mask = torch.rand(3, 5) < 0.6
+    with pytest.raises(ValueError, match="values must have the mask's shape"):
+        kernels.gae_padded(torch.zeros(3, 5), torch.zeros(3, 4), mask, gamma=1.0, lam=1.0)
+    with pytest.raises(ValueError, match="tensor #0 must be a torch.Tensor"):
+        kernels.pack(mask, [[0.0] * 5] * 3)
+    assert kernels.resolve_impl("auto", "cpu") == "numba"
+
+
+def test_unpack_checks_the_mask_and_the_packed_length_on_cpu():
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    with pytest.raises(ValueError, match=r"packed tensor #0 must have shape \(5,\)"):
+        kernels.unpack(mask, torch.tensor([7.0]))
+    with pytest.raises(ValueError, match="mask must be a bool"):
+        kernels.unpack(mask.int(), torch.zeros(5))
+    packed = torch.randn(5)
+    (full,) = kernels.unpack(mask, packed)
+    assert torch.equal(full[mask], packed) and not full[~mask].any()
+
+
+@pytest.mark.parametrize("impl", ["numba", "triton"])
+def test_whole_float_chunk_size_is_accepted_on_cpu(impl):
+    gen = torch.Generator().manual_seed(3)
+    h, w = torch.randn(7, 4, generator=gen), torch.randn(11, 4, generator=gen)
+    targets = torch.randint(0, 11, (7,), generator=gen)
+    expected = kernels.token_logprobs(h, w, targets, impl="torch")
+    actual = kernels.token_logprobs(h, w, targets, chunk_size=2.0, impl=impl)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)
