@@ -160,6 +160,9 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
       setenv("HOME", workdir.c_str(), 1) != 0 || setenv("TMPDIR", workdir.c_str(), 1) != 0 ||
       setenv("LANG", "C.UTF-8", 1) != 0 || setenv("PYTHONIOENCODING", "utf-8", 1) != 0)
     child_failed(2, "setenv", errno);
+  // Its own System V IPC namespace (shared memory, semaphores, message queues): Landlock
+  // does not cover these, and without it a segment outlives the job and is seen by the next.
+  if (cfg.ipcns && unshare(CLONE_NEWIPC) != 0) child_failed(2, "unshare(CLONE_NEWIPC)", errno);
   const char* what = "";
   Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);

@@ -9,7 +9,7 @@
 namespace prmfast {
 
 struct ServerConfig {
-  bool pidns = false, setuid = false, landlock = false, rlimits = false;  // layers
+  bool pidns = false, ipcns = false, setuid = false, landlock = false, rlimits = false;  // layers
   unsigned uid_base = 0;  // untrusted code of slot k runs as uid/gid uid_base + k
   std::string base;       // job folders are <base>/<job>
   // Called (GIL held) in each forked process, and never expected to return:

@@ -49,10 +49,11 @@ PYBIND11_MODULE(_sandbox, m) {
 
   m.def(
       "serve_jobs",
-      [](int sock, bool pidns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
+      [](int sock, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
          const std::string& base, py::function judge_entry, py::function child_entry) {
         ServerConfig cfg;
         cfg.pidns = pidns;
+        cfg.ipcns = ipcns;
         cfg.setuid = setuid;
         cfg.landlock = landlock;
         cfg.rlimits = rlimits;
@@ -62,7 +63,7 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.child_entry = child_entry.ptr();
         serve_jobs(sock, cfg);
       },
-      py::arg("sock"), py::arg("pidns"), py::arg("setuid"), py::arg("landlock"),
+      py::arg("sock"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
       py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("judge_entry"),
       py::arg("child_entry"),
       "Run the fork server loop; never returns. Each forked judge runs "

@@ -18,6 +18,9 @@ from prmfast.sandbox import codec
 MEMORY_EXIT = 121  # stdio mode: the program died of MemoryError
 SERVE, SCRIPT = 0, 1  # modes: answer the judge's requests / run as a script (stdio tests)
 PROGRAM_FD = 4  # a sealed memfd holding the program (UTF-8, surrogates passed through)
+# A global whose value encodes to more than this crosses to the judge as a reference, not as
+# a copy: the judge bounds what it reads (judge.MAX_FRAME), and the tests rarely read one.
+MANIFEST_VALUE_BYTES = 1 << 20
 
 
 def start(mode: int, workdir: str) -> None:
@@ -171,7 +174,11 @@ def _manifest(ns: dict, refs: list) -> dict:
         if type(value) is type(sys):
             out[name] = {"module": value.__name__}
         else:
-            out[name] = {"value": codec.encode(value, refs)}
+            tree = codec.encode(value, refs)
+            if codec.encoded_size(tree) > MANIFEST_VALUE_BYTES:
+                refs.append(value)
+                tree = ["ref", len(refs) - 1]
+            out[name] = {"value": tree}
     return out
 
 

@@ -63,7 +63,15 @@ def encode(value, refs=None):
 
 
 def decode(tree, make_ref=None):
-    """Inverse of encode, validating everything (the tree may come from untrusted code)."""
+    """Inverse of encode, validating everything (the tree may come from untrusted code):
+    anything malformed raises ProtocolError (RecursionError when nested too deep)."""
+    try:
+        return _decode(tree, make_ref)
+    except (TypeError, ValueError, OverflowError) as exc:  # unhashable keys, huge complex...
+        raise ProtocolError(f"malformed value: {exc}") from None
+
+
+def _decode(tree, make_ref):
     t = type(tree)
     if tree is None or t in (bool, str, int, float):
         return tree
@@ -71,14 +79,14 @@ def decode(tree, make_ref=None):
         raise ProtocolError(f"malformed value {t.__name__}")
     tag, items = tree[0], tree[1:]
     if tag == "list":
-        return [decode(v, make_ref) for v in items]
+        return [_decode(v, make_ref) for v in items]
     if tag in ("tuple", "set", "frozenset"):
         kind = {"tuple": tuple, "set": set, "frozenset": frozenset}[tag]
-        return kind(decode(v, make_ref) for v in items)
+        return kind(_decode(v, make_ref) for v in items)
     if tag == "dict":
         if any(type(kv) is not list or len(kv) != 2 for kv in items):
             raise ProtocolError("malformed dict")
-        return {decode(k, make_ref): decode(v, make_ref) for k, v in items}
+        return {_decode(k, make_ref): _decode(v, make_ref) for k, v in items}
     if len(items) == 1 and type(items[0]) is str:
         if tag == "bigint":
             try:
@@ -95,7 +103,9 @@ def decode(tree, make_ref=None):
         if tag == "type" and items[0] in TYPE_NAMES:
             return getattr(builtins, items[0])
     if tag == "complex" and len(items) == 2:
-        return complex(decode(items[0]), decode(items[1]))
+        parts = [_decode(part, None) for part in items]
+        if all(type(part) in (int, float) for part in parts):
+            return complex(*parts)
     if tag == "ref" and len(items) == 1 and type(items[0]) is int and make_ref is not None:
         return make_ref(items[0])
     raise ProtocolError(f"malformed value tagged {tag!r}")
@@ -112,6 +122,11 @@ def _plain_int(text: str) -> int:
 # Built once: json.dumps/loads with arguments build a new encoder/decoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_int=_plain_int)
+
+
+def encoded_size(message) -> int:
+    """Bytes of `message` as a frame body."""
+    return len(_ENCODER.encode(message))
 
 
 def dumps(message) -> bytes:

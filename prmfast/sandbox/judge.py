@@ -15,6 +15,7 @@ import ast
 import builtins
 import collections
 import fcntl
+import importlib
 import json
 import os
 import selectors
@@ -29,13 +30,23 @@ from prmfast.sandbox import child as child_side
 from prmfast.sandbox import codec
 from prmfast.sandbox.compare import normalize_stdout, strict_equal
 
-MAX_FRAME = 64 << 20
+# A reply (one encoded value) above this ends the job as an error: the judge decodes every
+# reply, and this bounds the memory that takes (a reply is read only when one is awaited).
+MAX_FRAME = 8 << 20
 # Messages to and from the fork server and the zygote (csrc/protocol.h).
 SUBMIT, KILL, SPAWN, SPAWNED, CHILD_EXITED, FINISHED, KILLED = 1, 2, 4, 5, 6, 7, 8
 MESSAGE = struct.Struct("<IiQ")          # op, arg, job or child sequence number
 CHILD_EXIT = struct.Struct("<IiQq")      # op, wait status, seq, CPU microseconds
 SPAWN_REQUEST = struct.Struct("<IiQQqqqqq")  # op, mode, job, seq, five limits
-_IMPORT_DENYLIST = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
+# Modules the test code may see when the program imported them: those the judge has already
+# loaded, and these (with their public submodules). Importing any other name could run code
+# as root here (a package's __main__, a demo), so the test code does not get it.
+MIRRORED_MODULES = frozenset({
+    "abc", "array", "bisect", "calendar", "cmath", "collections", "copy", "dataclasses",
+    "datetime", "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "io",
+    "itertools", "json", "math", "numbers", "operator", "os", "queue", "random", "re",
+    "statistics", "string", "struct", "sys", "textwrap", "time", "types", "typing",
+    "unicodedata"})
 
 
 class Stop(BaseException):
@@ -119,7 +130,13 @@ class Child:
     def __init__(self, cfg: dict, mode: int, stdin: bytes = b""):
         self.limit = cfg["limits"]["output_bytes"]
         self.link: Link = cfg["link"]
-        chan_parent, chan_child = socket.socketpair()
+        # A script (stdio tests) talks to nobody: its fd 3 is /dev/null, so nothing it writes
+        # there piles up here.
+        if mode == child_side.SCRIPT:
+            chan_parent, chan_fd = None, os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        else:
+            chan_parent, chan_child = socket.socketpair()
+            chan_fd = chan_child.fileno()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         stdin_fd = os.memfd_create("stdin")
@@ -127,19 +144,20 @@ class Child:
             os.write(stdin_fd, stdin)
             os.lseek(stdin_fd, 0, os.SEEK_SET)
         try:
-            fds = [cfg["program_fd"], stdin_fd, chan_child.fileno(), out_w, err_w]
+            fds = [cfg["program_fd"], stdin_fd, chan_fd, out_w, err_w]
             self.seq = self.link.spawn(cfg["job"], mode, cfg["limits"], fds)
         finally:
-            for fd in (out_w, err_w, stdin_fd):
+            for fd in (out_w, err_w, stdin_fd, chan_fd):
                 os.close(fd)
-            chan_child.close()
         self.spawn_error: Stop | None = None
-        self.sock, self.chan = chan_parent, chan_parent.fileno()
+        self.sock = chan_parent
+        self.chan = chan_parent.fileno() if chan_parent is not None else -1
         self.sel = self.link.selector
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         for fd in (self.chan, out_r, err_r):
-            self.sel.register(fd, selectors.EVENT_READ)
+            if fd >= 0:
+                self.sel.register(fd, selectors.EVENT_READ)
         self.out_fd, self.err_fd = out_r, err_r
         self.stdout, self.stderr, self.total_output = bytearray(), bytearray(), 0
         self.inbuf, self.frames = bytearray(), collections.deque()
@@ -260,9 +278,10 @@ class Child:
                     (self.stdout if fd == self.out_fd else self.stderr).extend(data)
         del self.stderr[:-4096]
         for fd in (self.chan, self.out_fd, self.err_fd):
-            if fd in registered:
+            if fd >= 0 and fd in registered:
                 self.sel.unregister(fd)
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
         for fd in (self.out_fd, self.err_fd):
             os.close(fd)
 
@@ -408,24 +427,63 @@ def _first_reply(ch: Child) -> dict:
     return reply
 
 
-def namespace_from(manifest: dict, ch: Child) -> dict:
-    """The judge's mirror of the program's globals: plain values, remote callables, and
-    standard-library modules imported here by name."""
+def namespace_from(manifest: dict, ch: Child, entry_point: str | None,
+                   called: set[str]) -> dict:
+    """The judge's mirror of the program's globals, for the test code: plain values, remote
+    callables, and the modules of MIRRORED_MODULES imported here by name. `called`: the
+    names the test code calls."""
     ns = {"__name__": "__main__", "__builtins__": builtins}
+    shown = mirrored_names(set(manifest), entry_point, called)
     for name, entry in manifest.items():
         if type(entry) is not dict:
             raise Stop("error", "malformed manifest")
+        if name not in shown:
+            continue
         if "module" in entry:
-            mod = str(entry["module"])
-            top = mod.partition(".")[0]
-            if top in sys.stdlib_module_names and top not in _IMPORT_DENYLIST:
-                try:
-                    ns[name] = __import__(mod, fromlist=["_"])
-                except ImportError:
-                    pass
-        else:
+            module = mirrored_module(str(entry["module"]))
+            if module is not None:
+                ns[name] = module
+            continue
+        try:
             ns[name] = codec.decode(entry.get("value"), lambda i: Remote(ch, i))
+        except (codec.ProtocolError, RecursionError) as exc:
+            raise Stop("error", f"malformed reply from the program: {exc}") from None
     return ns
+
+
+def mirrored_names(names: set[str], entry_point: str | None, called: set[str]) -> set[str]:
+    """The program's globals the test code sees. One named like a builtin (`def abs(x)`)
+    would replace that builtin in the test code and could forge a pass, so it is left out,
+    unless it is the function under test: the entry point or, without one, what the tests
+    call when they call no other function of the program (MBPP's `def sum(a, b)`, tested as
+    `assert sum(10, 15) == 6`)."""
+    shadowing = {name for name in names if hasattr(builtins, name)}
+    if entry_point is not None:
+        allowed = {entry_point}
+    elif called & (names - shadowing):
+        allowed = set()
+    else:
+        allowed = called
+    return (names - shadowing) | (shadowing & allowed)
+
+
+def mirrored_module(name: str):
+    """The module `name` if the test code may see it (MIRRORED_MODULES), else None."""
+    if name in sys.modules:
+        return sys.modules[name]
+    parts = name.split(".")
+    if parts[0] not in MIRRORED_MODULES or any(p.startswith("_") for p in parts):
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def called_names(cases) -> set[str]:
+    """Names the test code calls directly (`f(...)`)."""
+    return {node.func.id for case, _ in cases for node in ast.walk(case)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
 
 
 def split_cases(code: str, entry_point: str | None):
@@ -452,7 +510,11 @@ def run_assert(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
     detail = ""  # why the first failing case failed, for the user
     try:
         ch.deadline = job_deadline
-        ns = namespace_from(load_program(ch), ch)
+        entry_point = public.get("entry_point")
+        ns = namespace_from(load_program(ch), ch, entry_point, called_names(cases))
+        if entry_point and entry_point not in ns and any(
+                isinstance(node, ast.FunctionDef) and node.name == "check" for node, _ in cases):
+            raise Stop("error", f"the program does not define {entry_point!r}")
         for node, is_case in cases:
             ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
             status = "passed"
@@ -520,7 +582,7 @@ def pad(tests: list, cases: list) -> list:
 
 
 def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
-    runs, last = [], None
+    runs, last, detail = [], None, ""
     for stdin in public["stdin"]:
         ch = Child(cfg, child_side.SCRIPT, stdin.encode())
         ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
@@ -530,6 +592,8 @@ def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
         except Stop as exc:
             stop = exc
         ch.close()
+        if stop is not None and not detail:
+            detail = f"case {len(runs)}: {stop.status} {stop.detail}".strip()
         runs.append((stop, bytes(ch.stdout)))
         last = ch
         if stop is not None and stop.status == "timeout" and time.monotonic() >= job_deadline:
@@ -546,7 +610,7 @@ def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
         statuses.append(status)
     tests += [False] * (len(expected) - len(tests))
     statuses += ["timeout"] * (len(expected) - len(statuses))
-    return verdict(tests, statuses, None, last)
+    return verdict(tests, statuses, None, last, detail)
 
 
 def verdict(tests, statuses, stop: Stop | None, ch: Child | None, case_detail: str = "") -> dict:

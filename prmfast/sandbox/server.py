@@ -78,7 +78,8 @@ def main() -> None:
     # child allocating there gets fresh zero pages instead of copying the server's.
     _sandbox.malloc_trim()
     layers = set(cfg["layers"])
-    _sandbox.serve_jobs(3, pidns="pidns" in layers, setuid="setuid" in layers,
+    _sandbox.serve_jobs(3, pidns="pidns" in layers, ipcns="ipcns" in layers,
+                        setuid="setuid" in layers,
                         landlock="landlock" in layers, rlimits="rlimits" in layers,
                         uid_base=cfg["uid_base"], base=cfg["base"],
                         judge_entry=judge_entry,

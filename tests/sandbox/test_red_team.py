@@ -1,0 +1,85 @@
+"""Holes found by a red-team pass (2026-11-26), each closed: what one job leaves behind for the
+next, what a program can make the root judge do, and how it could forge a pass."""
+import pytest
+
+from prmfast.sandbox import AssertTests, CallTests, Job, Sandbox, StdioTests, available_layers
+from prmfast.sandbox import codec
+
+SHM = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "libc.shmat.restype = ctypes.c_void_p\n")
+
+
+@pytest.mark.skipif("ipcns" not in available_layers(), reason="needs root (IPC namespaces)")
+def test_system_v_shared_memory_neither_crosses_jobs_nor_outlives_them():
+    writer = SHM + ("sid = libc.shmget(0x5EC7, 1 << 20, 0o1666)\naddr = libc.shmat(sid, None, 0)\n"
+                    "ctypes.memset(addr, 65, 1 << 20)\nprint(sid >= 0)\n")
+    reader = SHM + "print(libc.shmget(0x5EC7, 0, 0))\n"
+    with Sandbox(workers=1, timeout_s=5.0, memory_mb=256) as sb:
+        wrote, read = sb.run([Job(writer, StdioTests([("", "True")])),
+                              Job(reader, StdioTests([("", "-1")]))])
+    assert wrote.passed and read.passed, (wrote, read)
+    with open("/proc/sysvipc/shm") as f:
+        assert not any(line.split()[0] == str(0x5EC7) for line in f.readlines()[1:])
+
+
+@pytest.mark.parametrize("module", ["unittest.__main__", "venv.__main__", "test.autotest", "this"])
+def test_a_program_cannot_make_the_judge_import_a_module_that_runs_code(sandbox, capfd, module):
+    prog = f"import types\nx = types.ModuleType({module!r})\ndef f():\n    return 1\n"
+    r = sandbox.run([Job(prog, AssertTests("assert f() == 1"))])[0]
+    assert r.status == "passed", r
+    assert "Beautiful is better" not in capfd.readouterr().out
+
+
+def test_modules_the_program_imported_are_still_there_for_the_tests(sandbox):
+    prog = "import math\nimport collections.abc\ndef f(x):\n    return math.sqrt(x)\n"
+    tests = "assert f(16) == math.sqrt(16) == 4.0\nassert collections.abc.Sized\n"
+    assert sandbox.run([Job(prog, AssertTests(tests))])[0].passed
+
+
+def test_globals_named_like_builtins_cannot_forge_a_pass(sandbox):
+    wrong = "def truncate(x):\n    return 999.0\n"
+    humaneval = "def check(candidate):\n    assert abs(candidate(3.5) - 0.5) < 1e-6\n"
+    mbpp = "assert set(common([1, 2], [2, 3])) == set([2])\nassert len(common([], [])) == 0\n"
+    jobs = [Job(wrong + "def abs(x):\n    return 0\n", AssertTests(humaneval, "truncate")),
+            Job("def common(a, b):\n    return [7]\ndef set(x):\n    return 1\n"
+                "def len(x):\n    return 0\n", AssertTests(mbpp)),
+            # the function under test may itself be named like a builtin (MBPP task 126)
+            Job("def sum(a, b):\n    return sum_of(a, b)\ndef sum_of(a, b):\n    return 6\n",
+                AssertTests("assert sum(10, 15) == 6\n")),
+            Job("def truncate(x):\n    return x % 1.0\ndef abs(x):\n    return 0\n",
+                AssertTests(humaneval, "truncate"))]
+    assert [r.status for r in sandbox.run(jobs)] == ["failed", "failed", "passed", "passed"]
+
+
+def test_a_script_talks_to_nobody_on_fd_3(sandbox):
+    prog = ("import os, struct\nframe = struct.pack('<I', 1 << 20) + b'1' * (1 << 20)\n"
+            "for _ in range(64):\n    os.write(3, frame)\nprint(os.readlink('/proc/self/fd/3'))\n")
+    r = sandbox.run([Job(prog, StdioTests([("", "/dev/null")]))])[0]
+    assert r.passed, r
+
+
+def test_an_oversized_reply_ends_the_job_and_a_big_global_crosses_as_a_reference(sandbox):
+    amplify = ("import os, struct\nbody = b'{\"ok\":[\"list\"' + b',[\"list\"]' * (1 << 20) + b']}'\n"
+               "def f():\n    os.write(3, struct.pack('<I', len(body)) + body)\n")
+    big = "table = list(range(400_000))\ndef f(i):\n    return table[i]\n"
+    r_amp, r_big = sandbox.run([Job(amplify, AssertTests("assert f() == 1")),
+                                Job(big, AssertTests("assert f(7) == 7\nassert len(table) == 400_000"))])
+    assert r_amp.status == "error" and "oversized reply" in r_amp.stderr, r_amp
+    assert r_big.passed, r_big
+
+
+@pytest.mark.parametrize("tree", [["complex", ["list"], 1], ["complex", "1", "2"],
+                                  ["set", ["list"]], ["dict", [["list"], 1]],
+                                  ["complex", ["bigint", "f" * 400], 0]])
+def test_malformed_values_from_a_program_are_protocol_errors(tree):
+    with pytest.raises(codec.ProtocolError):
+        codec.decode(tree)
+
+
+def test_missing_entry_point_is_an_error_and_a_script_says_why_it_failed(sandbox):
+    missing, exits = sandbox.run([
+        Job("def other(x):\n    return x\n",
+            AssertTests("def check(candidate):\n    assert candidate(1) == 1\n", "f")),
+        Job("raise SystemExit(3)\n", StdioTests([("", "")]))])
+    assert missing.status == "error" and "'f'" in missing.stderr, missing
+    assert exits.status == "error" and "code 3" in exits.stderr, exits
