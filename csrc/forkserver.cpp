@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -115,6 +116,14 @@ void die_with(int parent_pidfd) {
 }
 
 // Moves `fds` to 3, 4, ... and closes every other fd above 2.
+// In a zygote, PID 1 of its namespace: a /proc of that namespace only, in a mount namespace of
+// its own, so that its children see none of the machine's other processes there.
+void own_proc() {
+  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    _exit(1);
+}
+
 void keep_fds(std::vector<int> fds) {
   for (int& fd : fds)
     if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 64)) < 0) _exit(1);
@@ -408,6 +417,7 @@ class Server {
       die_with(judge_pidfd);
       prctl(PR_SET_NAME, "sandbox-zygote");
       keep_fds({zv[1]});
+      if (cfg_.pidns) own_proc();
       Zygote zygote(3, cfg_, slot);
       *start = zygote.loop();  // returns only in an untrusted child
       return;

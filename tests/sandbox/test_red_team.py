@@ -83,3 +83,11 @@ def test_missing_entry_point_is_an_error_and_a_script_says_why_it_failed(sandbox
         Job("raise SystemExit(3)\n", StdioTests([("", "")]))])
     assert missing.status == "error" and "'f'" in missing.stderr, missing
     assert exits.status == "error" and "code 3" in exits.stderr, exits
+
+
+@pytest.mark.skipif("pidns" not in available_layers(), reason="needs root (PID namespaces)")
+def test_proc_shows_the_jobs_own_processes_only(sandbox):
+    prog = ("import os\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+            "print(pids == [1, os.getpid()], os.path.exists('/proc/self/status'))\n")
+    r = sandbox.run([Job(prog, StdioTests([("", "True True")]))])[0]
+    assert r.passed, r
