@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 
 from prmfast import _sandbox
 from prmfast.sandbox import codec
-from prmfast.sandbox.specs import AssertTests, CallTests, Job, Result, StdioTests
+from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTests, check_count,
+                                   check_seconds)
 
-LAYERS = ("pidns", "netns", "setuid", "landlock", "rlimits")
+LAYERS = ("pidns", "ipcns", "netns", "setuid", "landlock", "rlimits")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 
@@ -24,7 +25,7 @@ def available_layers() -> tuple[str, ...]:
     root = os.geteuid() == 0
     ok = {"rlimits"}
     if root:
-        ok |= {"pidns", "netns", "setuid"}
+        ok |= {"pidns", "ipcns", "netns", "setuid"}
     if _sandbox.landlock_abi() >= 1:
         ok.add("landlock")
     return tuple(layer for layer in LAYERS if layer in ok)
@@ -33,6 +34,7 @@ def available_layers() -> tuple[str, ...]:
 class Sandbox:
     """Runs batches of jobs in sandboxed Python processes.
 
+    workers:        jobs run at once (default: os.cpu_count())
     timeout_s:      wall-clock and CPU budget of a whole job (Job.timeout_s overrides it)
     case_timeout_s: budget of one test case (default: timeout_s)
     memory_mb:      address-space limit of the untrusted process (Job.memory_mb overrides)
@@ -44,6 +46,9 @@ class Sandbox:
                     job folders: a quota on the files of all jobs in flight, in memory
     judge_jobs:     jobs a slot's (long-lived, trusted) judge runs before a fresh one
                     replaces it
+    Counts and sizes must be positive integers (0 would switch a limit off), budgets
+    positive and at most one day (specs.MAX_TIMEOUT_S): else TypeError/ValueError naming the
+    argument. None for workers or case_timeout_s means the default.
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024,
@@ -51,16 +56,17 @@ class Sandbox:
                  file_size_mb: int = 16, open_files: int = 256, processes: int = 64,
                  isolation: Iterable[str] | None = None, uid_base: int = 1_200_000,
                  disk_mb: int = 1024, judge_jobs: int = 500, python: str | None = None):
-        self.workers = int(workers or os.cpu_count() or 1)
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
-        if min(timeout_s, memory_mb, output_bytes, disk_mb, judge_jobs) <= 0:
-            raise ValueError("timeout_s, memory_mb, output_bytes, disk_mb and judge_jobs must "
-                             "be positive")
-        self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
-        self.case_timeout_s = float(case_timeout_s or timeout_s)
-        self.limits = {"output_bytes": int(output_bytes), "file_size_mb": int(file_size_mb),
-                       "open_files": int(open_files), "processes": int(processes)}
+        self.workers = (os.cpu_count() or 1) if workers is None else check_count(workers, "workers")
+        self.timeout_s = check_seconds(timeout_s, "timeout_s")
+        self.case_timeout_s = (self.timeout_s if case_timeout_s is None
+                               else check_seconds(case_timeout_s, "case_timeout_s"))
+        self.memory_mb = check_count(memory_mb, "memory_mb")
+        self.limits = {name: check_count(value, name) for name, value in (
+            ("output_bytes", output_bytes), ("file_size_mb", file_size_mb),
+            ("open_files", open_files), ("processes", processes))}
+        disk_mb, judge_jobs = check_count(disk_mb, "disk_mb"), check_count(judge_jobs, "judge_jobs")
+        # uid 0 is root; slot uids must stay below (uid_t)-1, which means "no change"
+        uid_base = check_count(uid_base, "uid_base", maximum=(1 << 32) - 2 - self.workers)
         layers = available_layers() if isolation is None else tuple(isolation)
         unknown = set(layers) - set(LAYERS)
         if unknown:
@@ -80,8 +86,16 @@ class Sandbox:
         self._lock = threading.Lock()
 
     def run(self, jobs: Sequence[Job]) -> list[Result]:
-        """Run every job; one Result per job, in order. Releases the GIL while waiting."""
-        payloads = [self._payload(job) for job in jobs]
+        """Run every job; one Result per job, in order. Releases the GIL while waiting.
+        Jobs are checked first (Job.validate, args and expected values plain data): one the
+        sandbox cannot run raises TypeError/ValueError naming jobs[i], and no job runs."""
+        payloads = []
+        for i, job in enumerate(jobs):
+            try:
+                payloads.append(self._payload(job))
+            except (TypeError, ValueError) as exc:
+                raise (TypeError if isinstance(exc, TypeError) else ValueError)(
+                    f"jobs[{i}]: {exc}") from None
         deadlines = [self._job_timeout(job) * 1.5 + 2.0 for job in jobs]
         with self._lock:  # the sweep must not race another thread's batch
             outcomes = self._dispatcher.run(payloads, deadlines, self.workers)
@@ -116,6 +130,9 @@ class Sandbox:
     def _payload(self, job: Job) -> bytes:
         """Two length-prefixed JSON parts: what the untrusted side may know (program and
         inputs), then what it must never see (test code, expected outputs)."""
+        if not isinstance(job, Job):
+            raise TypeError(f"a job must be a Job, not {type(job).__name__}")
+        job.validate()
         timeout = self._job_timeout(job)
         limits = dict(self.limits, timeout_s=timeout,
                       case_timeout_s=min(self.case_timeout_s, timeout),
@@ -128,13 +145,15 @@ class Sandbox:
             secret = {"code": tests.code}
         elif isinstance(tests, CallTests):
             public.update(kind="call", entry_point=tests.entry_point,
-                          args=[codec.encode(list(args)) for args, _ in tests.cases])
-            secret = {"expected": [codec.encode(want) for _, want in tests.cases],
+                          args=[_encode(list(args), f"CallTests.cases[{i}] args")
+                                for i, (args, _) in enumerate(tests.cases)])
+            secret = {"expected": [_encode(want, f"CallTests.cases[{i}] expected")
+                                   for i, (_, want) in enumerate(tests.cases)],
                       "atol": float(tests.atol)}
         elif isinstance(tests, StdioTests):
             public.update(kind="stdio", stdin=[stdin for stdin, _ in tests.cases])
             secret = {"stdout": [stdout for _, stdout in tests.cases]}
-        else:
+        else:  # unreachable after job.validate()
             raise TypeError(f"Job.tests must be AssertTests, StdioTests or CallTests, not {type(tests)}")
         return b"".join(struct.pack("<Q", len(part)) + part
                         for part in (json.dumps(public).encode(), json.dumps(secret).encode()))
@@ -166,3 +185,13 @@ class Sandbox:
         As root they live on the server's private tmpfs, which vanishes with the server."""
         for name in os.listdir(self._base):
             shutil.rmtree(os.path.join(self._base, name), ignore_errors=True)
+
+
+def _encode(value, name: str):
+    """codec.encode, its errors naming the value."""
+    try:
+        return codec.encode(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} is not plain data ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{name} is nested too deeply") from None

@@ -1,8 +1,73 @@
-"""Job and result types of the sandbox (DESIGN 3.2). Plain data: no execution here."""
+"""Job and result types of the sandbox (DESIGN 3.2). Plain data: no execution here.
+
+The types check their fields when built (and Sandbox.run checks them again, as a Job can be
+changed afterwards): a wrong type, a limit <= 0 or a string that is not UTF-8 raises
+TypeError or ValueError naming the field, instead of reaching the judge."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_TIMEOUT_S = 86400.0  # one day: larger budgets overflow the fork server's time arithmetic
+MAX_COUNT = 1 << 40      # limits in MB still fit the 64-bit rlimits once shifted to bytes
+
+
+def check_seconds(value, name: str) -> float:
+    """`value` as a float in (0, MAX_TIMEOUT_S], else TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    if seconds > MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be at most {MAX_TIMEOUT_S:g} s (one day), got {value!r}")
+    return seconds
+
+
+def check_count(value, name: str, maximum: int = MAX_COUNT) -> int:
+    """`value` as an int in [1, maximum] (whole floats accepted), else TypeError/ValueError
+    naming `name`: 0 or less would switch the limit off, not tighten it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive integer, not {type(value).__name__}")
+    whole = isinstance(value, numbers.Integral) or (math.isfinite(value) and value == int(value))
+    if not (whole and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
+    return int(value)
+
+
+def check_text(value, name: str) -> None:
+    """A str that encodes as UTF-8 (no lone surrogate), else TypeError/ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} is not valid UTF-8 (a lone surrogate at index "
+                         f"{exc.start})") from None
+
+
+def _check_entry_point(value, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value.isidentifier():
+        raise ValueError(f"{name} must be a Python identifier, got {value!r}")
+
+
+def _check_pairs(cases, name: str, what: str) -> None:
+    if not isinstance(cases, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {what} pairs, not {type(cases).__name__}")
+    for i, case in enumerate(cases):
+        if not isinstance(case, (list, tuple)):
+            raise TypeError(f"{name}[{i}] must be a {what} pair, not {type(case).__name__}")
+        if len(case) != 2:
+            raise TypeError(f"{name}[{i}] must be a {what} pair, not of length {len(case)}")
 
 
 @dataclass(frozen=True)
@@ -12,6 +77,14 @@ class AssertTests:
     code: str
     entry_point: str | None = None
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        check_text(self.code, "AssertTests.code")
+        if self.entry_point is not None:
+            _check_entry_point(self.entry_point, "AssertTests.entry_point")
+
 
 @dataclass(frozen=True)
 class StdioTests:
@@ -19,14 +92,39 @@ class StdioTests:
     trailing whitespace on each line and trailing newlines."""
     cases: list[tuple[str, str]]
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _check_pairs(self.cases, "StdioTests.cases", "(stdin, stdout)")
+        for i, (stdin, stdout) in enumerate(self.cases):
+            check_text(stdin, f"StdioTests.cases[{i}] stdin")
+            check_text(stdout, f"StdioTests.cases[{i}] stdout")
+
 
 @dataclass(frozen=True)
 class CallTests:
     """Call entry_point(*args) per (args, expected) case; compare by type and value (floats
-    within atol, containers element-wise)."""
+    within atol, containers element-wise; set elements and dict keys exactly). `args` is a
+    list or tuple; args and expected values must be plain data (Sandbox.run checks that)."""
     entry_point: str
     cases: list[tuple[list, Any]]
     atol: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _check_entry_point(self.entry_point, "CallTests.entry_point")
+        _check_pairs(self.cases, "CallTests.cases", "(args, expected)")
+        for i, (args, _) in enumerate(self.cases):
+            if not isinstance(args, (list, tuple)):
+                raise TypeError(f"CallTests.cases[{i}] args must be a list or tuple, not "
+                                f"{type(args).__name__}")
+        if isinstance(self.atol, bool) or not isinstance(self.atol, numbers.Real):
+            raise TypeError(f"CallTests.atol must be a number, not {type(self.atol).__name__}")
+        if not (math.isfinite(self.atol) and self.atol >= 0):
+            raise ValueError(f"CallTests.atol must be finite and >= 0, got {self.atol!r}")
 
 
 TestSpec = AssertTests | StdioTests | CallTests
@@ -34,10 +132,30 @@ TestSpec = AssertTests | StdioTests | CallTests
 
 @dataclass
 class Job:
+    """A program and its tests; timeout_s and memory_mb, when given, override the Sandbox's
+    (seconds in (0, MAX_TIMEOUT_S], a positive number of MB)."""
     program: str
     tests: TestSpec
     timeout_s: float | None = None
     memory_mb: int | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise TypeError/ValueError, naming the field, if the sandbox cannot run this job.
+        The program's text is not checked further: it is the untrusted side's (a program
+        that is not UTF-8 ends as status "error")."""
+        if not isinstance(self.program, str):
+            raise TypeError(f"Job.program must be a str, not {type(self.program).__name__}")
+        if not isinstance(self.tests, (AssertTests, StdioTests, CallTests)):
+            raise TypeError(f"Job.tests must be AssertTests, StdioTests or CallTests, not "
+                            f"{type(self.tests).__name__}")
+        self.tests.validate()
+        if self.timeout_s is not None:
+            check_seconds(self.timeout_s, "Job.timeout_s")
+        if self.memory_mb is not None:
+            check_count(self.memory_mb, "Job.memory_mb")
 
 
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed", "output_limit")
