@@ -30,7 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mount.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -124,6 +128,34 @@ void own_proc() {
     _exit(1);
 }
 
+// In a zygote, whose slot has a System V IPC namespace of its own: removes every shared
+// memory segment, semaphore set and message queue in it, once the job's processes are gone.
+// Landlock does not cover these objects; this way none reaches the next job. Three *_INFO
+// calls when there is nothing to remove (the usual case).
+void clear_sysv_ipc() {
+  struct shm_info shm = {};
+  int last = shmctl(0, SHM_INFO, reinterpret_cast<struct shmid_ds*>(&shm));
+  for (int i = 0; shm.used_ids > 0 && i <= last; ++i) {
+    struct shmid_ds ds;
+    int id = shmctl(i, SHM_STAT_ANY, &ds);
+    if (id >= 0) shmctl(id, IPC_RMID, nullptr);
+  }
+  struct seminfo sem = {};
+  last = semctl(0, 0, SEM_INFO, &sem);
+  for (int i = 0; sem.semusz > 0 && i <= last; ++i) {
+    struct semid_ds ds;
+    int id = semctl(i, 0, SEM_STAT_ANY, &ds);
+    if (id >= 0) semctl(id, 0, IPC_RMID);
+  }
+  struct msginfo msg = {};
+  last = msgctl(0, MSG_INFO, reinterpret_cast<struct msqid_ds*>(&msg));
+  for (int i = 0; msg.msgpool > 0 && i <= last; ++i) {
+    struct msqid_ds ds;
+    int id = msgctl(i, MSG_STAT_ANY, &ds);
+    if (id >= 0) msgctl(id, IPC_RMID, nullptr);
+  }
+}
+
 void keep_fds(std::vector<int> fds) {
   for (int& fd : fds)
     if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 64)) < 0) _exit(1);
@@ -169,9 +201,6 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
       setenv("HOME", workdir.c_str(), 1) != 0 || setenv("TMPDIR", workdir.c_str(), 1) != 0 ||
       setenv("LANG", "C.UTF-8", 1) != 0 || setenv("PYTHONIOENCODING", "utf-8", 1) != 0)
     child_failed(2, "setenv", errno);
-  // Its own System V IPC namespace (shared memory, semaphores, message queues): Landlock
-  // does not cover these, and without it a segment outlives the job and is seen by the next.
-  if (cfg.ipcns && unshare(CLONE_NEWIPC) != 0) child_failed(2, "unshare(CLONE_NEWIPC)", errno);
   const char* what = "";
   Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
@@ -230,6 +259,7 @@ class Zygote {
         Message msg;
         memcpy(&msg, &req, sizeof(msg));
         kill_all();
+        if (cfg_.ipcns) clear_sysv_ipc();
         Message done = {kKilled, 0, msg.job};
         send_message(sock_, done);
       }
@@ -418,6 +448,7 @@ class Server {
       prctl(PR_SET_NAME, "sandbox-zygote");
       keep_fds({zv[1]});
       if (cfg_.pidns) own_proc();
+      if (cfg_.ipcns && unshare(CLONE_NEWIPC) != 0) _exit(1);
       Zygote zygote(3, cfg_, slot);
       *start = zygote.loop();  // returns only in an untrusted child
       return;

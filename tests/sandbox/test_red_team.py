@@ -10,13 +10,17 @@ SHM = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 
 
 @pytest.mark.skipif("ipcns" not in available_layers(), reason="needs root (IPC namespaces)")
-def test_system_v_shared_memory_neither_crosses_jobs_nor_outlives_them():
+def test_system_v_ipc_objects_neither_cross_jobs_nor_outlive_them():
     writer = SHM + ("sid = libc.shmget(0x5EC7, 1 << 20, 0o1666)\naddr = libc.shmat(sid, None, 0)\n"
-                    "ctypes.memset(addr, 65, 1 << 20)\nprint(sid >= 0)\n")
-    reader = SHM + "print(libc.shmget(0x5EC7, 0, 0))\n"
-    with Sandbox(workers=1, timeout_s=5.0, memory_mb=256) as sb:
-        wrote, read = sb.run([Job(writer, StdioTests([("", "True")])),
-                              Job(reader, StdioTests([("", "-1")]))])
+                    "ctypes.memset(addr, 65, 1 << 20)\nqid = libc.msgget(0x5EC7, 0o1666)\n"
+                    "msg = ctypes.create_string_buffer(b'\\x01\\0\\0\\0\\0\\0\\0\\0secret', 14)\n"
+                    "sent = libc.msgsnd(qid, msg, 6, 0)\nsem = libc.semget(0x5EC7, 1, 0o1666)\n"
+                    "print(sid >= 0, qid >= 0, sent == 0, sem >= 0)\n")
+    reader = SHM + ("print(libc.shmget(0x5EC7, 0, 0), libc.msgget(0x5EC7, 0), "
+                    "libc.semget(0x5EC7, 0, 0))\n")
+    with Sandbox(workers=1, timeout_s=5.0, memory_mb=256) as sb:   # one slot: same zygote
+        wrote, read = sb.run([Job(writer, StdioTests([("", "True True True True")])),
+                              Job(reader, StdioTests([("", "-1 -1 -1")]))])
     assert wrote.passed and read.passed, (wrote, read)
     with open("/proc/sysvipc/shm") as f:
         assert not any(line.split()[0] == str(0x5EC7) for line in f.readlines()[1:])
