@@ -2,17 +2,21 @@
 
 Every option has a default here; a preset is a small dict of dotted overrides on top of the
 defaults; a config file (JSON or TOML) and `--set` overrides are applied after the preset.
-Unknown keys and values of the wrong type fail at start with a message naming the key.
+Unknown keys, values of the wrong type and non-finite numbers fail at start with a message
+naming the key. Value ranges (RANGES) and the model / SFT rules are checked by the check_*
+functions here, which the CLI runs before any work with the stages' own checks.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +264,7 @@ def load_config(preset: str = "default", file: str | Path | None = None,
     cfg = Config()
     apply_overrides(cfg, PRESETS[preset], source=f"preset {preset!r}")
     if file is not None:
-        apply_overrides(cfg, _flatten(_read_config_file(Path(file))), source=str(file))
+        apply_overrides(cfg, flatten(_read_config_file(Path(file))), source=str(file))
     for item in sets or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. rl.steps=10")
@@ -284,8 +288,106 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Inverse of config_to_dict (used to reload the config saved in a run folder)."""
     cfg = Config()
-    apply_overrides(cfg, _flatten(data), source="saved config")
+    apply_overrides(cfg, flatten(data), source="saved config")
     return cfg
+
+
+# --- value checks (the CLI runs them before any work; types are checked on assignment) --------
+
+RULES: dict[str, Callable[[float], bool]] = {
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "> 0": lambda v: v > 0,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "in (0, 86400]": lambda v: 0 < v <= 86400,       # the sandbox's limit: one day
+}
+# key -> a RULES name; a null value of an optional key passes. Stage checks add the choices and
+# cross-key rules (check_model_config, check_sft_config, check_rl_config in prmfast.rl.stage, ...).
+RANGES: dict[str, str] = {
+    **dict.fromkeys(("model.vocab_size", "model.hidden_size", "model.num_layers", "model.num_heads",
+                     "model.intermediate_size", "model.max_position"), ">= 1"),
+    "sampling.temperature": ">= 0",                  # 0: greedy (not for RL, check_rl_config)
+    "sampling.top_p": "in (0, 1]",
+    "sampling.max_new_tokens": ">= 1",
+    "sampling.batch_size": ">= 1",
+    "sft.epochs": "> 0",
+    "sft.batch_size": ">= 1",
+    "sft.lr": "> 0",
+    "sft.warmup_steps": ">= 0",
+    "sft.weight_decay": ">= 0",
+    "sft.max_grad_norm": "> 0",
+    "sft.checkpoint_every": ">= 1",
+    "sft.eval_samples": ">= 1",
+    "sft.eval_temperature": ">= 0",
+    **dict.fromkeys(("rl.steps", "rl.prompts_per_step", "rl.samples_per_prompt", "rl.ppo_epochs",
+                     "rl.minibatches", "rl.save_every"), ">= 1"),
+    **dict.fromkeys(("rl.clip_low", "rl.clip_high", "rl.value_clip", "rl.kl_coef", "rl.policy_lr",
+                     "rl.critic_lr", "rl.max_grad_norm", "rl.entropy_coef", "rl.vf_coef",
+                     "rl.critic_warmup_steps", "rl.num_checkpoints", "rl.lr_warmup_steps",
+                     "rl.prm_coef_fail", "rl.prm_coef_pass"), ">= 0"),
+    "rl.gamma": "in [0, 1]",
+    "rl.lam": "in [0, 1]",
+    "rl.vllm_gpu_memory_utilization": "in (0, 1]",
+    "collect.temperature": "> 0",                    # best-of-K probes need distinct samples
+    "prm.lr": "> 0",
+    "prm.head_lr": "> 0",
+    "prm.patience": ">= 0",
+    "prm.rerank_temperature": ">= 0",
+    "eval.samples": ">= 1",
+    "eval.temperature": ">= 0",
+    "eval.max_k": ">= 1",
+    "eval.length_threshold": ">= 0",
+    "eval.max_tasks": ">= 1",
+    "sandbox.workers": ">= 1",
+    "sandbox.timeout_s": "in (0, 86400]",
+    "sandbox.memory_mb": ">= 1",
+}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_ranges(cfg: Config, *sections: str) -> None:
+    """Check the RANGES keys of the given sections (e.g. "sft"); raises ConfigError naming the
+    key. The CLI runs it on every section its stages read."""
+    values = flatten(config_to_dict(cfg))
+    for key, rule in RANGES.items():
+        value = values[key]
+        if key.split(".")[0] in sections and value is not None and not RULES[rule](value):
+            raise ConfigError(f"{key}: must be {rule}{_or_null(cfg, key)}, got {value!r}")
+
+
+def check_model_config(cfg: Config) -> None:
+    """model.dtype, and the tiny model's shape: whole, even heads; a context that holds a prompt
+    and a whole response. (The CLI checks RANGES first.)"""
+    m = cfg.model
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype: {m.dtype!r} is not one of {list(DTYPES)}")
+    if m.init != "tiny":
+        return                                        # the sizes are the model folder's
+    if m.hidden_size % m.num_heads or (m.hidden_size // m.num_heads) % 2:
+        raise ConfigError(f"model.num_heads: model.hidden_size / model.num_heads must be a "
+                          f"whole, even head size (rotary embeddings), got {m.hidden_size} / "
+                          f"{m.num_heads}")
+    if m.max_position <= cfg.sampling.max_new_tokens:
+        raise ConfigError(f"model.max_position: must be > sampling.max_new_tokens "
+                          f"({cfg.sampling.max_new_tokens}) so that a prompt and a whole response "
+                          f"fit the context, got {m.max_position}")
+
+
+def check_sft_config(cfg: Config) -> None:
+    """model.init, the model the SFT stage starts from: "tiny", a model folder or a .gguf file."""
+    path = Path(cfg.model.init)
+    is_model = path.is_dir() or (path.suffix == ".gguf" and path.is_file())
+    if cfg.model.init != "tiny" and not is_model:
+        raise ConfigError(f"model.init: {cfg.model.init!r} is neither 'tiny', a model folder nor "
+                          "a .gguf file")
+
+
+def _or_null(cfg: Config, key: str) -> str:
+    """" (or null)" for an optional key, else ""."""
+    obj, name = _resolve(cfg, key, "RANGES")
+    optional = type(None) in typing.get_args(typing.get_type_hints(type(obj))[name])
+    return " (or null)" if optional else ""
 
 
 def _resolve(cfg: Config, key: str, source: str) -> tuple[Any, str]:
@@ -336,7 +438,13 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         raise ConfigError(f"{source}: {key!r} expects an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:                   # an int past the float range
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise ConfigError(f"{source}: {key!r} expects a finite number, got {value!r}")
         raise ConfigError(f"{source}: {key!r} expects a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
@@ -354,23 +462,36 @@ def _parse_cli_value(raw: str) -> Any:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """The file's table of overrides; ConfigError for a missing, unreadable or malformed file."""
+    name = repr(str(path))
+    if path.is_dir():
+        raise ConfigError(f"config file {name} is a directory")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {name} does not exist")
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        return json.loads(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {name} is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {name} cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} does not parse: {exc}") from exc
+        raise ConfigError(f"config file {name} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {name} must hold an object of sections and keys "
+                          f'(e.g. {{"sft": {{"epochs": 2}}}}), got {type(data).__name__}')
+    return data
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys: {"rl": {"steps": 2}} -> {"rl.steps": 2}."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat

@@ -3,7 +3,8 @@
 STAGE is one of STAGES or "all" (every stage of PIPELINE in order; the default). Each stage is a
 function (cfg, run_dir) that writes run_dir/<stage>/ and skips itself when its DONE file exists,
 so rerunning a command resumes the run. The config is resolved and checked before any work:
-a bad key or value exits with code 2 and a message naming it. See docs/training.md.
+a bad key or value, or settings other than those the run folder's outputs were made with
+(check_rerun), exits with code 2 and a message naming the key. See docs/training.md.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prmfast.config import PRESETS, Config, ConfigError, config_to_dict, load_config
+from prmfast.config import (PRESETS, Config, ConfigError, check_ranges, config_to_dict, flatten,
+                            load_config)
+from prmfast.data import DataError
 from prmfast.errors import StageError
 
 Stage = Callable[[Config, Path], object]
@@ -41,16 +44,35 @@ STAGES: dict[str, Stage] = {
     "report": _lazy("prmfast.report", "run_report"),
 }
 PIPELINE = ("sft", "rl_baseline", "collect", "prm", "rl_prm", "eval", "report")
-# value checks run before any stage starts: (module, function(cfg)), for every run and per stage
+# value checks run before any stage starts: check_ranges on the sections the stages read, then
+# (module, function(cfg)) for every run and per stage
+COMMON_SECTIONS = ("model", "sampling", "sandbox")   # read by every stage that loads a model
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "sft": ("sft", "eval"),                           # eval.length_threshold
+    "rl": ("rl",), "rl_baseline": ("rl",), "rl_prm": ("rl",),
+    "collect": ("collect",), "prm": ("prm",), "eval": ("eval",), "report": (),
+}
 DATA_CHECK = ("prmfast.data.load", "check_data_config")
 DEVICE_CHECK = ("prmfast.device", "check_device_config")
+MODEL_CHECK = ("prmfast.config", "check_model_config")
 CHECKS: dict[str, tuple[str, str]] = {
+    "sft": ("prmfast.config", "check_sft_config"),
     "collect": ("prmfast.labeling.collect", "check_collect_config"),
     "prm": ("prmfast.prm", "check_prm_config"),
     "rl": ("prmfast.rl.stage", "check_rl_config"),
     "rl_baseline": ("prmfast.rl.stage", "check_rl_baseline_config"),
     "rl_prm": ("prmfast.rl.stage", "check_rl_prm_config"),
 }
+# Rerunning a command on a run folder resumes it, so the settings must be those its outputs were
+# made with (check_rerun). Keys that cannot change results may differ:
+NEUTRAL_KEYS = ("out", "model.device", "sandbox.workers", "rl.vllm_python")
+# The sections only one stage's outputs depend on (named like the stage; rl: the RL stages) may
+# differ between commands on one folder (`rl --set rl.reward=partial` next to rl_baseline, a PRM
+# variant) until the stage's folder exists; DIR/config.json keeps them as their stage last ran.
+# An RL stage compares rl.* with the config its own folder records (DIR/rl_*/config.json).
+STAGE_FOLDERS = {"collect": "prm_data", "prm": "prm", "eval": "eval"}
+RL_STAGES = ("rl", "rl_baseline", "rl_prm")
+STAGE_OWNED = ("rl", *STAGE_FOLDERS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,25 +102,112 @@ def torch_threads() -> int:
     return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
+def check_config(cfg: Config, stages: tuple[str, ...]) -> None:
+    """Every value check of the stages, before any work; ConfigError names the key."""
+    check_ranges(cfg, *COMMON_SECTIONS, *(s for name in stages for s in SECTIONS[name]))
+    checks = [DATA_CHECK, DEVICE_CHECK, MODEL_CHECK] + [CHECKS[n] for n in stages if n in CHECKS]
+    for module, function in checks:
+        getattr(importlib.import_module(module), function)(cfg)
+
+
+def run_folder(args: argparse.Namespace, cfg: Config) -> Path:
+    """--out, else the config's `out`, else runs/<timestamp>; an empty path is a ConfigError."""
+    out = args.out if args.out is not None else cfg.out
+    if out == "":
+        raise ConfigError(f"{'--out' if args.out is not None else 'out'}: empty path; name a run "
+                          "folder (or leave it out for runs/<timestamp>)")
+    return Path(out) if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def saved_config(path: Path) -> dict | None:
+    """The nested config a run folder recorded at `path`; None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a readable saved config ({exc}); use a new "
+                          "--out") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a saved config (a JSON object); use a new --out")
+    return data
+
+
+def config_changes(old: dict, new: dict, keys, where: str = "") -> list[str]:
+    """"key: old -> new" for each of `keys` (dotted) both flat configs hold with other values,
+    NEUTRAL_KEYS aside."""
+    return [f"{key}: {json.dumps(old[key])} -> {json.dumps(new[key])}{where}" for key in keys
+            if key in old and key not in NEUTRAL_KEYS and old[key] != new[key]]
+
+
+def rl_changes(cfg: Config, run_dir: Path, stage: str) -> list[str]:
+    """config_changes of rl.* against the config the RL stage's folder recorded (if any)."""
+    from prmfast.rl.stage import run_config, variant_name
+    name = f"rl_{variant_name(cfg.rl)}" if stage == "rl" else stage
+    saved = saved_config(run_dir / name / "config.json")
+    if saved is None:
+        return []
+    new = flatten(config_to_dict(run_config(cfg, name)))
+    return config_changes(flatten(saved), new, [k for k in new if k.startswith("rl.")],
+                          f" ({name})")
+
+
+def has_outputs(run_dir: Path) -> bool:
+    """Whether run_dir holds anything besides config.json (a command that failed before any
+    stage wrote leaves only config.json: its settings may still be fixed)."""
+    return run_dir.is_dir() and any(p.name != "config.json" for p in run_dir.iterdir())
+
+
+def check_rerun(cfg: Config, run_dir: Path, stages: tuple[str, ...]) -> dict:
+    """The config to record in DIR/config.json. ConfigError when the folder's outputs were made
+    with other settings: the run's shared keys, the section of a stage that runs and whose folder
+    exists, rl.* against an RL folder's own record (NEUTRAL_KEYS aside)."""
+    old = (saved_config(run_dir / "config.json") if has_outputs(run_dir) else None) or {}
+    new = flatten(config_to_dict(cfg))
+    compared = {section for section in old if section not in STAGE_OWNED}
+    compared |= {name for name in stages
+                 if name in STAGE_FOLDERS and (run_dir / STAGE_FOLDERS[name]).exists()}
+    changes = config_changes(flatten(old), new, [k for k in new if k.split(".")[0] in compared])
+    changes += [c for name in stages if name in RL_STAGES for c in rl_changes(cfg, run_dir, name)]
+    if changes:
+        raise ConfigError(f"--out {run_dir} was run with other settings ({'; '.join(changes)}): "
+                          "rerun with the same settings to resume it, or use a new --out")
+    ran = {"rl" if name in RL_STAGES else name for name in stages}
+    record = config_to_dict(cfg)
+    for section in set(STAGE_OWNED) - ran:      # kept as the stage that owns it last ran
+        if isinstance(old.get(section), dict):
+            record[section].update({k: v for k, v in old[section].items() if k in record[section]})
+    return record
+
+
+def make_run_folder(run_dir: Path, record: dict) -> None:
+    """Create run_dir and write its config.json (OSError when the path cannot be a folder)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stages = PIPELINE if args.stage == "all" else (args.stage,)
     try:
         cfg = load_config(args.preset, args.config, args.set)
-        stages = PIPELINE if args.stage == "all" else (args.stage,)
-        checks = [DATA_CHECK, DEVICE_CHECK] + [CHECKS[name] for name in stages if name in CHECKS]
-        for module, function in checks:
-            getattr(importlib.import_module(module), function)(cfg)
+        check_config(cfg, stages)
+        run_dir = run_folder(args, cfg)
+        cfg.out = str(run_dir)
+        record = check_rerun(cfg, run_dir, stages)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    run_dir = Path(args.out or cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    cfg.out = str(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_run_folder(run_dir, record)
+    except OSError as exc:
+        reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        print(f"error: --out {run_dir}: {reason or exc}", file=sys.stderr)
+        return 2
     import torch
     from transformers.utils import logging as hf_logging
     torch.set_num_threads(torch_threads())
     hf_logging.disable_progress_bar()  # a bar per model load / save would bury the stage bars
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     from prmfast import profiling
     profiling.configure(nvtx=args.nvtx)
     try:
@@ -106,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in stages:
                 with profiling.nvtx_range(name):
                     STAGES[name](cfg, run_dir)
-    except StageError as exc:
+    except (StageError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

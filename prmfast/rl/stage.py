@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from prmfast.config import Config, ConfigError, apply_overrides, config_to_dict
+from prmfast.config import Config, ConfigError, apply_overrides, check_ranges, config_to_dict
 from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast.errors import StageError
@@ -74,24 +74,14 @@ def check_rl_config(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
-    positive = {"rl.steps": rl.steps, "rl.prompts_per_step": rl.prompts_per_step,
-                "rl.samples_per_prompt": rl.samples_per_prompt, "rl.ppo_epochs": rl.ppo_epochs,
-                "rl.minibatches": rl.minibatches, "rl.save_every": rl.save_every}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    check_ranges(cfg, "rl")
+    if cfg.sampling.temperature <= 0:
+        raise ConfigError(f"sampling.temperature: RL samples and scores log-probs at it, so it "
+                          f"must be > 0, got {cfg.sampling.temperature}")
     if rl.vllm_python is not None and not os.access(rl.vllm_python, os.X_OK):
         raise ConfigError(f"rl.vllm_python: {rl.vllm_python!r} is not an executable")
     if rl.dual_clip is not None and rl.dual_clip <= 1.0:
         raise ConfigError(f"rl.dual_clip: must be > 1 (or null), got {rl.dual_clip}")
-    for key in ("clip_low", "clip_high", "value_clip", "kl_coef", "policy_lr", "critic_lr",
-                "max_grad_norm", "entropy_coef", "critic_warmup_steps", "num_checkpoints",
-                "lr_warmup_steps"):
-        if getattr(rl, key) < 0:
-            raise ConfigError(f"rl.{key}: must be >= 0, got {getattr(rl, key)}")
-    for key in ("gamma", "lam"):
-        if not 0.0 <= getattr(rl, key) <= 1.0:
-            raise ConfigError(f"rl.{key}: must be in [0, 1], got {getattr(rl, key)}")
     if rl.critic_init == "prm" and cfg.prm.pretrained is not None:
         raise ConfigError(FROZEN_PRM_NO_VALUE_INIT)
     if rl.reward == "oracle" and cfg.data.name != "synthetic":
@@ -107,9 +97,13 @@ def check_rl_config(cfg: Config) -> None:
 
 
 def check_rl_baseline_config(cfg: Config) -> None:
-    """check_rl_config on the config as given and as the named stage rl_baseline runs it."""
+    """check_rl_config on the config as given and as the named stage rl_baseline runs it; the
+    stage saves the checkpoints the collect stage samples from, so it needs at least one."""
     check_rl_config(cfg)
     check_rl_config(run_config(cfg, "rl_baseline"))
+    if cfg.rl.num_checkpoints < 1:
+        raise ConfigError(f"rl.num_checkpoints: rl_baseline saves the checkpoints the collect "
+                          f"stage samples from; must be >= 1, got {cfg.rl.num_checkpoints}")
 
 
 def check_rl_prm_config(cfg: Config) -> None:
