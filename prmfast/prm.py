@@ -553,9 +553,10 @@ def init_path(cfg, out_dir: Path) -> Path:
 
 def check_prerequisites(cfg, out_dir: Path) -> None:
     """Fail early, naming what is missing."""
-    labels = out_dir / "prm_data" / "labels.jsonl"
-    if not labels.exists():
-        raise StageError(f"{labels} is missing: run the collect stage first")
+    done = out_dir / "prm_data" / "DONE"
+    if not done.exists():
+        raise StageError(f"{done} is missing: run the collect stage first, or finish it (rerun "
+                         "it with the same --out); the PRM trains on its complete labels")
     if not init_path(cfg, out_dir).is_dir():
         raise StageError(f"PRM init {init_path(cfg, out_dir)} (prm.init={cfg.prm.init!r})"
                          " is missing: run the sft stage first or set prm.init")

@@ -8,7 +8,9 @@
                           model, best-of-K, RL training curves (reward, pass rate, KL, value
                           loss), hack metrics (lines per response, comment share, line reward),
                           the step-time breakdown
-    python -m prmfast.report DIR    progress of a run: stages done, RL steps, ETA
+    python -m prmfast.report DIR    progress of a run: stages done, RL steps, ETA; --write:
+                                    report.md of whatever the run has so far (a partial report
+                                    lists what is missing; the report stage needs eval.json)
 
 eval.json schema (one entry per model):
     {"models": {name: {"pass@1": float, "by_horizon": {"short"|"medium"|"long": float},
@@ -292,12 +294,29 @@ def prm_section(ev: dict) -> list[str]:
     return lines
 
 
+def report_sources(run_dir: Path) -> dict[str, bool]:
+    """Per stage whose results the report shows, whether the run has them yet."""
+    return {"sft": (run_dir / "sft" / "eval.json").exists(),
+            "rl_*": any(read_metrics(p) for p in run_dir.glob("rl_*") if p.is_dir()),
+            "collect": (run_dir / "prm_data" / "summary.json").exists(),
+            "prm": (run_dir / "prm" / "eval.json").exists(),
+            "eval": (run_dir / "eval.json").exists()}
+
+
 def write_report(run_dir: str | Path) -> Path:
-    """DIR/report.md and DIR/plots/*.png from whatever the run has produced."""
+    """DIR/report.md and DIR/plots/*.png from whatever the run has produced; the report lists
+    what is still missing. StageError when the run has produced nothing to report."""
     run_dir = Path(run_dir)
+    sources = report_sources(run_dir)
+    if not any(sources.values()):
+        raise StageError(f"nothing to report in {run_dir}: no results from any of the stages "
+                         f"{', '.join(sources)} (run the sft stage first)")
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     lines = [f"# prmfast run report: {run_dir.name}", ""]
+    missing = [name for name, present in sources.items() if not present]
+    if missing:
+        lines += [f"Partial run: no results yet from the {', '.join(missing)} stage(s).", ""]
     eval_path = run_dir / "eval.json"
     if eval_path.exists():
         ev = json.loads(eval_path.read_text())
@@ -340,7 +359,12 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def run_report(cfg, run_dir: str | Path) -> Path:
-    """Pipeline stage: write DIR/report.md (always rewritten; it only reads)."""
+    """Pipeline stage: write DIR/report.md (always rewritten; it only reads). Needs the eval
+    stage's DIR/eval.json; `python -m prmfast.report DIR --write` reports an unfinished run."""
+    eval_path = Path(run_dir) / "eval.json"
+    if not eval_path.exists():
+        raise StageError(f"{eval_path} is missing: run the eval stage first (for a report of "
+                         f"an unfinished run: python -m prmfast.report {run_dir} --write)")
     path = write_report(run_dir)
     print(f"report: {path}")
     return path
@@ -379,7 +403,10 @@ def main(argv: list[str] | None = None) -> None:
     stages = ["sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"]
     print("\n".join(progress_lines(args.run_dir, stages)))
     if args.write:
-        print(write_report(args.run_dir))
+        try:
+            print(write_report(args.run_dir))
+        except StageError as exc:
+            raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
                         overall, per horizon bucket and per response-length bucket; timings
     DIR/sft/DONE        written last; a rerun skips the stage
 
-Loss on response tokens only (prompt masked), response = reference + EOS; AdamW with linear
+Training data: the train split's tasks whose reference passes its own tests (the others are
+left out with a one-line warning; prmfast.data.drop_failing_references). Loss on response tokens
+only (prompt masked), response = reference + EOS; AdamW with linear
 warmup and cosine decay to zero; batches drawn from a per-epoch permutation seeded by
 (seed, epoch), so a run resumed from a checkpoint gives the same weights as an uninterrupted one.
 The model trains on model.device (prmfast.device); checkpoint.pt loads onto the model's device
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from prmfast.config import Config, SFTConfig
-from prmfast.data import split_tasks
+from prmfast.data import drop_failing_references, split_tasks
 from prmfast.device import module_device, select_device
 from prmfast.eval import evaluate_policy
 from prmfast.models import build_tiny_model, encode, load_policy, save_policy, train_tokenizer
@@ -45,17 +47,18 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         print(f"sft: {out / 'DONE'} exists, skipping")
         return out
     t0 = time.perf_counter()
-    train_split = split_tasks(cfg, "train")
+    test_split = split_tasks(cfg, "test")     # bad data fails here, before any training
+    with _sandbox(cfg) as sandbox:            # references failing their own tests: left out
+        train_split = drop_failing_references(split_tasks(cfg, "train"), sandbox, "train-split")
     model, tokenizer = initial_policy(cfg, run_dir, train_split)
     examples = build_examples(tokenizer, train_split, max_len=model.config.max_position_embeddings)
     losses = train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress)
     save_policy(model, tokenizer, out / "model")
     t1 = time.perf_counter()
-    with Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
-                 memory_mb=cfg.sandbox.memory_mb) as sandbox:
+    with _sandbox(cfg) as sandbox:
         metrics = evaluate_policy(
             HFGenerateBackend(model, tokenizer, batch_size=cfg.sampling.batch_size), tokenizer,
-            split_tasks(cfg, "test"), sandbox, samples=cfg.sft.eval_samples,
+            test_split, sandbox, samples=cfg.sft.eval_samples,
             temperature=cfg.sft.eval_temperature, max_new_tokens=cfg.sampling.max_new_tokens,
             length_threshold=cfg.eval.length_threshold, seed=cfg.seed, progress=progress)
     metrics["train"] = {"examples": len(examples), "steps": len(losses),
@@ -69,6 +72,12 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     print(f"sft: pass@1 {metrics['pass@1']:.3f} ({buckets}); stop rate "
           f"{metrics['stop_rate']:.2f}; train {t1 - t0:.0f}s, eval {metrics['eval_wall_s']:.0f}s")
     return out
+
+
+def _sandbox(cfg: Config) -> Sandbox:
+    """The stage's sandbox (cfg.sandbox)."""
+    return Sandbox(workers=cfg.sandbox.workers, timeout_s=cfg.sandbox.timeout_s,
+                   memory_mb=cfg.sandbox.memory_mb)
 
 
 def initial_policy(cfg: Config, run_dir: Path, train_split) -> tuple:

@@ -223,7 +223,7 @@ def test_stages_check_prerequisites_up_front_on_cpu(tmp_path):
     with pytest.raises(StageError, match="collect stage"):
         prm.check_prerequisites(cfg, tmp_path)
     (tmp_path / "prm_data").mkdir()
-    (tmp_path / "prm_data" / "labels.jsonl").write_text("")
+    (tmp_path / "prm_data" / "DONE").write_text("ok\n")
     with pytest.raises(StageError, match="sft stage"):
         prm.check_prerequisites(cfg, tmp_path)
 

@@ -27,14 +27,15 @@ from pathlib import Path
 
 from prmfast.data.evalplus_oracles import oracle_kind, wrapper, wrapper_name
 from prmfast.data.humaneval import import_lines
-from prmfast.data.jsonl import read_jsonl
+from prmfast.data.jsonl import Row, read_jsonl
 from prmfast.data.paths import cache_dir as default_cache_dir
 from prmfast.data.paths import resolve
 from prmfast.data.task import Task
 from prmfast.sandbox.specs import AssertTests, CallTests
 
 FILES = {"humanevalplus": "evalplus/HumanEvalPlus.jsonl.gz", "mbppplus": "evalplus/MbppPlus.jsonl.gz"}
-FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
+FIELDS = {**dict.fromkeys(("task_id", "prompt", "entry_point", "canonical_solution"), str),
+          "base_input": list, "plus_input": (list, dict), "atol": (int, float)}
 WORKER = Path(__file__).with_name("reference_outputs.py")
 MIN_ATOL = 1e-6  # EvalPlus also allows a relative error on floats; CallTests has atol only
 MAX_CASE_BYTES = 1_000_000  # pickled arguments + expected output of one input
@@ -124,12 +125,13 @@ def load(name: str, path=None, plus: bool = True, cache_dir=None, workers: int =
     return [_task(name, row, plus, out) for row, out in zip(rows, outputs)]
 
 
-def _task(name: str, row: dict, plus: bool, out: dict) -> Task:
+def _task(name: str, row: Row, plus: bool, out: dict) -> Task:
     cases = [(args, value) for args, (status, value) in zip(_inputs(row, plus), out["results"])
              if status == "ok"]
     dropped = Counter(status for status, _ in out["results"] if status != "ok")
     meta = {"dataset": name, "dropped_inputs": dict(dropped), "n_base": len(row["base_input"]),
-            "time_limit_s": round(TIME_FACTOR * out["seconds"] + TIME_MARGIN_S, 1)}
+            "time_limit_s": round(TIME_FACTOR * out["seconds"] + TIME_MARGIN_S, 1),
+            "source": row.where}
     if name == "humanevalplus":
         meta["preamble"] = import_lines(row["prompt"])
     if _harness(name, row):

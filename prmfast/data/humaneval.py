@@ -7,7 +7,7 @@ from prmfast.data.task import Task
 from prmfast.sandbox.specs import AssertTests
 
 FILE = "humaneval/HumanEval.jsonl.gz"
-FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+FIELDS = dict.fromkeys(("task_id", "prompt", "entry_point", "canonical_solution", "test"), str)
 
 
 def import_lines(code: str) -> str:
@@ -20,6 +20,7 @@ def load(path=None) -> list[Task]:
         Task(task_id=row["task_id"], prompt=row["prompt"],
              tests=AssertTests(row["test"], row["entry_point"]), entry_point=row["entry_point"],
              reference=row["canonical_solution"],
-             meta={"dataset": "humaneval", "preamble": import_lines(row["prompt"])})
+             meta={"dataset": "humaneval", "preamble": import_lines(row["prompt"]),
+                   "source": row.where})
         for row in read_jsonl(resolve(path, FILE), FIELDS)
     ]

@@ -12,15 +12,16 @@ import re
 import warnings
 from pathlib import Path
 
-from prmfast.data.jsonl import DataError, read_jsonl
+from prmfast.data.jsonl import DataError, Row, read_jsonl
 from prmfast.data.paths import resolve
 from prmfast.data.task import Task
 from prmfast.sandbox.specs import CallTests, StdioTests
 
 RELEASES = {"v1": "refined_test.jsonl", "v2": "refined_test2.jsonl", "v3": "refined_test3.jsonl",
             "v4": "refined_test4.jsonl", "v5": "refined_test5.jsonl", "v6": "refined_test6.jsonl"}
-FIELDS = ("question_id", "question_title", "question_content", "difficulty", "starter_code",
-          "public_test_cases")
+FIELDS = {**dict.fromkeys(("question_id", "question_title", "question_content", "difficulty",
+                           "starter_code"), str), "public_test_cases": (str, list)}
+CASE_FIELDS = ("input", "output", "testtype")
 PREAMBLE = "from typing import *\n"
 
 
@@ -35,14 +36,34 @@ def _parse_value(text: str, where: str):
         raise DataError(f"{where}: functional test value is not JSON ({err.msg}): {text[:80]!r}") from None
 
 
-def _task(row: dict, release: str, where: str) -> Task | None:
-    cases = json.loads(row["public_test_cases"]) if isinstance(row["public_test_cases"], str) \
-        else row["public_test_cases"]
+def _cases(row: Row, where: str) -> list[dict]:
+    """The public test cases of a row: a JSON array (or its text) of objects with CASE_FIELDS."""
+    cases = row["public_test_cases"]
+    if isinstance(cases, str):
+        try:
+            cases = json.loads(cases)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: public_test_cases is not JSON ({err.msg} at column "
+                            f"{err.colno})") from None
+    if not isinstance(cases, list):
+        raise DataError(f"{where}: public_test_cases must be a JSON array of test cases")
+    for i, case in enumerate(cases):
+        bad = [k for k in CASE_FIELDS
+               if not isinstance(case, dict) or not isinstance(case.get(k), str)]
+        if bad:
+            raise DataError(f"{where}: public test case {i}: {', '.join(bad)} missing or not a "
+                            "string")
+    return cases
+
+
+def _task(row: Row, release: str) -> Task | None:
+    where = f"{row.where} ({row['question_id']})"
+    cases = _cases(row, where)
     if not cases:
         return None
     question = f'"""\n{row["question_content"].replace(chr(13), "")}\n"""\n'
     meta = {"dataset": "livecodebench", "release": release, "difficulty": row["difficulty"],
-            "title": row["question_title"], "public_tests_only": True}
+            "title": row["question_title"], "public_tests_only": True, "source": row.where}
     if {c["testtype"] for c in cases} == {"stdin"}:
         return Task(task_id=f"livecodebench/{row['question_id']}", prompt=question,
                     tests=StdioTests([(c["input"], c["output"]) for c in cases]), entry_point=None,
@@ -72,8 +93,8 @@ def load(path=None, releases: list[str] | None = None) -> list[Task]:
                  if releases is None or r in releases}
     tasks, skipped = [], []
     for release, file in files.items():
-        for i, row in enumerate(read_jsonl(file, FIELDS)):
-            task = _task(row, release, f"{file}: row {i + 1} ({row['question_id']})")
+        for row in read_jsonl(file, FIELDS):
+            task = _task(row, release)
             if task is not None:
                 tasks.append(task)
             else:
@@ -81,4 +102,6 @@ def load(path=None, releases: list[str] | None = None) -> list[Task]:
     if skipped:
         warnings.warn(f"livecodebench: skipped {len(skipped)} problem(s) without public tests: "
                       f"{', '.join(skipped)}", stacklevel=2)
+    if not tasks:
+        raise DataError(f"{', '.join(map(str, files.values()))}: no problem with public tests")
     return tasks

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prmfast.data.jsonl import DataError
 from prmfast.data.prompts import build_program
 from prmfast.data.task import Task
 from prmfast.sandbox.specs import Job
@@ -55,3 +56,23 @@ def validate_tasks(tasks: list[Task], sandbox, timeout_s: float | None = None) -
     failures = [Failure(t.task_id, r.status, r.stderr, t.meta.get("known_failure"))
                 for t, r in zip(checked, results) if not r.passed]
     return ValidationReport(len(tasks), len(checked), len(checked) - len(failures), failures)
+
+
+def drop_failing_references(tasks: list[Task], sandbox, what: str) -> list[Task]:
+    """`tasks` without those whose reference fails its own tests (bad data is reported, not
+    used): prints one warning line with the count and a few task ids (`what` names the tasks,
+    e.g. "train-split"); DataError when every reference fails (broken tests or references)."""
+    report = validate_tasks(tasks, sandbox)
+    if report.ok:
+        return tasks
+    bad = {f.task_id for f in report.failures}
+    if report.passed == 0:
+        first = next(t for t in tasks if t.task_id in bad)
+        raise DataError(f"{first.meta.get('source', first.task_id)}: all {report.checked} "
+                        f"{what} references fail their own tests (e.g. {first.task_id}: "
+                        f"{report.failures[0].status}); the dataset's tests or references are "
+                        "broken")
+    ids = ", ".join(f.task_id for f in report.failures[:5])
+    print(f"warning: {len(bad)} of {report.checked} {what} references fail their own tests "
+          f"and are left out: {ids}{', ...' if len(bad) > 5 else ''}")
+    return [t for t in tasks if t.task_id not in bad]

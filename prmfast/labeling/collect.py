@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prmfast.config import Config, ConfigError
+from prmfast.data.task import tasks_by_id
 from prmfast.errors import StageError
 from prmfast.labeling.driver import Response
 from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox, pick_checkpoints
@@ -82,7 +83,7 @@ def collect(cfg: Config, out_dir: Path, tasks: list) -> dict:
     (data_dir / "probes").mkdir(parents=True, exist_ok=True)
     labels_path = data_dir / "labels.jsonl"
     tasks = tasks[:cfg.collect.num_prompts]
-    by_id = {t.task_id: t for t in tasks}
+    by_id = tasks_by_id(tasks)        # a duplicated id would merge two tasks' responses
     sandbox = make_sandbox(cfg)
     total = len(ckpts) * len(tasks) * cfg.collect.responses_per_prompt
     with tqdm(total=total, initial=len(read_jsonl(labels_path)), desc="collect",
@@ -163,10 +164,18 @@ def check_collect_config(cfg: Config) -> None:
 
 
 def check_prerequisites(cfg: Config, run_dir: Path) -> None:
-    """Fail early, naming what is missing."""
+    """Fail early, naming what is missing: a finished rl_baseline stage (its DONE), whose
+    checkpoints collection samples from."""
+    done = run_dir / "rl_baseline" / "DONE"
+    if not done.exists():
+        found = len(list_checkpoints(run_dir / "rl_baseline"))
+        raise StageError(f"{done} is missing ({found} checkpoint(s) so far): run the rl_baseline "
+                         "stage first, or finish it (rerun it with the same --out); collection "
+                         "samples from the RL-baseline checkpoints")
     if not list_checkpoints(run_dir / "rl_baseline"):
-        raise StageError(f"no {run_dir}/rl_baseline/ckpt_* checkpoints: run the rl_baseline "
-                         "stage first (collection samples from the RL-baseline checkpoints)")
+        raise StageError(f"no {run_dir}/rl_baseline/ckpt_* checkpoints although {done} exists: "
+                         "delete it and rerun the rl_baseline stage (collection samples from "
+                         "its checkpoints)")
     check_collect_config(cfg)
 
 
