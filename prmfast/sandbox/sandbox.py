@@ -1,6 +1,7 @@
 """Sandbox: the public entry point (DESIGN 3.2)."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,25 @@ from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTes
 LAYERS = ("pidns", "ipcns", "netns", "setuid", "landlock", "rlimits")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
+UID_BASE = 1_200_000  # the first uid range a Sandbox claims (uid_base=None)
+UID_RANGE = 4096      # uids per range: the most workers a Sandbox with a claimed range has
+
+
+def claim_uid_range(first: int = UID_BASE, ranges: int = 1024) -> tuple[int, int]:
+    """(uid_base, lock fd): the first range of UID_RANGE uids from `first` that no live Sandbox
+    on this machine holds, held until the fd is closed (a lock file per range in the temp
+    folder; a process that dies releases it). Two Sandboxes sharing uids would share the
+    per-uid process limit (RLIMIT_NPROC): one's threads could starve the other's."""
+    for k in range(ranges):
+        base = first + k * UID_RANGE
+        path = os.path.join(tempfile.gettempdir(), f"prmfast-sandbox-uids-{base}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return base, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise RuntimeError(f"all {ranges} uid ranges from {first} are held by live sandboxes")
 
 
 def available_layers() -> tuple[str, ...]:
@@ -41,7 +61,9 @@ class Sandbox:
     output_bytes:   stdout + stderr a job may produce before it ends as "output_limit"
     isolation:      layers to apply, a subset of LAYERS (default: all available_layers());
                     switching layers off exists to measure their cost, not for production
-    uid_base:       untrusted code of worker slot k runs as uid/gid uid_base + k
+    uid_base:       untrusted code of worker slot k runs as uid/gid uid_base + k; None (default)
+                    claims a range of UID_RANGE uids that no other live Sandbox on this
+                    machine holds, so two sandboxes never share a per-uid process limit
     disk_mb:        (as root) size of the tmpfs, private to the sandbox, that holds the
                     job folders: a quota on the files of all jobs in flight, in memory
     judge_jobs:     jobs a slot's (long-lived, trusted) judge runs before a fresh one
@@ -54,7 +76,7 @@ class Sandbox:
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024,
                  *, case_timeout_s: float | None = None, output_bytes: int = 1 << 20,
                  file_size_mb: int = 16, open_files: int = 256, processes: int = 64,
-                 isolation: Iterable[str] | None = None, uid_base: int = 1_200_000,
+                 isolation: Iterable[str] | None = None, uid_base: int | None = None,
                  disk_mb: int = 1024, judge_jobs: int = 500, python: str | None = None):
         self.workers = (os.cpu_count() or 1) if workers is None else check_count(workers, "workers")
         self.timeout_s = check_seconds(timeout_s, "timeout_s")
@@ -65,8 +87,11 @@ class Sandbox:
             ("output_bytes", output_bytes), ("file_size_mb", file_size_mb),
             ("open_files", open_files), ("processes", processes))}
         disk_mb, judge_jobs = check_count(disk_mb, "disk_mb"), check_count(judge_jobs, "judge_jobs")
-        # uid 0 is root; slot uids must stay below (uid_t)-1, which means "no change"
-        uid_base = check_count(uid_base, "uid_base", maximum=(1 << 32) - 2 - self.workers)
+        if uid_base is None and self.workers > UID_RANGE:
+            raise ValueError(f"workers > {UID_RANGE} needs an explicit uid_base")
+        if uid_base is not None:
+            # uid 0 is root; slot uids must stay below (uid_t)-1, which means "no change"
+            uid_base = check_count(uid_base, "uid_base", maximum=(1 << 32) - 2 - self.workers)
         layers = available_layers() if isolation is None else tuple(isolation)
         unknown = set(layers) - set(LAYERS)
         if unknown:
@@ -75,6 +100,10 @@ class Sandbox:
         if missing:
             raise ValueError(f"isolation layers {sorted(missing)} are not available here")
         self.isolation = layers
+        self._uid_lock = None
+        if uid_base is None:
+            uid_base, self._uid_lock = claim_uid_range()
+        self.uid_base = uid_base
         self._base = tempfile.mkdtemp(prefix="prmfast-sandbox-")
         os.chmod(self._base, 0o711)
         config = {"layers": list(layers), "uid_base": int(uid_base), "base": self._base,
@@ -105,6 +134,9 @@ class Sandbox:
     def close(self) -> None:
         self._dispatcher.close()
         shutil.rmtree(self._base, ignore_errors=True)
+        if self._uid_lock is not None:  # the uids are free again once no process runs as them
+            os.close(self._uid_lock)
+            self._uid_lock = None
 
     def __enter__(self):
         return self

@@ -1,5 +1,8 @@
 """Holes found by a red-team pass (2026-11-26), each closed: what one job leaves behind for the
 next, what a program can make the root judge do, and how it could forge a pass."""
+import threading
+import time
+
 import pytest
 
 from prmfast.sandbox import AssertTests, CallTests, Job, Sandbox, StdioTests, available_layers
@@ -94,4 +97,22 @@ def test_proc_shows_the_jobs_own_processes_only(sandbox):
     prog = ("import os\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
             "print(pids == [1, os.getpid()], os.path.exists('/proc/self/status'))\n")
     r = sandbox.run([Job(prog, StdioTests([("", "True True")]))])[0]
+    assert r.passed, r
+
+
+@pytest.mark.skipif("setuid" not in available_layers(), reason="needs root (setuid)")
+def test_two_sandboxes_never_share_uids_or_their_process_limit():
+    hog = ("import threading, time\nthreading.stack_size(65536)\n"
+           "ts = [threading.Thread(target=time.sleep, args=(3,)) for _ in range(60)]\n"
+           "for t in ts:\n    t.start()\ndef f():\n    time.sleep(2)\n    return 1\n")
+    victim = ("import os, threading, time\ndef f():\n    ts = [threading.Thread(target=time.sleep, "
+              "args=(0.2,)) for _ in range(4)]\n    for t in ts:\n        t.start()\n"
+              "    for t in ts:\n        t.join()\n    return os.getuid()\n")
+    with Sandbox(workers=1, processes=64) as a, Sandbox(workers=1, processes=64) as b:
+        assert a.uid_base != b.uid_base
+        hogging = threading.Thread(target=a.run, args=([Job(hog, AssertTests("assert f() == 1"))],))
+        hogging.start()
+        time.sleep(0.5)   # the hog's 61 threads are running under a's uid
+        r = b.run([Job(victim, CallTests("f", [([], b.uid_base)]))])[0]
+        hogging.join()
     assert r.passed, r
