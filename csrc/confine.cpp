@@ -44,9 +44,12 @@ int set_limit(int resource, rlim_t soft, rlim_t hard, const char* step, const ch
   return setrlimit(resource, &rl) == 0 ? 0 : failed(step, what);
 }
 
-// Landlock access rights that modify the file system. Reads are deliberately not handled:
-// the interpreter needs its whole prefix, and the unprivileged uid already cannot read
-// private files.
+constexpr uint64_t kReadRights =
+    LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_EXECUTE;
+constexpr uint64_t kFileRights = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE |
+                                 LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_TRUNCATE;
+
+// Landlock access rights that modify the file system.
 uint64_t write_rights(int abi) {
   uint64_t rights = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR |
                     LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_CHAR |
@@ -97,7 +100,23 @@ int landlock_abi() {
   return abi < 0 ? 0 : static_cast<int>(abi);
 }
 
-int landlock_restrict(const std::vector<std::string>& writable, const char** what) {
+// Adds a rule: `allowed` rights beneath `path` (file rights only for a non-directory).
+int add_path_rule(int ruleset, const std::string& path, uint64_t allowed, const char** what) {
+  struct landlock_path_beneath_attr rule = {};
+  rule.allowed_access = allowed;
+  rule.parent_fd = open(path.c_str(), O_PATH | O_CLOEXEC);
+  if (rule.parent_fd < 0) return failed("open (landlock rule)", what);
+  struct stat st;
+  if (fstat(rule.parent_fd, &st) == 0 && !S_ISDIR(st.st_mode)) rule.allowed_access &= kFileRights;
+  long rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+  int err = errno;
+  close(rule.parent_fd);
+  errno = err;
+  return rc == 0 ? 0 : failed("landlock_add_rule", what);
+}
+
+int landlock_restrict(const std::vector<std::string>& writable,
+                      const std::vector<std::string>& readable, const char** what) {
   int abi = landlock_abi();
   if (abi < 1) {
     errno = EOPNOTSUPP;
@@ -106,7 +125,7 @@ int landlock_restrict(const std::vector<std::string>& writable, const char** wha
   // Fields beyond what the running ABI knows must stay zero, so size the attribute to it.
   // Handling the TCP rights with no rule allowing them denies every bind and connect.
   RulesetAttr attr = {};
-  attr.handled_access_fs = write_rights(abi);
+  attr.handled_access_fs = write_rights(abi) | (readable.empty() ? 0 : kReadRights);
   size_t attr_size = offsetof(RulesetAttr, handled_access_net);
   if (abi >= 4) {
     attr.handled_access_net = kNetBindTcp | kNetConnectTcp;
@@ -118,29 +137,16 @@ int landlock_restrict(const std::vector<std::string>& writable, const char** wha
   }
   int ruleset = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0));
   if (ruleset < 0) return failed("landlock_create_ruleset", what);
-  for (const auto& path : writable) {
-    struct landlock_path_beneath_attr rule = {};
-    rule.allowed_access = attr.handled_access_fs;
-    rule.parent_fd = open(path.c_str(), O_PATH | O_CLOEXEC);
-    if (rule.parent_fd < 0) {
-      int err = errno;
-      close(ruleset);
-      errno = err;
-      return failed("open (landlock rule)", what);
-    }
-    // Non-directories (e.g. /dev/null) accept only file rights.
-    struct stat st;
-    if (fstat(rule.parent_fd, &st) == 0 && !S_ISDIR(st.st_mode))
-      rule.allowed_access &= LANDLOCK_ACCESS_FS_WRITE_FILE |
-                             (abi >= 3 ? LANDLOCK_ACCESS_FS_TRUNCATE : 0);
-    long rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
-    close(rule.parent_fd);
-    if (rc != 0) {
-      int err = errno;
-      close(ruleset);
-      errno = err;
-      return failed("landlock_add_rule", what);
-    }
+  int rc = 0;
+  for (const auto& path : writable)
+    if (rc == 0) rc = add_path_rule(ruleset, path, attr.handled_access_fs, what);
+  for (const auto& path : readable)
+    if (rc == 0) rc = add_path_rule(ruleset, path, kReadRights, what);
+  if (rc != 0) {
+    int err = errno;
+    close(ruleset);
+    errno = err;
+    return -1;
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     int err = errno;
@@ -148,11 +154,11 @@ int landlock_restrict(const std::vector<std::string>& writable, const char** wha
     errno = err;
     return failed("prctl(PR_SET_NO_NEW_PRIVS)", what);
   }
-  long rc = syscall(SYS_landlock_restrict_self, ruleset, 0);
+  long done = syscall(SYS_landlock_restrict_self, ruleset, 0);
   int err = errno;
   close(ruleset);
   errno = err;
-  return rc == 0 ? 0 : failed("landlock_restrict_self", what);
+  return done == 0 ? 0 : failed("landlock_restrict_self", what);
 }
 
 }  // namespace prmfast

@@ -23,8 +23,10 @@ int apply_limits(const Limits& limits, const char** what);
 int drop_privileges(unsigned uid, unsigned gid, const char** what);
 // Landlock ABI version of the running kernel (0 when unsupported).
 int landlock_abi();
-// Restricts this process: file writes only beneath `writable` paths, no TCP bind/connect
+// Restricts this process: file writes only beneath `writable` paths, reads and execution
+// only beneath those and `readable` ones (when `readable` is not empty), no TCP bind/connect
 // (ABI >= 4), no signals / abstract unix sockets outside the domain (ABI >= 6).
-int landlock_restrict(const std::vector<std::string>& writable, const char** what);
+int landlock_restrict(const std::vector<std::string>& writable,
+                      const std::vector<std::string>& readable, const char** what);
 
 }  // namespace prmfast

@@ -206,7 +206,7 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
   if (cfg.setuid && drop_privileges(cfg.uid_base + slot, cfg.uid_base + slot, &what) != 0)
     child_failed(2, what, errno);
-  if (cfg.landlock && landlock_restrict({workdir, "/dev/null"}, &what) != 0)
+  if (cfg.landlock && landlock_restrict({workdir, "/dev/null"}, cfg.readable, &what) != 0)
     child_failed(2, what, errno);
   // Changing uid cleared the parent-death signal: arm it again, then make sure the zygote
   // did not die in between (a reparented child sees another parent).

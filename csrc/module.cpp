@@ -50,7 +50,8 @@ PYBIND11_MODULE(_sandbox, m) {
   m.def(
       "serve_jobs",
       [](int sock, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
-         const std::string& base, py::function judge_entry, py::function child_entry) {
+         const std::string& base, const std::vector<std::string>& readable,
+         py::function judge_entry, py::function child_entry) {
         ServerConfig cfg;
         cfg.pidns = pidns;
         cfg.ipcns = ipcns;
@@ -59,12 +60,13 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.rlimits = rlimits;
         cfg.uid_base = uid_base;
         cfg.base = base;
+        cfg.readable = readable;
         cfg.judge_entry = judge_entry.ptr();  // kept alive by the caller's frame
         cfg.child_entry = child_entry.ptr();
         serve_jobs(sock, cfg);
       },
       py::arg("sock"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
-      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("judge_entry"),
+      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("readable"), py::arg("judge_entry"),
       py::arg("child_entry"),
       "Run the fork server loop; never returns. Each forked judge runs "
       "judge_entry(slot, server_sock, zygote_sock), each untrusted child, already confined, "

@@ -25,6 +25,11 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
            "string", "operator", "copy")
 
 CONFIG: dict = {}  # the server's configuration (from the dispatcher), for the judges
+# What a program may read (and run) besides its job folder, under Landlock: the system's files
+# and the interpreter with its libraries (readable_paths), not the caller's files, its
+# datasets or other users' folders.
+SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys",
+                   "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 
 def _import_sandbox_modules(package_root: str):
@@ -37,6 +42,15 @@ def _import_sandbox_modules(package_root: str):
     from prmfast import _sandbox
     from prmfast.sandbox import child, judge  # noqa: F401 - warm for every fork
     return _sandbox, child
+
+
+def readable_paths(package_root: str) -> list[str]:
+    """SYSTEM_READABLE, the interpreter's prefixes and import path, and the sandbox's own
+    package (what exists of them)."""
+    paths = {*SYSTEM_READABLE, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path,
+             os.path.dirname(os.path.realpath(sys.executable)),
+             os.path.join(package_root, "prmfast")}
+    return sorted(p for p in paths if p and os.path.exists(p))
 
 
 def judge_entry(slot: int, server_sock: int, zygote_sock: int) -> None:
@@ -82,6 +96,7 @@ def main() -> None:
                         setuid="setuid" in layers,
                         landlock="landlock" in layers, rlimits="rlimits" in layers,
                         uid_base=cfg["uid_base"], base=cfg["base"],
+                        readable=readable_paths(cfg["package_root"]) if "landlock" in layers else [],
                         judge_entry=judge_entry,
                         child_entry=child.start)  # never returns; forks call the entries
 

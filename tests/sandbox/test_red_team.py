@@ -1,5 +1,7 @@
 """Holes found by a red-team pass (2026-11-26), each closed: what one job leaves behind for the
 next, what a program can make the root judge do, and how it could forge a pass."""
+import os
+import tempfile
 import threading
 import time
 
@@ -116,3 +118,23 @@ def test_two_sandboxes_never_share_uids_or_their_process_limit():
         r = b.run([Job(victim, CallTests("f", [([], b.uid_base)]))])[0]
         hogging.join()
     assert r.passed, r
+
+
+@pytest.mark.skipif("landlock" not in available_layers(), reason="needs Landlock")
+def test_a_program_reads_only_the_system_and_the_interpreter(sandbox):
+    # like a dataset on disk that any uid may read: only Landlock stops the program
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        secret = os.path.join(folder, "expected_outputs.txt")
+        with open(secret, "w") as f:
+            f.write("42\n")
+        os.chmod(secret, 0o644)
+        r = sandbox.run([Job(_reader_of(secret), StdioTests([("", "denied\nTrue 2 ok")]))])[0]
+    assert r.passed, r
+
+
+def _reader_of(secret: str) -> str:
+    return (f"import os, json, zoneinfo, subprocess\ntry:\n    open({str(secret)!r}).read()\n"
+            "    print('leaked')\nexcept PermissionError:\n    print('denied')\n"
+            "print(len(open('/etc/passwd').read()) > 0, len(os.urandom(2)),\n"
+            "      subprocess.run(['/bin/echo', 'ok'], capture_output=True, text=True).stdout.strip())\n")
