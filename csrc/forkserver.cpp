@@ -97,6 +97,31 @@ int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
 
 std::string job_dir(const std::string& base, uint64_t job) { return base + "/" + std::to_string(job); }
 
+std::string slot_cgroup(const ServerConfig& cfg, int slot) {
+  return cfg.cgroup + "/slot" + std::to_string(slot);
+}
+
+int write_text(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text.data(), text.size());
+  int err = errno;
+  close(fd);
+  errno = err;
+  return n == static_cast<ssize_t>(text.size()) ? 0 : -1;
+}
+
+// The "oom_kill" count of a memory cgroup (v1 memory.oom_control), 0 if unreadable.
+int64_t oom_kills(const std::string& group) {
+  int fd = open((group + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[256] = {};
+  ssize_t n = read(fd, text, sizeof(text) - 1);
+  close(fd);
+  const char* at = n > 0 ? strstr(text, "oom_kill ") : nullptr;
+  return at ? strtoll(at + 9, nullptr, 10) : 0;
+}
+
 // fork(2) with the interpreter's fork hooks, as os.fork does (the GIL is held).
 pid_t python_fork() {
   PyOS_BeforeFork();
@@ -201,6 +226,13 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
       setenv("HOME", workdir.c_str(), 1) != 0 || setenv("TMPDIR", workdir.c_str(), 1) != 0 ||
       setenv("LANG", "C.UTF-8", 1) != 0 || setenv("PYTHONIOENCODING", "utf-8", 1) != 0)
     child_failed(2, "setenv", errno);
+  // All processes of the job share one memory limit: the slot's cgroup, which is empty now.
+  if (!cfg.cgroup.empty()) {
+    std::string group = slot_cgroup(cfg, slot);
+    if (write_text(group + "/memory.limit_in_bytes", std::to_string(req.memory_mb << 20)) != 0 ||
+        write_text(group + "/cgroup.procs", std::to_string(getpid())) != 0)
+      child_failed(2, "memory cgroup", errno);
+  }
   const char* what = "";
   Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
@@ -308,7 +340,13 @@ class Zygote {
     }
     int64_t cpu_us = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
                      ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-    ChildExit gone = {kChildExited, status, seq, cpu_us};
+    int64_t kills = 0;
+    if (!cfg_.cgroup.empty()) {
+      int64_t total = oom_kills(slot_cgroup(cfg_, slot_));
+      kills = total - oom_seen_;
+      oom_seen_ = total;
+    }
+    ChildExit gone = {kChildExited, status, seq, cpu_us, kills};
     send_message(sock_, gone);
   }
 
@@ -344,6 +382,7 @@ class Zygote {
   ServerConfig cfg_;
   int slot_;
   int self_pidfd_ = -1;
+  int64_t oom_seen_ = 0;     // the slot cgroup's OOM kills reported so far
   std::map<int, Kid> kids_;  // by pidfd
 };
 

@@ -14,6 +14,7 @@ struct ServerConfig {
   unsigned uid_base = 0;  // untrusted code of slot k runs as uid/gid uid_base + k
   std::string base;       // job folders are <base>/<job>
   std::vector<std::string> readable;  // Landlock: what a program may read besides its folder
+  std::string cgroup;     // memory cgroup folder holding slot<k>/ per slot ("" = none)
   // Called (GIL held) in each forked process, and never expected to return:
   PyObject* judge_entry = nullptr;  // judge_entry(slot, server_sock=3, zygote_sock=4)
   PyObject* child_entry = nullptr;  // child_entry(mode, workdir), already confined

@@ -51,6 +51,7 @@ PYBIND11_MODULE(_sandbox, m) {
       "serve_jobs",
       [](int sock, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
          const std::string& base, const std::vector<std::string>& readable,
+         const std::string& cgroup,
          py::function judge_entry, py::function child_entry) {
         ServerConfig cfg;
         cfg.pidns = pidns;
@@ -61,12 +62,13 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.uid_base = uid_base;
         cfg.base = base;
         cfg.readable = readable;
+        cfg.cgroup = cgroup;
         cfg.judge_entry = judge_entry.ptr();  // kept alive by the caller's frame
         cfg.child_entry = child_entry.ptr();
         serve_jobs(sock, cfg);
       },
       py::arg("sock"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
-      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("readable"), py::arg("judge_entry"),
+      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("readable"), py::arg("cgroup"), py::arg("judge_entry"),
       py::arg("child_entry"),
       "Run the fork server loop; never returns. Each forked judge runs "
       "judge_entry(slot, server_sock, zygote_sock), each untrusted child, already confined, "

@@ -10,7 +10,8 @@
 //   judge -> zygote        SpawnRequest + fds (program memfd, stdin, channel, stdout, stderr)
 //                          kKill {seq}: kill every process of the job
 //   zygote -> judge        kSpawned {pid or -errno, seq}: the untrusted child `seq` exists
-//                          ChildExit {wait status, seq, CPU time}: it is gone and reaped
+//                          ChildExit {wait status, seq, CPU time, OOM kills}: it is gone
+//                          and reaped
 //                          kKilled {seq}: nothing of the job is left
 #pragma once
 #include <cstdint>
@@ -50,6 +51,7 @@ struct ChildExit {
   int32_t status;
   uint64_t seq;
   int64_t cpu_us;  // user + system time of the child
+  int64_t oom_kills;  // processes of the job the memory cgroup's OOM killer killed meanwhile
 };
 
 }  // namespace prmfast

@@ -36,7 +36,7 @@ MAX_FRAME = 8 << 20
 # Messages to and from the fork server and the zygote (csrc/protocol.h).
 SUBMIT, KILL, SPAWN, SPAWNED, CHILD_EXITED, FINISHED, KILLED = 1, 2, 4, 5, 6, 7, 8
 MESSAGE = struct.Struct("<IiQ")          # op, arg, job or child sequence number
-CHILD_EXIT = struct.Struct("<IiQq")      # op, wait status, seq, CPU microseconds
+CHILD_EXIT = struct.Struct("<IiQqq")     # op, wait status, seq, CPU microseconds, OOM kills
 SPAWN_REQUEST = struct.Struct("<IiQQqqqqq")  # op, mode, job, seq, five limits
 # Modules the test code may see when the program imported them: those the judge has already
 # loaded, and these (with their public submodules). Importing any other name could run code
@@ -110,17 +110,17 @@ class Link:
         self.zygote.send(MESSAGE.pack(KILL, 0, seq))
 
     def receive(self):
-        """(op, arg, seq, CPU seconds) of the zygote's next message (blocking); exits if it
-        is gone."""
+        """(op, arg, seq, CPU seconds, OOM kills) of the zygote's next message (blocking);
+        exits if it is gone."""
         data = self.zygote.recv(64)
         if not data:
             os._exit(1)  # the zygote died: this judge cannot make a clean one again
         if len(data) == CHILD_EXIT.size:
-            op, arg, seq, cpu_us = CHILD_EXIT.unpack(data)
-            return op, arg, seq, cpu_us / 1e6
+            op, arg, seq, cpu_us, oom_kills = CHILD_EXIT.unpack(data)
+            return op, arg, seq, cpu_us / 1e6, oom_kills
         if len(data) == MESSAGE.size:
-            return (*MESSAGE.unpack(data), 0.0)
-        return 0, 0, 0, 0.0
+            return (*MESSAGE.unpack(data), 0.0, 0)
+        return 0, 0, 0, 0.0, 0
 
 
 class Child:
@@ -164,12 +164,13 @@ class Child:
         self.wait_status = None
         self.killed = False
         self.cpu_s = 0.0  # CPU time the child used, from the zygote
+        self.oom_kills = 0  # processes of the job the memory cgroup killed while it ran
         self.cpu_limit = cfg["limits"]["cpu_s"] if "rlimits" in cfg["layers"] else None
         self.deadline = float("inf")
         self.stopped: Stop | None = None
 
     def _on_zygote_message(self) -> None:
-        op, arg, seq, cpu_s = self.link.receive()
+        op, arg, seq, cpu_s, oom_kills = self.link.receive()
         if seq != self.seq:
             return  # about an earlier child of this judge: already settled
         if op == KILLED:
@@ -178,7 +179,7 @@ class Child:
             self.spawn_error = Stop("error", f"could not start the program: {os.strerror(-arg)}")
             self.wait_status = 127 << 8
         elif op == CHILD_EXITED:
-            self.wait_status, self.cpu_s = arg, cpu_s
+            self.wait_status, self.cpu_s, self.oom_kills = arg, cpu_s, oom_kills
 
     # -- waiting -------------------------------------------------------------------
     def _on_readable(self, fd: int) -> None:
@@ -298,6 +299,8 @@ def exit_stop(ch: Child) -> Stop:
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and ch.cpu_limit is not None
                                      and ch.cpu_s >= ch.cpu_limit):
             return Stop("timeout", "CPU time limit")
+        if sig == signal.SIGKILL and ch.oom_kills:
+            return Stop("memory", "the job's processes together passed memory_mb")
         return Stop("crashed", f"killed by {signal.Signals(sig).name}")
     code = os.WEXITSTATUS(wait_status)
     if code == child_side.MEMORY_EXIT:

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from prmfast import _sandbox
-from prmfast.sandbox import codec
+from prmfast.sandbox import cgroups, codec
 from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTests, check_count,
                                    check_seconds)
 
-LAYERS = ("pidns", "ipcns", "netns", "setuid", "landlock", "rlimits")
+LAYERS = ("pidns", "ipcns", "netns", "setuid", "landlock", "rlimits", "cgroup")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 UID_BASE = 1_200_000  # the first uid range a Sandbox claims (uid_base=None)
@@ -48,6 +48,8 @@ def available_layers() -> tuple[str, ...]:
         ok |= {"pidns", "ipcns", "netns", "setuid"}
     if _sandbox.landlock_abi() >= 1:
         ok.add("landlock")
+    if root and cgroups.own_memory_cgroup() is not None:
+        ok.add("cgroup")
     return tuple(layer for layer in LAYERS if layer in ok)
 
 
@@ -104,9 +106,11 @@ class Sandbox:
         if uid_base is None:
             uid_base, self._uid_lock = claim_uid_range()
         self.uid_base = uid_base
+        self._cgroup = cgroups.make_slot_cgroups(self.workers) if "cgroup" in layers else ""
         self._base = tempfile.mkdtemp(prefix="prmfast-sandbox-")
         os.chmod(self._base, 0o711)
         config = {"layers": list(layers), "uid_base": int(uid_base), "base": self._base,
+                  "cgroup": self._cgroup,
                   "package_root": _PACKAGE_ROOT, "disk_mb": int(disk_mb),
                   "judge_jobs": int(judge_jobs)}
         argv = [python or sys.executable, "-I", "-B", _SERVER, json.dumps(config)]
@@ -134,6 +138,9 @@ class Sandbox:
     def close(self) -> None:
         self._dispatcher.close()
         shutil.rmtree(self._base, ignore_errors=True)
+        if self._cgroup:
+            cgroups.remove_slot_cgroups(self._cgroup)
+            self._cgroup = ""
         if self._uid_lock is not None:  # the uids are free again once no process runs as them
             os.close(self._uid_lock)
             self._uid_lock = None

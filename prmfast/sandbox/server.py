@@ -97,6 +97,7 @@ def main() -> None:
                         landlock="landlock" in layers, rlimits="rlimits" in layers,
                         uid_base=cfg["uid_base"], base=cfg["base"],
                         readable=readable_paths(cfg["package_root"]) if "landlock" in layers else [],
+                        cgroup=cfg["cgroup"],
                         judge_entry=judge_entry,
                         child_entry=child.start)  # never returns; forks call the entries
 

@@ -138,3 +138,20 @@ def _reader_of(secret: str) -> str:
             "    print('leaked')\nexcept PermissionError:\n    print('denied')\n"
             "print(len(open('/etc/passwd').read()) > 0, len(os.urandom(2)),\n"
             "      subprocess.run(['/bin/echo', 'ok'], capture_output=True, text=True).stdout.strip())\n")
+
+
+@pytest.mark.skipif("cgroup" not in available_layers(), reason="needs root and a memory cgroup")
+def test_the_processes_of_a_job_share_one_memory_limit():
+    # six children of 150 MiB each: every one fits memory_mb alone, together they do not
+    prog = ("import os, time\nkids = []\nfor _ in range(6):\n    pid = os.fork()\n"
+            "    if pid == 0:\n        block = bytearray(150 << 20)\n"
+            "        for i in range(0, len(block), 4096):\n            block[i] = 1\n"
+            "        time.sleep(1.5)\n        os._exit(0)\n    kids.append(pid)\n"
+            "killed = sum(os.WIFSIGNALED(os.waitpid(p, 0)[1]) for p in kids)\n"
+            "print('killed' if killed else 'all ran')\n")
+    with Sandbox(workers=1, memory_mb=400, timeout_s=20) as sb:
+        bomb, after = sb.run([Job(prog, StdioTests([("", "killed")])),
+                              Job("print(sum(range(10)))", StdioTests([("", "45")]))])
+        folder = sb._cgroup
+    assert bomb.passed and after.passed, (bomb, after)
+    assert not os.path.exists(folder)   # the sandbox's cgroups are gone with it
