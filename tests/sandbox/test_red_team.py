@@ -155,3 +155,16 @@ def test_the_processes_of_a_job_share_one_memory_limit():
         folder = sb._cgroup
     assert bomb.passed and after.passed, (bomb, after)
     assert not os.path.exists(folder)   # the sandbox's cgroups are gone with it
+
+
+@pytest.mark.skipif("cgroup" not in available_layers(), reason="needs root and a memory cgroup")
+def test_a_program_the_memory_cgroup_kills_ends_as_memory(sandbox):
+    # a child holds 120 MiB, then the program takes 330 MiB: past 400 MiB together, and the
+    # OOM killer takes the largest process, the program
+    grow = ("import os, time\npid = os.fork()\nif pid == 0:\n    b = bytearray(120 << 20)\n"
+            "    for i in range(0, len(b), 4096):\n        b[i] = 1\n    time.sleep(5)\n"
+            "    os._exit(0)\ntime.sleep(0.5)\nb = bytearray(330 << 20)\n"
+            "for i in range(0, len(b), 4096):\n    b[i] = 1\n")
+    jobs = [Job(grow + "print('survived')\n", StdioTests([("", "survived")]), memory_mb=400),
+            Job(grow + "def f():\n    return 1\n", AssertTests("assert f() == 1"), memory_mb=400)]
+    assert [r.status for r in sandbox.run(jobs)] == ["memory", "memory"]
