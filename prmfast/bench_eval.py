@@ -6,32 +6,77 @@
 PATH is an HF folder or a .gguf file. Chat-template models get format_chat_prompt and their
 fenced code block is extracted; other models continue the prompt (--prompt-style to force).
 Per benchmark, DIR/<name>/results.jsonl gets one line per problem as soon as it is scored (a
-rerun skips problems already there), and DIR/<name>/summary.json the unbiased pass@k, the
+rerun skips problems already there), DIR/<name>/settings.json the settings those lines depend on
+(a rerun with other ones is refused), and DIR/<name>/summary.json the unbiased pass@k, the
 best-of-K curve and pass@1 split by response length. Estimators come from prmfast.eval.
+Errors are one `error:` line: exit 2 for a bad argument, --model or --out (or other settings
+than the folder's), 130 on Ctrl-C (rerunning the command resumes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from prmfast.data import extract_program, format_chat_prompt, load_tasks
+from prmfast.data.validate import job_timeout
 from prmfast.eval import best_of_k_curve, bucket_rates, length_bucket, mean_pass_at_k
+from prmfast.models.tokenizer import encode
 from prmfast.sandbox import Job, Sandbox
+from prmfast.sandbox.sandbox import UID_RANGE
+from prmfast.sandbox.specs import MAX_TIMEOUT_S
 
 BENCHMARKS = ("humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench")
+DTYPES = ("float32", "bfloat16", "float16")
+SHOWN_IDS = 3                        # task ids a warning names
+# (flag dest, check, what the value must be); None (unset --limit / --workers) passes
+RANGES = (
+    ("samples", lambda v: v >= 1, ">= 1"),
+    ("batch_size", lambda v: v >= 1, ">= 1"),
+    ("max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("limit", lambda v: v >= 1, ">= 1"),
+    ("workers", lambda v: 1 <= v <= UID_RANGE, f"in [1, {UID_RANGE}]"),
+    ("max_k", lambda v: v >= 1, ">= 1"),
+    ("length_threshold", lambda v: v >= 0, ">= 0"),
+    ("temperature", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("timeout_s", lambda v: 0 < v <= MAX_TIMEOUT_S, f"in (0, {MAX_TIMEOUT_S:g}] seconds"),
+)
+
+
+class EvalError(Exception):
+    """A bad --model / --out, or a results folder made with other settings (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the rows of DIR/<name>/results.jsonl depend on (DIR/<name>/settings.json). Batch
+    size, workers, device, limit, max-k and length threshold may change between runs."""
+    model: str                       # resolved path
+    backend: str
+    dtype: str
+    samples: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    prompt_style: str
+    seed: int
+    timeout_s: float
 
 
 def build_prompts(tasks, tokenizer, style: str) -> list[list[int]]:
-    """Token ids per task: the chat template with a generation prompt, or the raw prompt."""
-    if style == "chat":
-        texts = [tokenizer.apply_chat_template(format_chat_prompt(t), add_generation_prompt=True,
-                                               tokenize=False) for t in tasks]
-    else:
-        texts = [t.prompt for t in tasks]
+    """Token ids per task: the chat template with a generation prompt (its special tokens kept),
+    or the raw prompt (special-token text in it stays text: models.encode)."""
+    if style != "chat":
+        return [encode(tokenizer, t.prompt) for t in tasks]
+    texts = [tokenizer.apply_chat_template(format_chat_prompt(t), add_generation_prompt=True,
+                                           tokenize=False) for t in tasks]
     return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
 
@@ -48,48 +93,102 @@ def read_results(path: Path) -> dict[str, dict]:
     return done
 
 
-def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path, *, samples: int,
-                  temperature: float, top_p: float, max_new_tokens: int, style: str,
-                  limit: int | None, problems_per_batch: int, seed: int, max_k: int,
-                  length_threshold: int, progress: bool = True) -> dict:
+def check_settings(out_dir: Path, settings: Settings) -> None:
+    """Record `settings` in out_dir/settings.json; EvalError naming each changed key when
+    out_dir already has results made with other ones."""
+    path = out_dir / "settings.json"
+    new = asdict(settings)
+    if read_results(out_dir / "results.jsonl"):
+        if path.exists():
+            old = _read_settings(path)
+            changes = [f"{key}: {json.dumps(old.get(key))} -> {json.dumps(value)}"
+                       for key, value in new.items() if old.get(key) != value]
+            if changes:
+                raise EvalError(f"{out_dir} was evaluated with other settings "
+                                f"({'; '.join(changes)}): rerun with the same settings to "
+                                "resume it, or use a new --out")
+        else:
+            print(f"warning: {out_dir} has results but no settings.json (an older run); "
+                  "assuming they were made with these settings", file=sys.stderr)
+    path.write_text(json.dumps(new, indent=2) + "\n")
+
+
+def _read_settings(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"{path} is not readable ({exc}); use a new --out") from None
+    if not isinstance(saved, dict):
+        raise EvalError(f"{path} is not a settings object; use a new --out")
+    return saved
+
+
+def over_context(tasks, prompts, max_new_tokens: int, context: int | None) -> list[str]:
+    """Ids of the tasks whose prompt plus max_new_tokens exceeds the model's context."""
+    if context is None:
+        return []
+    return [t.task_id for t, p in zip(tasks, prompts) if len(p) + max_new_tokens > context]
+
+
+def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path,
+                  settings: Settings, *, limit: int | None, problems_per_batch: int, max_k: int,
+                  length_threshold: int, context: int | None = None,
+                  progress: bool = True) -> dict:
     """Score the first `limit` problems of `name` (skipping those already in results.jsonl)
-    and write and return the summary."""
+    and write and return the summary. Batches are aligned to the task list and seeded by the
+    index of their first task, so a resumed run draws the samples an uninterrupted one would."""
     tasks = load_tasks(name)[:limit]
+    prompts = build_prompts(tasks, tokenizer, settings.prompt_style)
+    too_long = over_context(tasks, prompts, settings.max_new_tokens, context)
+    if too_long:
+        shown = ", ".join(too_long[:SHOWN_IDS]) + (", ..." if len(too_long) > SHOWN_IDS else "")
+        print(f"warning: {name}: {len(too_long)} of {len(tasks)} prompts + max_new_tokens "
+              f"{settings.max_new_tokens} exceed the model's context of {context} tokens "
+              f"({shown})", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     done = read_results(results_path)
-    todo = [t for t in tasks if t.task_id not in done]
     started = time.perf_counter()
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=name, unit="problem",
-               disable=not progress)
+    bar = tqdm(total=len(tasks), initial=sum(t.task_id in done for t in tasks), desc=name,
+               unit="problem", disable=not progress)
     with results_path.open("a") as sink, bar:
         if sink.tell() and not results_path.read_bytes().endswith(b"\n"):
             sink.write("\n")                   # end a line torn by an interrupted run
-        for b in range(0, len(todo), problems_per_batch):
-            chunk = todo[b:b + problems_per_batch]
-            groups = backend.generate(build_prompts(chunk, tokenizer, style), n=samples,
-                                      max_new_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=top_p, seed=seed + b)
-            jobs = [Job(extract_program(task, s.text, style), task.tests)
-                    for task, group in zip(chunk, groups) for s in group]
-            outcome = iter(sandbox.run(jobs))
-            for task, group in zip(chunk, groups):
-                row = {"task_id": task.task_id,
-                       "passed": [next(outcome).passed for _ in group],
-                       "n_tokens": [len(s.response_ids) for s in group],
-                       "finish": [s.finish_reason for s in group],
-                       "responses": [s.text for s in group]}
+        for b in range(0, len(tasks), problems_per_batch):
+            chunk = tasks[b:b + problems_per_batch]
+            if all(t.task_id in done for t in chunk):
+                continue
+            groups = backend.generate(prompts[b:b + problems_per_batch], n=settings.samples,
+                                      max_new_tokens=settings.max_new_tokens,
+                                      temperature=settings.temperature, top_p=settings.top_p,
+                                      seed=settings.seed + b)
+            fresh = [(t, g) for t, g in zip(chunk, groups) if t.task_id not in done]
+            for row in score(fresh, sandbox, settings.prompt_style):
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
-                done[task.task_id] = row
-            bar.update(len(chunk))
-    rows = [done[t.task_id] for t in tasks]
-    summary = summarize(rows, max_k=max_k, length_threshold=length_threshold)
-    summary.update(benchmark=name, samples=samples, temperature=temperature, top_p=top_p,
-                   max_new_tokens=max_new_tokens, prompt_style=style, limit=limit,
+                done[row["task_id"]] = row
+            bar.update(len(fresh))
+    summary = summarize([done[t.task_id] for t in tasks], max_k=max_k,
+                        length_threshold=length_threshold)
+    summary.update(benchmark=name, **asdict(settings), limit=limit,
+                   over_context={"context": context, "n": len(too_long), "task_ids": too_long},
                    wall_s_this_run=round(time.perf_counter() - started, 1))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def score(groups, sandbox: Sandbox, style: str) -> list[dict]:
+    """(task, samples) pairs -> one results row per task; each job gets the task's own time
+    limit when it is above the sandbox's (data.validate.job_timeout)."""
+    jobs = [Job(extract_program(task, s.text, style), task.tests,
+                timeout_s=job_timeout(task, sandbox.timeout_s))
+            for task, group in groups for s in group]
+    outcome = iter(sandbox.run(jobs))
+    return [{"task_id": task.task_id,
+             "passed": [next(outcome).passed for _ in group],
+             "n_tokens": [len(s.response_ids) for s in group],
+             "finish": [s.finish_reason for s in group],
+             "responses": [s.text for s in group]} for task, group in groups]
 
 
 def summarize(rows: list[dict], *, max_k: int, length_threshold: int) -> dict:
@@ -110,23 +209,69 @@ def summarize(rows: list[dict], *, max_k: int, length_threshold: int) -> dict:
 
 
 def make_backend(args):
-    """(backend, tokenizer) for --backend hf (in process) or vllm (worker process)."""
+    """(backend, tokenizer) for --backend hf (in process) or vllm (worker process); EvalError
+    when --model does not load."""
+    from prmfast.models.policy import one_line
+    try:
+        return _load_backend(args)
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"--model: {one_line(exc)}") from None
+
+
+def _load_backend(args):
     from prmfast.models import load_policy
+    from prmfast.models.policy import check_model_folder
     from prmfast.rollout import HFGenerateBackend
     if args.backend == "vllm":
         from transformers import AutoTokenizer
 
         from prmfast.rollout.vllm_backend import VLLMBackend
-        if not Path(args.model).is_dir():
-            raise SystemExit("--backend vllm needs an HF folder (a .gguf loads once with "
+        if Path(args.model).suffix == ".gguf":
+            raise ValueError("--backend vllm needs an HF folder (a .gguf loads once with "
                              "--backend hf, which caches a converted folder)")
-        backend = VLLMBackend(args.model, python=args.vllm_python,
-                              engine_args=json.loads(args.vllm_args))
-        return backend, AutoTokenizer.from_pretrained(args.model)
+        check_model_folder(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        return VLLMBackend(args.model, python=args.vllm_python,
+                           engine_args=args.vllm_args), tokenizer
     from prmfast.device import select_device
     model, tokenizer = load_policy(args.model, dtype=args.dtype,
                                    device=select_device(args.device))
     return HFGenerateBackend(model, tokenizer, batch_size=args.batch_size), tokenizer
+
+
+def context_length(backend, model: str) -> int | None:
+    """The model's max_position_embeddings (None when its config has none)."""
+    config = getattr(getattr(backend, "model", None), "config", None)
+    if config is None:                                  # vllm: read the HF folder's config
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained(model)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def prompt_style(requested: str, tokenizer) -> str:
+    """auto -> chat when the tokenizer has a chat template, else completion; EvalError for
+    chat without one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if requested == "auto":
+        return "chat" if has_template else "completion"
+    if requested == "chat" and not has_template:
+        raise EvalError("--prompt-style chat: the model's tokenizer has no chat template; use "
+                        "--prompt-style completion (or auto)")
+    return requested
+
+
+def out_folders(args) -> dict[str, Path]:
+    """DIR/<name> per benchmark, created; EvalError when a path is in the way."""
+    folders = {name: Path(args.out) / name for name in args.tasks}
+    for folder in folders.values():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = ("a file is in the way" if isinstance(exc, (FileExistsError,
+                                                                 NotADirectoryError))
+                      else exc.strerror or exc)
+            raise EvalError(f"--out {args.out}: cannot create {folder}: {reason}") from None
+    return folders
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -135,7 +280,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", required=True,
                    help=f"comma-separated benchmarks from {', '.join(BENCHMARKS)}")
     p.add_argument("--samples", type=int, default=10)
-    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--temperature", type=float, default=0.2,
+                   help="0: greedy (then every sample of a problem is the same)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
@@ -148,15 +294,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument("--batch-size", type=int, default=32, help="hf: sequences per generate batch")
     p.add_argument("--device", default="cpu", help="hf: auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="float32", help="hf: float32 | bfloat16 | float16")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="hf: weights dtype")
     p.add_argument("--vllm-python", default="python", help="vllm: interpreter that has vllm")
     p.add_argument("--vllm-args", default="{}", help="vllm: JSON kwargs for vllm.LLM")
     p.add_argument("--workers", type=int, default=None, help="sandbox processes (default: cores)")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="sandbox time limit per job")
+    p.add_argument("--timeout-s", type=float, default=10.0,
+                   help="sandbox time limit per job (a task's own larger limit wins)")
     args = p.parse_args(argv)
-    unknown = [t for t in args.tasks.split(",") if t not in BENCHMARKS]
+    args.tasks = list(dict.fromkeys(args.tasks.split(",")))
+    unknown = [t for t in args.tasks if t not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    for dest, ok, need in RANGES:
+        value = getattr(args, dest)
+        if value is not None and not ok(value):
+            p.error(f"--{dest.replace('_', '-')}: must be {need}, got {value}")
+    try:
+        args.vllm_args = json.loads(args.vllm_args)
+    except ValueError as exc:
+        p.error(f"--vllm-args: not JSON ({exc})")
+    if not isinstance(args.vllm_args, dict):
+        p.error("--vllm-args: must be a JSON object of vllm.LLM keyword arguments")
     from prmfast.device import resolve_device
     try:
         resolve_device(args.device)
@@ -165,25 +323,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def eval_settings(args, style: str) -> Settings:
+    """The Settings of this command (the prompt style resolved)."""
+    dtype = args.dtype if args.backend == "hf" else str(args.vllm_args.get("dtype", "auto"))
+    return Settings(model=str(Path(args.model).resolve()), backend=args.backend, dtype=dtype,
+                    samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens, prompt_style=style, seed=args.seed,
+                    timeout_s=args.timeout_s)
+
+
+def main(argv=None) -> int:
+    """The CLI; returns the exit code (0, 2: bad --model / --out / other settings, 130: Ctrl-C)."""
     args = parse_args(argv)
-    backend, tokenizer = make_backend(args)
-    style = args.prompt_style
-    if style == "auto":
-        style = "chat" if getattr(tokenizer, "chat_template", None) else "completion"
-    sandbox = Sandbox(workers=args.workers, timeout_s=args.timeout_s)
-    per_batch = max(1, args.batch_size // args.samples)
+    backend = None
     try:
-        for name in args.tasks.split(","):
-            _report(name, args, run_benchmark(
-                name, backend, tokenizer, sandbox, Path(args.out) / name,
-                samples=args.samples, temperature=args.temperature, top_p=args.top_p,
-                max_new_tokens=args.max_new_tokens, style=style, limit=args.limit,
-                problems_per_batch=per_batch, seed=args.seed, max_k=args.max_k,
-                length_threshold=args.length_threshold))
+        folders = out_folders(args)
+        backend, tokenizer = make_backend(args)
+        settings = eval_settings(args, prompt_style(args.prompt_style, tokenizer))
+        for folder in folders.values():
+            check_settings(folder, settings)
+        if settings.temperature == 0 and settings.samples > 1:
+            print(f"note: --temperature 0 is greedy decoding: the {settings.samples} samples of "
+                  "a problem are identical (pass@k = pass@1); --samples 1 gives the same numbers",
+                  file=sys.stderr)
+        context = context_length(backend, args.model)
+        with Sandbox(workers=args.workers, timeout_s=args.timeout_s) as sandbox:
+            for name, folder in folders.items():
+                _report(name, args, run_benchmark(
+                    name, backend, tokenizer, sandbox, folder, settings, limit=args.limit,
+                    problems_per_batch=max(1, args.batch_size // args.samples),
+                    max_k=args.max_k, length_threshold=args.length_threshold,
+                    context=context))
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command (--out {args.out}) to resume",
+              file=sys.stderr)
+        return 130
     finally:
         if hasattr(backend, "close"):
             backend.close()
+    return 0
 
 
 def _report(name: str, args, s: dict) -> None:

@@ -5,6 +5,7 @@ best-of-K for K up to 30, results split by response length (<= / > 100 tokens).
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -93,11 +94,12 @@ def evaluate_policy(backend, tokenizer, tasks, sandbox, *, samples: int, tempera
     return summary
 
 
-def main(argv=None) -> None:
-    """`python -m prmfast.eval --model PATH --tasks ...`: the benchmark CLI (prmfast.bench_eval)."""
+def main(argv=None) -> int:
+    """`python -m prmfast.eval --model PATH --tasks ...`: the benchmark CLI (prmfast.bench_eval);
+    returns its exit code."""
     from prmfast.bench_eval import main as bench_main
-    bench_main(argv)
+    return bench_main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

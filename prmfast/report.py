@@ -124,11 +124,25 @@ def summarise(raw: dict, length_threshold: int) -> dict:
 # --- report -----------------------------------------------------------------------------------
 
 def read_metrics(stage_dir: Path) -> list[dict]:
-    """Rows of DIR/<stage>/metrics.jsonl (empty when absent)."""
+    """Rows of DIR/<stage>/metrics.jsonl (empty when absent). A last line that is not a JSON
+    row (torn by a hard kill mid-write) is left out; any other one is a StageError naming the
+    file and line."""
     path = Path(stage_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    rows = []
+    for i, line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif i != lines[-1][0]:
+            raise StageError(f"{path}, line {i}: not a JSON row ({line[:60]!r}); remove or fix "
+                             "that line")
+    return rows
 
 
 def _fmt(x) -> str:
@@ -400,13 +414,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--write", action="store_true", help="(re)write DIR/report.md")
     args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise SystemExit(f"error: no run folder at {run_dir}"
+                         + (" (it is a file)" if run_dir.exists() else ""))
     stages = ["sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"]
-    print("\n".join(progress_lines(args.run_dir, stages)))
-    if args.write:
-        try:
-            print(write_report(args.run_dir))
-        except StageError as exc:
-            raise SystemExit(f"error: {exc}") from None
+    try:
+        print("\n".join(progress_lines(run_dir, stages)))
+        if args.write:
+            print(write_report(run_dir))
+    except StageError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -3,3 +3,18 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def save_tiny_model(tmp_path_factory, max_position: int):
+    """A tiny random policy and its tokenizer saved as an HF folder; returns the folder."""
+    import torch
+    from prmfast.config import ModelConfig
+    from prmfast.models import build_tiny_model, save_policy, train_tokenizer
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n"] * 20, 300,
+                                tmp_path_factory.mktemp("tok"))
+    torch.manual_seed(0)
+    model = build_tiny_model(tokenizer, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                                    intermediate_size=64, max_position=max_position))
+    folder = tmp_path_factory.mktemp("model")
+    save_policy(model, tokenizer, folder)
+    return folder

@@ -62,7 +62,7 @@ class ScriptedSandbox:
 
 
 class CharTokenizer:
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, split_special_tokens=False):
         return {"input_ids": [ord(ch) for ch in text]}
 
 

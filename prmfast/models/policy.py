@@ -1,7 +1,9 @@
 """Policy models: tiny Llama-style models from config, local HF folders and GGUF files."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
 from prmfast.config import ModelConfig
 
 CACHE_ENV = "PRMFAST_CACHE"          # where converted GGUF models go (default ~/.cache/prmfast)
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
 
 def build_tiny_model(tokenizer, model_cfg: ModelConfig) -> PreTrainedModel:
@@ -37,21 +40,39 @@ def load_policy(path: str | Path, dtype: str = "float32", device: torch.device |
     when given (it loads on the CPU).
 
     A GGUF file is dequantised once into a safetensors folder under $PRMFAST_CACHE (default
-    ~/.cache/prmfast/<file stem>) and later loads read that folder. The tokenizer always has a
-    pad token (EOS when it has none of its own).
+    ~/.cache/prmfast/<file stem>) and later loads read that folder while its DONE file records
+    the same file (resolved path, size, mtime); otherwise it is converted again. The tokenizer
+    always has a pad token (EOS when it has none of its own). FileNotFoundError / ValueError
+    say what is missing or broken.
     """
     path = Path(path)
     if path.suffix == ".gguf":
         path = _gguf_cache(path)
     elif not path.is_dir():
         raise FileNotFoundError(f"no model folder or .gguf file at {str(path)!r}")
+    check_model_folder(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     if device is not None:
         model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: no tokenizer that loads ({one_line(exc)})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def check_model_folder(path: str | Path) -> None:
+    """FileNotFoundError unless `path` is a folder with config.json and weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model folder at {str(path)!r}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not an HF model folder: it has no config.json")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_GLOBS):
+        raise FileNotFoundError(f"{path} has a config.json but no weights "
+                                f"({' or '.join(WEIGHT_GLOBS)})")
 
 
 def save_policy(model: PreTrainedModel, tokenizer, out_dir: str | Path) -> None:
@@ -61,18 +82,42 @@ def save_policy(model: PreTrainedModel, tokenizer, out_dir: str | Path) -> None:
 
 
 def _gguf_cache(gguf: Path) -> Path:
+    """The folder converted from `gguf`: $PRMFAST_CACHE/<file stem>, converted (again) unless its
+    DONE records this very file. ValueError when the file is not a GGUF file that loads."""
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file {str(gguf)!r} does not exist")
     root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "prmfast"))
-    folder = root / gguf.stem
-    if not (folder / "DONE").exists():
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        config = loaded.config                  # dequantised weights into a plain model
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
-        model.load_state_dict(loaded.state_dict())
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    folder = root / (gguf.stem if gguf.stem.strip(".") else "gguf")
+    stat = gguf.stat()
+    stamp = json.dumps({"path": str(gguf.resolve()), "size": stat.st_size,
+                        "mtime_ns": stat.st_mtime_ns}) + "\n"
+    done = folder / "DONE"
+    if not (done.is_file() and done.read_text() == stamp):
+        shutil.rmtree(folder, ignore_errors=True)      # another file's, or a torn conversion
+        model, tokenizer = _read_gguf(gguf)
         save_policy(model, tokenizer, folder)
-        (folder / "DONE").write_text(str(gguf.resolve()) + "\n")
+        done.write_text(stamp)
     return folder
+
+
+def _read_gguf(gguf: Path) -> tuple[PreTrainedModel, object]:
+    """(plain dequantised model, tokenizer) of a GGUF file; ValueError when it does not load."""
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:        # transformers/gguf: ValueError, struct.error, KeyError, ...
+        raise ValueError(f"{gguf} is not a valid or complete GGUF file "
+                         f"({one_line(exc)})") from None
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    model.load_state_dict(loaded.state_dict())
+    return model, tokenizer
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at `limit` characters (its type name when it
+    has none)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -29,5 +29,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int,
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` with no special tokens added (prompts and responses alike)."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of `text` (prompts, programs, responses) with no special tokens added, and none
+    made from it: literal special-token text such as "<|endoftext|>" in code stays plain text.
+    Text that must contain special tokens (a rendered chat template) is not for this helper."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]

@@ -10,6 +10,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from prmfast import kernels
+from prmfast.models.policy import check_model_folder
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -38,8 +39,9 @@ class ValueModel(nn.Module):
                         device: torch.device | str | None = None) -> "ValueModel":
         """Load a folder written by save_pretrained (on the CPU, then moved to `device` when
         given). A causal-LM folder without a head file gives its backbone with a zero head (PRM
-        initialised from a policy checkpoint)."""
+        initialised from a policy checkpoint). FileNotFoundError when `path` is no model folder."""
         path = Path(path)
+        check_model_folder(path)
         model = cls(AutoModel.from_pretrained(path))
         if (path / HEAD_FILE).exists():
             state = load_file(str(path / HEAD_FILE))
@@ -57,7 +59,9 @@ class ValueModel(nn.Module):
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] -> last hidden states [B, T, H]."""
+        """input_ids [B, T] -> last hidden states [B, T, H]; ValueError for another shape or an
+        empty batch."""
+        check_ids(input_ids)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                             position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
@@ -71,8 +75,18 @@ class ValueModel(nn.Module):
                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """PRM scores [B, T]: head output at line-end tokens (line_end [B, T] bool), zero elsewhere,
         computed by the fused kernels.line_scores."""
+        if line_end.shape != input_ids.shape:
+            raise ValueError(f"line_end: expected the shape of input_ids {list(input_ids.shape)}, "
+                             f"got {list(line_end.shape)}")
         h = self.hidden(input_ids, attention_mask)
         b, t, d = h.shape
         scores = kernels.line_scores(h.reshape(b * t, d), self.head.weight[0], self.head.bias,
                                      line_end.reshape(b * t))
         return scores.reshape(b, t)
+
+
+def check_ids(input_ids: torch.Tensor) -> None:
+    """ValueError unless input_ids is [B, T] with B, T >= 1."""
+    if input_ids.dim() != 2 or 0 in input_ids.shape:
+        raise ValueError(f"input_ids: expected shape [B, T] with B >= 1 and T >= 1, got "
+                         f"{list(input_ids.shape)}")

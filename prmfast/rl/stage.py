@@ -254,12 +254,13 @@ def rollout_backend(cfg: Config, policy, tokenizer, out: Path):
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows past the resumed step (iterations that ran after the last save)."""
+    """Drop metric rows past the resumed step (iterations that ran after the last save) and a
+    last line torn by a hard kill (StageError for another line that is no JSON row)."""
+    from prmfast.report import read_metrics
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    rows = [row for row in read_metrics(path.parent) if row["step"] <= step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def run_rl_baseline(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:

@@ -1,4 +1,5 @@
 """Tokenizer training, tiny policies, HF folder / GGUF loading and the ValueModel head."""
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from transformers import AutoTokenizer
 
 from prmfast import kernels
 from prmfast.config import ModelConfig
+from prmfast.models import policy as policy_module
 from prmfast.models import (ValueModel, build_tiny_model, encode, load_policy, save_policy,
                             train_tokenizer)
 
@@ -117,3 +119,79 @@ def test_load_smollm2_from_gguf_on_cpu(tmp_path, monkeypatch):
         torch.testing.assert_close(again(ids).logits, model(ids).logits)
         nxt = model(ids).logits[0, -1].argmax().item()
     assert tok.decode([nxt]).strip() in {"a", "(a", "sum", "a+b"}
+
+
+# -- what the model helpers refuse or keep apart ------------------------------------------------
+
+def _fake_conversion(monkeypatch, tok, policy):
+    """Count GGUF conversions; each returns the tiny policy (no real GGUF parsing)."""
+    calls = []
+
+    def read(gguf):
+        calls.append(gguf)
+        return policy, tok
+    monkeypatch.setattr(policy_module, "_read_gguf", read)
+    return calls
+
+
+def test_gguf_cache_is_converted_again_for_another_or_a_changed_file_on_cpu(
+        tok, policy, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRMFAST_CACHE", str(tmp_path / "cache"))
+    calls = _fake_conversion(monkeypatch, tok, policy)
+    first, second = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf"  # one name, two files
+    for path, data in ((first, b"one"), (second, b"two")):
+        path.parent.mkdir()
+        path.write_bytes(data)
+    load_policy(first)
+    load_policy(first)                       # from the cache
+    assert len(calls) == 1
+    load_policy(second)                      # the same cache folder name, another file
+    assert len(calls) == 2
+    load_policy(first)
+    first.write_bytes(b"ONE")                # rewritten in place: same size, new mtime
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    load_policy(first)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("content", [b"def f(): pass\n", b"GGUF" + b"\0" * 64])
+def test_a_file_that_is_no_complete_gguf_is_a_clear_error_on_cpu(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("PRMFAST_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a valid or complete GGUF file"):
+        load_policy(path)
+    assert not (tmp_path / "cache" / "broken" / "DONE").exists()
+
+
+def test_missing_or_empty_model_folders_are_named_on_cpu(tok, policy, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model folder"):
+        ValueModel.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_policy(tmp_path / "empty")
+    save_policy(policy, tok, tmp_path / "no_weights")
+    for weights in (tmp_path / "no_weights").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        ValueModel.from_pretrained(tmp_path / "no_weights")
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (2, 0), (5,)])
+def test_value_model_needs_batch_by_time_ids_on_cpu(policy, shape):
+    vm = ValueModel.from_causal_lm(policy)
+    with pytest.raises(ValueError, match=r"input_ids: expected shape \[B, T\]"):
+        vm.values(torch.zeros(shape, dtype=torch.long))
+
+
+def test_line_scores_need_line_ends_shaped_like_input_ids_on_cpu(policy):
+    vm = ValueModel.from_causal_lm(policy)
+    with pytest.raises(ValueError, match="line_end: expected the shape of input_ids"):
+        vm.line_scores(torch.ones(2, 5, dtype=torch.long), torch.zeros(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("text", ["x = '<|pad|>'\n", "print('<|endoftext|>')\n"])
+def test_special_token_text_in_code_stays_text_on_cpu(tok, text):
+    ids = encode(tok, text)
+    assert tok.eos_token_id not in ids and tok.pad_token_id not in ids
+    assert tok.decode(ids) == text

@@ -3,24 +3,15 @@ tiny random model on real HumanEval problems."""
 import json
 
 import pytest
-import torch
 
 from prmfast import eval as prm_eval
 from prmfast.bench_eval import parse_args, summarize
-from prmfast.config import ModelConfig
-from prmfast.models import build_tiny_model, save_policy, train_tokenizer
+from tests.conftest import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n"] * 20, 300,
-                                tmp_path_factory.mktemp("tok"))
-    torch.manual_seed(0)
-    model = build_tiny_model(tokenizer, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
-                                                    intermediate_size=64, max_position=2048))
-    folder = tmp_path_factory.mktemp("model")
-    save_policy(model, tokenizer, folder)
-    return folder
+    return save_tiny_model(tmp_path_factory, max_position=2048)
 
 
 def test_eval_cli_writes_and_resumes_on_cpu(tiny_model_dir, tmp_path, capsys):
