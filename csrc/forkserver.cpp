@@ -226,13 +226,10 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
       setenv("HOME", workdir.c_str(), 1) != 0 || setenv("TMPDIR", workdir.c_str(), 1) != 0 ||
       setenv("LANG", "C.UTF-8", 1) != 0 || setenv("PYTHONIOENCODING", "utf-8", 1) != 0)
     child_failed(2, "setenv", errno);
-  // All processes of the job share one memory limit: the slot's cgroup, which is empty now.
-  if (!cfg.cgroup.empty()) {
-    std::string group = slot_cgroup(cfg, slot);
-    if (write_text(group + "/memory.limit_in_bytes", std::to_string(req.memory_mb << 20)) != 0 ||
-        write_text(group + "/cgroup.procs", std::to_string(getpid())) != 0)
-      child_failed(2, "memory cgroup", errno);
-  }
+  // Born in the slot's memory cgroup (the zygote's): the OOM killer takes the job's processes
+  // before the zygote (and, machine-wide, before anything else).
+  if (!cfg.cgroup.empty() && write_text("/proc/self/oom_score_adj", "1000") != 0)
+    child_failed(2, "oom_score_adj", errno);
   const char* what = "";
   Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
@@ -305,6 +302,13 @@ class Zygote {
   };
 
   bool spawn(const SpawnRequest& req, std::vector<int>& fds, Start* start) {
+    // The job's processes share the slot cgroup's limit (no job of this slot runs now).
+    if (!cfg_.cgroup.empty() && req.memory_mb != limit_mb_) {
+      if (write_text(slot_cgroup(cfg_, slot_) + "/memory.limit_in_bytes",
+                     std::to_string(req.memory_mb << 20)) != 0)
+        _exit(1);
+      limit_mb_ = req.memory_mb;
+    }
     pid_t self = getpid();
     pid_t pid = python_fork();
     if (pid == 0) {
@@ -383,6 +387,7 @@ class Zygote {
   int slot_;
   int self_pidfd_ = -1;
   int64_t oom_seen_ = 0;     // the slot cgroup's OOM kills reported so far
+  int64_t limit_mb_ = -1;    // the slot cgroup's memory limit now
   std::map<int, Kid> kids_;  // by pidfd
 };
 
@@ -488,6 +493,10 @@ class Server {
       keep_fds({zv[1]});
       if (cfg_.pidns) own_proc();
       if (cfg_.ipcns && unshare(CLONE_NEWIPC) != 0) _exit(1);
+      // Into the slot's memory cgroup, so that its children are born there (joining one per
+      // child costs a cgroup migration each).
+      if (!cfg_.cgroup.empty() && write_text(slot_cgroup(cfg_, slot) + "/cgroup.procs", "0") != 0)
+        _exit(1);
       Zygote zygote(3, cfg_, slot);
       *start = zygote.loop();  // returns only in an untrusted child
       return;

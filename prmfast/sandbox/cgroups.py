@@ -2,8 +2,9 @@
 memory limit, so a program that forks cannot hold `processes` x `memory_mb`.
 
 The caller makes one folder per Sandbox beneath its own memory cgroup (so the machine's
-accounting still covers the jobs), with a subfolder per worker slot; each untrusted child sets
-its slot's limit to the job's memory_mb and joins it before it drops root (forkserver.cpp).
+accounting still covers the jobs), with a subfolder per worker slot. Each slot's zygote joins
+its subfolder, so the untrusted children it forks are born there, and sets the limit to the
+job's memory_mb before a job's first fork (forkserver.cpp).
 """
 from __future__ import annotations
 
