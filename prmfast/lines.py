@@ -25,9 +25,13 @@ An empty response has no lines.
 """
 from __future__ import annotations
 
+import io
+import tokenize
 from dataclasses import dataclass
 
 _QUOTES = ('"""', "'''")
+_BREAKS = (tokenize.NEWLINE, tokenize.NL)
+_LAYOUT = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
 
 
 @dataclass
@@ -99,9 +103,39 @@ def token_texts(token_ids: list[int], tokenizer) -> list[str]:
 
 
 def comment_flags(text: str) -> list[bool]:
-    """Per physical line of `text` (split on newlines): blank, `#` comment or docstring line."""
+    """Per physical line of `text` (split on newlines): blank, `#` comment or docstring line.
+
+    Python's tokenizer finds the strings, so the closing quotes of a multi-line string opened
+    mid-line are code, not a docstring's start. From where the text stops tokenizing (an
+    unfinished response, bad indentation) a line-by-line scan takes over."""
+    n = text.count("\n") + 1
+    toks, complete = [], True
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            toks.append(tok)
+    except (tokenize.TokenError, SyntaxError):     # IndentationError is a SyntaxError
+        complete = False
+    # rows (1-based) the tokens cover completely: all of them, or up to the last line break
+    done = n if complete else max((t.end[0] for t in toks if t.type in _BREAKS), default=0)
+    flags = [True] * n
+    stream = [t for t in toks if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    for i, tok in enumerate(stream):
+        if tok.type in _LAYOUT:
+            continue
+        docstring = (tok.type == tokenize.STRING
+                     and (i == 0 or stream[i - 1].type in _LAYOUT)
+                     and (i + 1 == len(stream) or stream[i + 1].type in _LAYOUT))
+        if not docstring:
+            for row in range(tok.start[0], min(tok.end[0], done) + 1):
+                flags[row - 1] = False
+    return flags[:done] + _scan_flags(text.split("\n")[done:])
+
+
+def _scan_flags(raw_lines: list[str]) -> list[bool]:
+    """comment_flags' fallback for text that does not tokenize: a docstring starts only where a
+    line starts with a triple quote."""
     flags, closing = [], None      # closing: the quote that ends the open docstring
-    for raw in text.split("\n"):
+    for raw in raw_lines:
         s = _strip_cr(raw).strip()
         if closing is not None:
             flags.append(True)

@@ -84,6 +84,10 @@ def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
 def example(prompt_ids: list[int], response_ids: list[int], spans: Sequence[Sequence[int]],
             targets: Sequence[float], task: str | None = None,
             passed: bool | None = None) -> PRMExample:
+    """One PRM example: a target per line span (ValueError on a count mismatch); empty targets
+    mark an unlabelled example (prediction only)."""
+    if targets and len(targets) != len(spans):
+        raise ValueError(f"targets has {len(targets)} values for {len(spans)} line spans")
     base = len(prompt_ids)
     return PRMExample(list(prompt_ids) + list(response_ids),
                       [base + end - 1 for _, end in spans], list(map(float, targets)),
@@ -100,6 +104,8 @@ def example_from_record(rec: dict, neutral_comments: bool = True) -> PRMExample:
 def collate(examples: Sequence[PRMExample], pad_id: int,
             device: torch.device | str = "cpu") -> PRMBatch:
     """Right-padded batch [B, T_max] on `device` (built on the CPU, moved once)."""
+    if not examples:
+        raise ValueError("the batch is empty: collate needs at least one example")
     cpu = torch.device("cpu")
     width = max(1, max(len(e.input_ids) for e in examples))
     b = len(examples)
@@ -110,6 +116,9 @@ def collate(examples: Sequence[PRMExample], pad_id: int,
     weighted = any(e.weights is not None for e in examples)
     weights = torch.zeros((b, width), device=cpu) if weighted else None
     for i, e in enumerate(examples):
+        if len(e.targets) != len(e.line_ends):
+            raise ValueError(f"examples[{i}]: targets has {len(e.targets)} values for "
+                             f"{len(e.line_ends)} line ends")
         ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long, device=cpu)
         mask[i, :len(e.input_ids)] = 1
         if e.line_ends:
@@ -126,6 +135,10 @@ def make_batch(prompts: list[list[int]], responses: list[list[int]], tokenizer,
                device: torch.device | str = "cpu") -> PRMBatch:
     """Segment the responses (prmfast.lines) and build a padded batch on `device`; targets
     default to 0."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts has {len(prompts)} rows but responses has {len(responses)}")
+    if targets is not None and len(targets) != len(responses):
+        raise ValueError(f"targets has {len(targets)} rows but responses has {len(responses)}")
     exs = []
     for i, (p, r) in enumerate(zip(prompts, responses)):
         spans = segment(r, tokenizer).spans
@@ -184,12 +197,18 @@ def with_weights(examples: Sequence[PRMExample], cfg: PRMConfig) -> list[PRMExam
 def length_batches(examples: Sequence[PRMExample], batch_size: int,
                    rng: random.Random | None = None) -> list[list[PRMExample]]:
     """Batches of similar length (less padding); shuffled batch order when rng is given."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    batches = [[examples[i] for i in order[s:s + batch_size]]
-               for s in range(0, len(order), batch_size)]
+    batches = [[examples[i] for i in group] for group in _length_groups(examples, batch_size)]
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+def _length_groups(examples: Sequence[PRMExample], batch_size: int) -> list[list[int]]:
+    """Positions of the examples in batches of similar length (sorted by length)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -203,14 +222,13 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
     was = prm.training
     prm.eval()
     device = module_device(prm)
-    out: dict[int, list[float]] = {}
-    index = {id(e): i for i, e in enumerate(examples)}
-    for group in length_batches(examples, batch_size):
-        batch = collate(group, pad_id, device)
-        for e, vals in zip(group, line_values(score_lines(prm, batch), batch)):
-            out[index[id(e)]] = vals
+    out: list[list[float] | None] = [None] * len(examples)
+    for group in _length_groups(examples, batch_size):
+        batch = collate([examples[i] for i in group], pad_id, device)
+        for i, vals in zip(group, line_values(score_lines(prm, batch), batch)):
+            out[i] = vals                             # by position: repeated objects are fine
     prm.train(was)
-    return [out[i] for i in range(len(examples))]
+    return out
 
 
 # ---------------------------------------------------------------- training
@@ -223,6 +241,10 @@ def train_prm(prm, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: 
     epoch's weights are loaded back into prm. Returns the history (per-step and per-epoch)."""
     if cfg.early_stop not in EARLY_STOPS:
         raise ValueError(f"prm.early_stop must be one of {EARLY_STOPS}, got {cfg.early_stop!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"prm.batch_size must be >= 1, got {cfg.batch_size}")
+    if not train:
+        raise ValueError("there are no training examples to train the PRM on")
     rng = random.Random(seed)
     train, val = with_weights(train, cfg), with_weights(val, cfg)
     head = list(prm.head.parameters())
@@ -312,6 +334,8 @@ def validation_metrics(examples: Sequence[PRMExample],
 
 def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     """Area under the ROC curve (Mann-Whitney, ties count half); nan without both classes."""
+    if len(scores) != len(positive):
+        raise ValueError(f"scores has {len(scores)} values but positive has {len(positive)}")
     pos = sum(map(bool, positive))
     neg = len(positive) - pos
     if pos == 0 or neg == 0:
@@ -370,6 +394,8 @@ AGGREGATES = ("min", "last", "mean")
 def aggregate(scores: Sequence[float], how: str) -> float:
     """A response's score from its line scores: min / last / mean; -inf without lines (an empty
     response is never picked over one with lines)."""
+    if how not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {how!r}; choose one of {AGGREGATES}")
     if not scores:
         return -math.inf
     if how == "min":
@@ -391,6 +417,7 @@ def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     score-free baselines: random_distinct = a uniform pick among the distinct responses (what a
     scorer that cannot tell them apart does, whatever it ranks first), majority = the most
     frequent response (ties share the pick)."""
+    _check_groups(groups)
     n = len(groups)
     if n == 0:
         return {}
@@ -422,6 +449,9 @@ def within_task_auc(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     responses, task difficulty cannot raise it: it measures what best-of-N reranking and a
     dense reward within a prompt's samples rely on. groups: per task, (passed, line scores) per
     response. {"auc": float (nan without a pair), "pairs": int}."""
+    if how not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {how!r}; choose one of {AGGREGATES}")
+    _check_groups(groups)
     wins, pairs = 0.0, 0
     for g in groups:
         good = [aggregate(sc, how) for passed, sc in g if passed]
@@ -430,6 +460,15 @@ def within_task_auc(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
             wins += sum(1.0 if a > b else 0.5 if a == b else 0.0 for b in bad)
         pairs += len(good) * len(bad)
     return {"auc": wins / pairs if pairs else math.nan, "pairs": pairs}
+
+
+def _check_groups(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> None:
+    """ValueError for an empty group or a non-finite line score (names the task index)."""
+    for t, g in enumerate(groups):
+        if not g:
+            raise ValueError(f"groups[{t}] (task {t}) has no samples")
+        if not all(math.isfinite(v) for _, sc in g for v in sc):
+            raise ValueError(f"groups[{t}] (task {t}) has a non-finite line score")
 
 
 def within_task_all(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
@@ -452,6 +491,7 @@ def rerank_margins(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     """95 % paired-bootstrap intervals, over problems, of PRM-min reranking minus each score-free
     baseline (random; majority when keys are given): {"prm_min-random": [low, high], ...}.
     Arguments as rerank; an interval above 0 means the PRM picks better than the baseline."""
+    _check_groups(groups)                              # names the task index, not 0
     if not groups:
         return {}
     per = [rerank([g], None if keys is None else [keys[i]]) for i, g in enumerate(groups)]

@@ -138,3 +138,13 @@ def test_split_utf8_characters_on_cpu(tok):
     assert "".join(pieces) == "s = '日本'\n"
     assert len(ids) > len("s = '日本'\n")          # the CJK characters span several tokens
     assert "\ufffd" not in "".join(pieces)
+
+
+def test_comment_flags_after_a_string_opened_mid_line():
+    # the closing quotes of x's string are code, not a docstring's start, and so is y = 1
+    assert comment_flags('x = """a\n"""\ny = 1') == [False, False, False]
+    assert comment_flags('x = f("""a\n  b""")\n# c\n"""doc\nmore"""\nz') == [
+        False, False, True, True, True, False]
+    # text that stops tokenizing (an unfinished docstring, bad indentation): line by line
+    assert comment_flags('x = 1\n"""doc\nmore') == [False, True, True]
+    assert comment_flags('    x = 1\n  y = 2\n    # c\n') == [False, False, True, True]

@@ -53,7 +53,13 @@ class Labelled:
 
 def label_responses(responses: list[Response], prober: Prober,
                     on_round: Callable[[int, int], None] | None = None) -> list[Labelled]:
-    """Label every response; same order. on_round(round, open searches) after each round."""
+    """Label every response; same order. on_round(round, open searches) after each round.
+    Response keys must be unique (ValueError naming the repeated key)."""
+    seen: set[str] = set()
+    for r in responses:
+        if r.key in seen:
+            raise ValueError(f"responses: key {r.key!r} appears more than once")
+        seen.add(r.key)
     searches = {r.key: BinarySearch(len(code_lines(r.is_comment)))
                 for r in responses if not r.passed}
     out = {r.key: Labelled(None, None, []) for r in responses}

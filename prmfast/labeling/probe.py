@@ -71,6 +71,26 @@ def executions_for(first_pass: int | None, k: int, first_wave: int) -> int:
     return done
 
 
+def read_journal(path: Path) -> list[dict]:
+    """Rows of a probe journal. As in store.read_jsonl, a torn last line (interrupted write) ends
+    the rows; it is also cut from the file (and a missing final newline added), so rows appended
+    later start on a line of their own."""
+    data = path.read_bytes()
+    rows, good = [], 0
+    for line in data.splitlines(keepends=True):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:                    # JSONDecodeError, or a cut multi-byte character
+            break
+        good += len(line)
+    keep = data[:good]
+    if keep and not keep.endswith(b"\n"):
+        keep += b"\n"
+    if keep != data:
+        path.write_bytes(keep)
+    return rows
+
+
 class Prober:
     """Answers probe requests for one policy, batched in waves.
 
@@ -88,8 +108,7 @@ class Prober:
         self.cache: dict[ProbeKey, ProbeOutcome] = {}
         self.journal = journal
         if journal is not None and journal.exists():
-            for line in journal.read_text().splitlines():
-                row = json.loads(line)
+            for row in read_journal(journal):
                 self.cache[(row["task_id"], tuple(row["prefix"]))] = ProbeOutcome(
                     row["first_pass"], row["completions"], row["executions"])
 

@@ -104,9 +104,14 @@ def prefix_lines(is_comment: Sequence[bool], point: int) -> int:
 
 
 def m_star(is_comment: Sequence[bool], first_bad: int | None) -> int | None:
-    """1-based line number of the first unrecoverable line; 0 = unrecoverable from the start."""
+    """1-based line number of the first unrecoverable line; 0 = unrecoverable from the start.
+    first_bad: a search point 0..P (P code lines), or None (passed: no bad line)."""
     if first_bad is None:
         return None
+    n_points = len(code_lines(is_comment))
+    if not 0 <= first_bad <= n_points:
+        raise ValueError(f"first_bad must be in 0..{n_points} (the number of code lines) or "
+                         f"None, got {first_bad}")
     return prefix_lines(is_comment, first_bad)
 
 

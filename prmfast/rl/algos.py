@@ -9,16 +9,19 @@ import torch
 from prmfast.distributed import global_mean_std
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
+_WHITEN_RTOL = 1e-5    # std below this share of |mean| is rounding noise (float32 eps ~1.2e-7)
 
 
 def whiten(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """(x - mean) / std over all N packed tokens, of all ranks when distributed (one all-reduce,
     so the result does not depend on how the batch is sharded). x [N] -> [N]; a batch of < 2
-    tokens is only centred."""
+    tokens is only centred, and so is one whose spread is negligible (std <= eps + 1e-5 |mean|:
+    rounding-level noise of constant advantages, which dividing would blow up to O(1) values)."""
     n, mean, std = global_mean_std(x)
     if n < 2:
         return x - mean
-    return (x - mean) / (std + eps)
+    negligible = std <= eps + _WHITEN_RTOL * mean.abs()   # a tensor test: no host sync
+    return torch.where(negligible, x - mean, (x - mean) / (std + eps))
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

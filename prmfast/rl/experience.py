@@ -173,7 +173,8 @@ class ResponseFacts:
     line_end: per packed token (response tokens, then EOS if present) whether it closes a line;
     line_index: per packed token its 0-based line (-1 after the last line); comment_end: per
     packed token whether it closes a comment or blank line; passed; frac_passed in [0, 1];
-    first_error_line: the oracle's 0-based first wrong line (None: none found / not computed)."""
+    first_error_line: the oracle's first wrong line as a 0-based segmented line (None: none
+    found / not computed)."""
     line_end: list[bool]
     line_index: list[int]
     comment_end: list[bool]
@@ -258,6 +259,7 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
             first_error_line=[f.first_error_line for f in facts] if variant.needs_oracle else None,
             prm_scores=prm_scores)
         scores, outcome = line_rewards(cfg.reward, inputs, neutral_comments=cfg.neutral_comments)
+        _check_finite(frac_passed=frac_passed, prm_scores=prm_scores, outcome=outcome)
         kl = kl_estimate(old_logprobs, ref_logprobs)
         rewards, advantages, returns = kernels.dense_rewards_gae(
             values, scores, line_end, kl, outcome, passed, batch.cu_seqlens,
@@ -267,6 +269,16 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
             advantages = whiten(advantages)
     return Experience(batch, old_logprobs, ref_logprobs, values, line_end, comment_end, scores,
                       kl, rewards, advantages, returns, passed, frac_passed, outcome)
+
+
+def _check_finite(**fields: torch.Tensor | None) -> None:
+    """Raise ValueError naming every field with a NaN or inf (one NaN reward would make every
+    whitened advantage of the batch NaN). One host sync for all the fields."""
+    names = [k for k, v in fields.items() if v is not None]
+    finite = torch.stack([torch.isfinite(fields[k]).all() for k in names]).tolist()
+    bad = [k for k, ok in zip(names, finite) if not ok]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: non-finite values (NaN or inf) in the rewards")
 
 
 def experience_metrics(exp: Experience, kl_coef: float) -> dict[str, float]:

@@ -33,6 +33,7 @@ import torch
 from prmfast import distributed as D
 from prmfast.data import build_program
 from prmfast.device import module_device
+from prmfast.labeling.search import oracle_m_star
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.models.packed import PackedCritic, PackedPolicy
@@ -187,9 +188,13 @@ class PPOTrainer:
                 sequences.append(list(sample.prompt_ids) + response)
                 prompt_lens.append(len(sample.prompt_ids))
                 frac = sum(res.tests) / len(res.tests) if res.tests else float(res.passed)
-                facts.append(facts_from_lines(segment(list(sample.response_ids), self.tokenizer),
-                                              len(response), passed=res.passed, frac_passed=frac,
-                                              first_error_line=first_error))
+                lines = segment(list(sample.response_ids), self.tokenizer)
+                # the oracle counts physical lines of the text, oracle_reward segmented lines
+                # (0-based; an error past the last line lands on the last line)
+                m = oracle_m_star(lines.texts, res.passed, first_error)
+                facts.append(facts_from_lines(lines, len(response), passed=res.passed,
+                                              frac_passed=frac,
+                                              first_error_line=None if m is None else m - 1))
         return PackedBatch.from_sequences(sequences, prompt_lens, self.pad_id, self.device), facts
 
     def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
