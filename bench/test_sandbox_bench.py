@@ -2,6 +2,7 @@
 harness designs, all in the same run with the same number of workers:
   (a) one fresh `python file.py` subprocess per job, from a thread pool;
   (b) one multiprocessing.Process plus a Manager per job (human-eval / LiveCodeBench style).
+And the floor of the design, in the same run: an unsandboxed fork server (fork_floor.py).
 Also: CPU time per job (all processes; steadier than wall time on a loaded machine), latency
 percentiles, scaling from 1 to 2 workers, and the cost of each isolation layer.
 
@@ -87,6 +88,20 @@ def process_and_manager_per_job(problems, workers=WORKERS, timeout=10.0):
         return list(pool.map(one, problems))
 
 
+# -- the design's floor: an unsandboxed fork server (bench/fork_floor.py) ------------------
+def unsandboxed_fork_server(problems, workers=WORKERS):
+    """(jobs/s, CPU seconds) of a fork per job with no isolation at all, in a fresh interpreter
+    as small as the sandbox's server."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump([script(p) for p in problems], f)
+        f.flush()
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("fork_floor.py")), f.name,
+                               str(workers)], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert out["failed"] == 0, done.stdout
+    return out["jobs_per_s"], out["cpu_s"]
+
+
 def timed(fn, *args, **kw):
     start = time.perf_counter()
     out = fn(*args, **kw)
@@ -145,6 +160,7 @@ def test_sandbox_vs_baselines(benchmark, problems):
         _, cpu_ours = cpu_timed(sb.run, jobs, server_pid=sb.server_pid)
     (ok_a, t_a), cpu_a = cpu_timed(timed, subprocess_per_job, problems)
     (ok_b, t_b), cpu_b = cpu_timed(timed, process_and_manager_per_job, problems)
+    rate_floor, cpu_floor = unsandboxed_fork_server(problems)
     assert all(ok_a) and all(ok_b)
     rate_a, rate_b = len(jobs) / t_a, len(jobs) / t_b
     q = statistics.quantiles(lat, n=100)
@@ -154,6 +170,10 @@ def test_sandbox_vs_baselines(benchmark, problems):
             "speedup_vs_process_manager": round(ours / rate_b, 1),
             "cpu_ms_per_job_sandbox": round(cpu_ours * ms, 1), "cpu_ms_per_job_subprocess": round(cpu_a * ms, 1),
             "cpu_ms_per_job_process_manager": round(cpu_b * ms, 1),
+            "unsandboxed_fork_server_jobs_per_s": round(rate_floor, 1),
+            "cpu_ms_per_job_unsandboxed_fork_server": round(cpu_floor * ms, 2),
+            "floor_speedup_vs_subprocess": round(rate_floor / rate_a, 1),
+            "floor_speedup_vs_process_manager": round(rate_floor / rate_b, 1),
             "latency_ms_p50": round(q[49] * 1e3, 1), "latency_ms_p90": round(q[89] * 1e3, 1),
             "latency_ms_p99": round(q[98] * 1e3, 1), "load_average_1min": round(os.getloadavg()[0], 1)}
     benchmark.extra_info.update(info)

@@ -71,6 +71,8 @@ def comment_targets(labels: Sequence[int], is_comment: Sequence[bool],
                     neutral: bool = True) -> list[float]:
     """Training targets per line: the labels, with comment lines 0 (neutral) or, for the
     comment-hack experiment, the label of the nearest code line before (else after) them."""
+    if len(labels) != len(is_comment):
+        raise ValueError(f"labels has {len(labels)} values but is_comment has {len(is_comment)}")
     if neutral:
         return [0.0 if c else float(x) for x, c in zip(labels, is_comment)]
     out, last = [], None
@@ -119,6 +121,9 @@ def collate(examples: Sequence[PRMExample], pad_id: int,
         if len(e.targets) != len(e.line_ends):
             raise ValueError(f"examples[{i}]: targets has {len(e.targets)} values for "
                              f"{len(e.line_ends)} line ends")
+        if any(not 0 <= end < len(e.input_ids) for end in e.line_ends):
+            raise ValueError(f"examples[{i}]: a line end lies outside its {len(e.input_ids)} "
+                             f"tokens (line_ends {e.line_ends})")
         ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long, device=cpu)
         mask[i, :len(e.input_ids)] = 1
         if e.line_ends:
@@ -313,10 +318,14 @@ def validation_metrics(examples: Sequence[PRMExample],
     """{"loss": weighted MSE over lines, "auc": line AUC against the targets' signs (0-target
     lines skipped), "within_task": within_task_auc of PRM-min (nan unless every example has its
     task and outcome)} for per-example, per-line scores."""
+    if len(scores) != len(examples):
+        raise ValueError(f"scores has {len(scores)} rows for {len(examples)} examples")
     total = count = 0.0
     flat, positive = [], []
-    for e, sc in zip(examples, scores, strict=True):
-        for s, t, w in zip(sc, e.targets, e.weights or [1.0] * len(sc), strict=True):
+    for i, (e, sc) in enumerate(zip(examples, scores)):
+        if len(sc) != len(e.targets):
+            raise ValueError(f"scores[{i}] has {len(sc)} values for {len(e.targets)} line targets")
+        for s, t, w in zip(sc, e.targets, e.weights or [1.0] * len(sc)):
             total, count = total + w * (s - t) ** 2, count + w
             if t != 0:
                 flat.append(s)
@@ -336,6 +345,8 @@ def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     """Area under the ROC curve (Mann-Whitney, ties count half); nan without both classes."""
     if len(scores) != len(positive):
         raise ValueError(f"scores has {len(scores)} values but positive has {len(positive)}")
+    if not all(math.isfinite(v) for v in scores):
+        raise ValueError("scores has a non-finite value (an AUC of NaN scores has no order)")
     pos = sum(map(bool, positive))
     neg = len(positive) - pos
     if pos == 0 or neg == 0:
@@ -429,10 +440,11 @@ def rerank(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
                                                 [aggregate(sc, how) for _, sc in g])
                                 for g in groups) / n
     if keys is not None:
+        _check_keys(groups, keys)
         distinct, majority = 0.0, 0.0
-        for g, k in zip(groups, keys, strict=True):
+        for g, k in zip(groups, keys):
             by_key: dict[Hashable, list[bool]] = {}
-            for (passed, _), key in zip(g, k, strict=True):
+            for (passed, _), key in zip(g, k):
                 by_key.setdefault(key, []).append(passed)
             rates = [sum(v) / len(v) for v in by_key.values()]
             distinct += sum(rates) / len(rates)
@@ -471,6 +483,15 @@ def _check_groups(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> N
             raise ValueError(f"groups[{t}] (task {t}) has a non-finite line score")
 
 
+def _check_keys(groups: Sequence[Sequence], keys: Sequence[Sequence[Hashable]]) -> None:
+    """ValueError unless keys has one key per sample of every group."""
+    if len(keys) != len(groups):
+        raise ValueError(f"keys has {len(keys)} groups but groups has {len(groups)}")
+    for t, (g, k) in enumerate(zip(groups, keys)):
+        if len(k) != len(g):
+            raise ValueError(f"keys[{t}] has {len(k)} keys for the {len(g)} samples of groups[{t}]")
+
+
 def within_task_all(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) -> dict:
     """within_task_auc for every aggregate: {"min": {...}, "last": {...}, "mean": {...}}."""
     return {how: within_task_auc(groups, how) for how in AGGREGATES}
@@ -479,8 +500,10 @@ def within_task_all(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]]) ->
 def group_by_task(task_ids: Sequence[str], items: Sequence) -> list[list]:
     """items grouped by their task, tasks in first-seen order (e.g. the (passed, line scores)
     per response that rerank and within_task_auc take)."""
+    if len(task_ids) != len(items):
+        raise ValueError(f"task_ids has {len(task_ids)} values but items has {len(items)}")
     groups: dict[str, list] = {}
-    for t, item in zip(task_ids, items, strict=True):
+    for t, item in zip(task_ids, items):
         groups.setdefault(t, []).append(item)
     return list(groups.values())
 
@@ -492,6 +515,8 @@ def rerank_margins(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     baseline (random; majority when keys are given): {"prm_min-random": [low, high], ...}.
     Arguments as rerank; an interval above 0 means the PRM picks better than the baseline."""
     _check_groups(groups)                              # names the task index, not 0
+    if keys is not None:
+        _check_keys(groups, keys)
     if not groups:
         return {}
     per = [rerank([g], None if keys is None else [keys[i]]) for i, g in enumerate(groups)]

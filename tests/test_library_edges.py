@@ -185,3 +185,41 @@ def test_m_star_requires_a_search_point_within_the_code_lines_on_cpu():
     assert m_star([True, False], 0) == 0 and m_star([], 0) == 0
     assert m_star([False, False], None) is None
     assert line_labels([True, False, False], 2) == [0, 1, -1]
+
+
+def test_metric_helpers_name_the_mismatched_argument_on_cpu(tiny):
+    from prmfast.lines import segment
+    from prmfast.prm import comment_targets, group_by_task, validation_metrics
+
+    tok, _, p, r = tiny
+    e = example(p, r, segment(r, tok).spans, [1.0, -1.0])
+    with pytest.raises(ValueError, match="scores has 2 rows for 1 examples"):
+        validation_metrics([e], [[0.1, 0.2], [0.3]])
+    with pytest.raises(ValueError, match=r"scores\[0\] has 3 values for 2 line targets"):
+        validation_metrics([e], [[0.1, 0.2, 0.3]])
+    assert validation_metrics([e], [[1.0, -1.0]])["loss"] == pytest.approx(0.0)
+    groups = [[(True, [0.2]), (False, [0.1])]]
+    with pytest.raises(ValueError, match="keys has 2 groups but groups has 1"):
+        rerank(groups, keys=[["a", "b"], ["c"]])
+    with pytest.raises(ValueError, match=r"keys\[0\] has 1 keys for the 2 samples of groups\[0\]"):
+        rerank(groups, keys=[["a"]])
+    with pytest.raises(ValueError, match=r"keys\[1\] has 1 keys for the 2 samples of groups\[1\]"):
+        rerank_margins(groups * 2, keys=[["a", "b"], ["a"]])
+    assert rerank(groups, keys=[["a", "a"]])["majority"] == 0.5
+    with pytest.raises(ValueError, match="task_ids has 3 values but items has 2"):
+        group_by_task(["t", "t", "u"], [1, 2])
+    with pytest.raises(ValueError, match="labels has 3 values but is_comment has 2"):
+        comment_targets([1, -1, -1], [False, True])
+    assert comment_targets([1, -1, -1], [False, True, False], neutral=False) == [1.0, 1.0, -1.0]
+
+
+def test_roc_auc_rejects_nan_scores_on_cpu():
+    with pytest.raises(ValueError, match="non-finite"):
+        roc_auc([0.1, float("nan"), 0.3], [True, False, True])
+
+
+def test_collate_rejects_a_line_end_past_the_tokens_on_cpu(tiny):
+    tok, _, p, r = tiny
+    beyond = example(p, r, [(0, len(r) + 1)], [1.0])      # a span one token past the response
+    with pytest.raises(ValueError, match=r"examples\[0\]: a line end lies outside its"):
+        collate([beyond], tok.pad_token_id)

@@ -76,8 +76,9 @@ def oracle_reward(inp: RewardInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """+1 at the end of every line before the oracle's first error line, -1 from it on.
 
     A passing response is all +1. A failing response for which the oracle finds no wrong step
-    (the fault is after the steps, e.g. a missing return or a truncated response) gets -1 on its
-    last line only. Returns (line_scores [N], outcome [S])."""
+    (the fault is after the steps, e.g. a missing return or a truncated response), or names a
+    line past the response's last, gets -1 on its last line only. Returns (line_scores [N],
+    outcome [S])."""
     if inp.first_error_line is None:
         raise ValueError("first_error_line: the oracle reward needs the oracle's first error line")
     n_seq = inp.passed.numel()
@@ -88,11 +89,13 @@ def oracle_reward(inp: RewardInputs) -> tuple[torch.Tensor, torch.Tensor]:
     seq_of_token = torch.repeat_interleave(torch.arange(n_seq, device=device), lengths)
     n_lines = torch.zeros(n_seq, dtype=torch.int64, device=device).index_add_(
         0, seq_of_token, inp.line_end.long())
+    if any(fe is not None and fe < 0 for fe in inp.first_error_line):
+        raise ValueError("first_error_line: line indices are 0-based and cannot be negative")
     big = torch.iinfo(torch.int64).max
     first_error = torch.tensor(
         [big if fe is None else fe for fe in inp.first_error_line], dtype=torch.int64,
         device=device)
-    first_error = torch.where(first_error == big, n_lines - 1, first_error)
+    first_error = torch.minimum(first_error, n_lines - 1)
     first_error = torch.where(inp.passed, torch.full_like(first_error, big), first_error)
     good = inp.line_index < first_error[seq_of_token]
     scores = torch.where(good, 1.0, -1.0) * inp.line_end

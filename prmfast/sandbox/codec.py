@@ -1,18 +1,22 @@
 """Plain-data encoding between the untrusted child and the judge.
 
 Values cross the process boundary as JSON with tagged containers, so the judge only ever
-holds builtin objects it built itself: an untrusted object's __eq__, __repr__ or __hash__
-never runs on the trusted side. Anything else is passed as a reference the child keeps.
+holds builtin objects (and Fractions and Decimals) it built itself: an untrusted object's
+__eq__, __repr__ or __hash__ never runs on the trusted side. Anything else is passed as a reference the child keeps.
 """
 from __future__ import annotations
 
 import builtins
+import importlib
 import json
 import math
 import numbers
 import struct
+import sys
 
 FRAME_HEADER = struct.Struct("<I")
+MAX_FRACTION_BITS = 1 << 17  # numerator and denominator of a Fraction that crosses
+MAX_DECIMAL_CHARS = 1 << 16  # digits and exponent of a Decimal that crosses
 # Builtin types cross by name (e.g. remove_datatype(xs, int)); the receiver looks the name
 # up in its own builtins.
 TYPE_NAMES = frozenset(name for name, v in vars(builtins).items()
@@ -52,6 +56,9 @@ def encode(value, refs=None):
             return encode(base(value.items()) if base is dict else base(value), refs)
     if isinstance(value, bool):
         return bool(value)
+    exact = _encode_exact_number(value)
+    if exact is not None:
+        return exact
     if isinstance(value, numbers.Integral):
         return encode(int(value))
     if isinstance(value, numbers.Real):
@@ -60,6 +67,18 @@ def encode(value, refs=None):
         raise TypeError(f"cannot encode {t.__name__}")
     refs.append(value)
     return ["ref", len(refs) - 1]
+
+
+def _encode_exact_number(value):
+    """["fraction", numerator, denominator] for a Fraction, ["decimal", text] for a Decimal
+    (subclasses as their base), else None: they keep their type and exact value. Their
+    modules are looked up, not imported: a value of either type means it is loaded."""
+    fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
+    if fractions is not None and isinstance(value, fractions.Fraction):
+        return ["fraction", encode(int(value.numerator)), encode(int(value.denominator))]
+    if decimal is not None and isinstance(value, decimal.Decimal):
+        return ["decimal", str(decimal.Decimal(value))]
+    return None
 
 
 def decode(tree, make_ref=None):
@@ -102,13 +121,39 @@ def _decode(tree, make_ref):
                 raise ProtocolError("malformed bytes") from None
         if tag == "type" and items[0] in TYPE_NAMES:
             return getattr(builtins, items[0])
+        if tag == "decimal":
+            return _decode_decimal(items[0])
     if tag == "complex" and len(items) == 2:
         parts = [_decode(part, None) for part in items]
         if all(type(part) in (int, float) for part in parts):
             return complex(*parts)
+    if tag == "fraction" and len(items) == 2:
+        return _decode_fraction(*(_decode(part, None) for part in items))
     if tag == "ref" and len(items) == 1 and type(items[0]) is int and make_ref is not None:
         return make_ref(items[0])
     raise ProtocolError(f"malformed value tagged {tag!r}")
+
+
+def _decode_fraction(numerator, denominator):
+    if type(numerator) is not int or type(denominator) is not int or denominator <= 0:
+        raise ProtocolError("malformed fraction")
+    # Fraction() reduces by the gcd, superlinear in the size: bound it.
+    if max(numerator.bit_length(), denominator.bit_length()) > MAX_FRACTION_BITS:
+        raise ProtocolError("oversized fraction")
+    return importlib.import_module("fractions").Fraction(numerator, denominator)
+
+
+def _decode_decimal(text: str):
+    decimal = importlib.import_module("decimal")
+    if len(text) > MAX_DECIMAL_CHARS:
+        raise ProtocolError("oversized decimal")
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise ProtocolError("malformed decimal") from None
+    if value.is_snan():  # compares and hashes only by raising
+        raise ProtocolError("signalling NaN decimal")
+    return value
 
 
 def _plain_int(text: str) -> int:

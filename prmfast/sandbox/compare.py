@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 
 def strict_equal(got, expected, atol: float = 0.0) -> bool:
@@ -15,6 +16,8 @@ def strict_equal(got, expected, atol: float = 0.0) -> bool:
         if math.isnan(got) or math.isnan(expected):
             return math.isnan(got) and math.isnan(expected)
         return got == expected or abs(got - expected) <= atol
+    if _is_decimal(got) and got.is_nan():  # the types are already equal
+        return expected.is_nan()
     if type(got) is complex:
         return strict_equal(got.real, expected.real, atol) and strict_equal(got.imag, expected.imag, atol)
     if type(got) in (list, tuple):
@@ -42,11 +45,16 @@ def exact_key(value):
         return t, tuple(exact_key(v) for v in value)
     if t is frozenset:
         return t, frozenset(exact_key(v) for v in value)
-    if t is float and math.isnan(value):
+    if (t is float and math.isnan(value)) or (_is_decimal(value) and value.is_nan()):
         return t, "nan"
     if t is complex:
         return t, exact_key(value.real), exact_key(value.imag)
     return t, value
+
+
+def _is_decimal(value) -> bool:
+    decimal = sys.modules.get("decimal")  # loaded wherever a Decimal exists
+    return decimal is not None and type(value) is decimal.Decimal
 
 
 def normalize_stdout(text: str) -> str:

@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from prmfast import _sandbox
 from prmfast.sandbox import child as child_side
@@ -431,10 +432,10 @@ def _first_reply(ch: Child) -> dict:
 
 
 def namespace_from(manifest: dict, ch: Child, entry_point: str | None,
-                   called: set[str]) -> dict:
+                   called: Callable[[], set[str]]) -> dict:
     """The judge's mirror of the program's globals, for the test code: plain values, remote
-    callables, and the modules of MIRRORED_MODULES imported here by name. `called`: the
-    names the test code calls."""
+    callables, and the modules of MIRRORED_MODULES imported here by name. `called()`: the
+    names the test code calls (asked for only when it matters)."""
     ns = {"__name__": "__main__", "__builtins__": builtins}
     shown = mirrored_names(set(manifest), entry_point, called)
     for name, entry in manifest.items():
@@ -454,19 +455,22 @@ def namespace_from(manifest: dict, ch: Child, entry_point: str | None,
     return ns
 
 
-def mirrored_names(names: set[str], entry_point: str | None, called: set[str]) -> set[str]:
+def mirrored_names(names: set[str], entry_point: str | None,
+                   called: Callable[[], set[str]]) -> set[str]:
     """The program's globals the test code sees. One named like a builtin (`def abs(x)`)
     would replace that builtin in the test code and could forge a pass, so it is left out,
     unless it is the function under test: the entry point or, without one, what the tests
     call when they call no other function of the program (MBPP's `def sum(a, b)`, tested as
     `assert sum(10, 15) == 6`)."""
     shadowing = {name for name in names if hasattr(builtins, name)}
+    if not shadowing:
+        return names
     if entry_point is not None:
         allowed = {entry_point}
-    elif called & (names - shadowing):
+    elif called() & (names - shadowing):
         allowed = set()
     else:
-        allowed = called
+        allowed = called()
     return (names - shadowing) | (shadowing & allowed)
 
 
@@ -514,7 +518,7 @@ def run_assert(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
     try:
         ch.deadline = job_deadline
         entry_point = public.get("entry_point")
-        ns = namespace_from(load_program(ch), ch, entry_point, called_names(cases))
+        ns = namespace_from(load_program(ch), ch, entry_point, lambda: called_names(cases))
         if entry_point and entry_point not in ns and any(
                 isinstance(node, ast.FunctionDef) and node.name == "check" for node, _ in cases):
             raise Stop("error", f"the program does not define {entry_point!r}")

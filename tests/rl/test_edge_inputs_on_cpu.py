@@ -86,3 +86,16 @@ def test_make_experience_rejects_non_finite_rewards_on_cpu(models, random_batch,
         make_experience(batch, facts, policy=trainer.policy_engine,
                         reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=prm,
                         cfg=trainer.exp_cfg, timer=StepTimer())
+
+
+def test_oracle_reward_clamps_an_error_line_past_the_last_on_cpu():
+    # one response of 3 lines (tokens 0-5, line ends at 1, 3, 5), failing
+    line_end = torch.tensor([False, True, False, True, False, True])
+    inp = RewardInputs(torch.tensor([0, 6]), line_end, torch.tensor([0, 0, 1, 1, 2, 2]),
+                       torch.zeros(6, dtype=torch.bool), torch.tensor([False]), torch.tensor([0.0]),
+                       [7])
+    scores, _ = oracle_reward(inp)
+    assert scores[line_end].tolist() == [1.0, 1.0, -1.0]  # as with no error line found
+    inp.first_error_line = [-1]
+    with pytest.raises(ValueError, match="cannot be negative"):
+        oracle_reward(inp)

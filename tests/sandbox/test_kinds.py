@@ -1,4 +1,7 @@
 """The three test kinds, their comparison rules and the tricks that must not pass."""
+from decimal import Decimal
+from fractions import Fraction
+
 import pytest
 
 from prmfast.sandbox import AssertTests, CallTests, Job, Sandbox, StdioTests
@@ -38,6 +41,25 @@ def test_call_tests_float_tolerance(sandbox):
     prog = "def f(x):\n    return x / 3\n"
     assert run1(sandbox, prog, CallTests("f", [([1.0], 0.3333)], atol=1e-3)).passed
     assert not run1(sandbox, prog, CallTests("f", [([1.0], 0.3333)])).passed
+
+
+def test_exact_numbers_keep_their_type(sandbox):
+    """Fractions and Decimals cross exactly, both ways and in both test kinds; a float for a
+    Fraction (or a Fraction for a Decimal) is the wrong type."""
+    prog = ("from fractions import Fraction\nfrom decimal import Decimal\n"
+            "def f(x):\n    return {'third': x / 3, 'kind': type(x).__name__}\n"
+            "def g(x):\n    return float(x) / 3\n")
+    third, half = Fraction(1, 3), Decimal("0.5")
+    r = run1(sandbox, prog, CallTests("f", [([Fraction(1)], {"third": third, "kind": "Fraction"}),
+                                            ([Decimal("1.5")], {"third": half, "kind": "Decimal"}),
+                                            ([Decimal("1.5")], {"third": Fraction(1, 2), "kind": "Decimal"}),
+                                            ([Decimal("NaN")], {"third": Decimal("NaN"), "kind": "Decimal"})]))
+    assert r.tests == [True, True, False, True]
+    assert not run1(sandbox, prog, CallTests("g", [([Fraction(1)], third)])).passed
+    tests = ("from fractions import Fraction\n"
+             "assert f(Fraction(1, 2))['third'] == Fraction(1, 6)\n"
+             "assert f(Fraction(1, 2))['kind'] == 'Fraction'\n")
+    assert run1(sandbox, prog, AssertTests(tests)).tests == [True, True]
 
 
 def test_call_tests_leetcode_solution_class(sandbox):
