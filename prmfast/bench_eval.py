@@ -15,6 +15,7 @@ than the folder's), 130 on Ctrl-C (rerunning the command resumes).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -59,6 +60,7 @@ class Settings:
     """What the rows of DIR/<name>/results.jsonl depend on (DIR/<name>/settings.json). Batch
     size, workers, device, limit, max-k and length threshold may change between runs."""
     model: str                       # resolved path
+    model_files: str                 # model_fingerprint: weights replaced in place change it
     backend: str
     dtype: str
     samples: int
@@ -101,8 +103,9 @@ def check_settings(out_dir: Path, settings: Settings) -> None:
     if read_results(out_dir / "results.jsonl"):
         if path.exists():
             old = _read_settings(path)
-            changes = [f"{key}: {json.dumps(old.get(key))} -> {json.dumps(value)}"
-                       for key, value in new.items() if old.get(key) != value]
+            # a key an older version did not record is not compared
+            changes = [f"{key}: {json.dumps(old[key])} -> {json.dumps(value)}"
+                       for key, value in new.items() if key in old and old[key] != value]
             if changes:
                 raise EvalError(f"{out_dir} was evaluated with other settings "
                                 f"({'; '.join(changes)}): rerun with the same settings to "
@@ -111,6 +114,19 @@ def check_settings(out_dir: Path, settings: Settings) -> None:
             print(f"warning: {out_dir} has results but no settings.json (an older run); "
                   "assuming they were made with these settings", file=sys.stderr)
     path.write_text(json.dumps(new, indent=2) + "\n")
+
+
+def model_fingerprint(model: Path) -> str:
+    """A digest of the name, size and modification time of the model's files (a GGUF file,
+    or the files of an HF folder); "" for a name that is not on disk."""
+    if not model.exists():
+        return ""
+    files = [model] if model.is_file() else sorted(f for f in model.iterdir() if f.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _read_settings(path: Path) -> dict:
@@ -326,7 +342,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def eval_settings(args, style: str) -> Settings:
     """The Settings of this command (the prompt style resolved)."""
     dtype = args.dtype if args.backend == "hf" else str(args.vllm_args.get("dtype", "auto"))
-    return Settings(model=str(Path(args.model).resolve()), backend=args.backend, dtype=dtype,
+    model = Path(args.model).resolve()
+    return Settings(model=str(model), model_files=model_fingerprint(model),
+                    backend=args.backend, dtype=dtype,
                     samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, prompt_style=style, seed=args.seed,
                     timeout_s=args.timeout_s)

@@ -18,7 +18,7 @@ from tests.conftest import save_tiny_model
 
 TESTS = CallTests("f", [([1], 2)])
 TASKS = [Task(f"t{i}", "def f(x):\n", TESTS, "f", "    return x + 1\n", {}) for i in range(5)]
-SETTINGS = Settings(model="m", backend="hf", dtype="float32", samples=2, temperature=0.5,
+SETTINGS = Settings(model="m", model_files="", backend="hf", dtype="float32", samples=2, temperature=0.5,
                     top_p=1.0, max_new_tokens=3, prompt_style="completion", seed=7, timeout_s=10.0)
 
 
@@ -68,6 +68,23 @@ def test_resume_refuses_other_settings_and_summary_names_the_model_on_cpu(
     # batch size, workers and limit do not change results: resuming with others is fine
     assert bench_eval.main(cli(model_dir, tmp_path, "--batch-size", "4", "--limit", "3")) == 0
     assert json.loads((folder / "summary.json").read_text())["n_problems"] == 3
+
+
+def test_resume_refuses_weights_replaced_in_place_on_cpu(model_dir, tmp_path, tasks, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    out = tmp_path / "out"
+    assert bench_eval.main(cli(model, out)) == 0
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())                 # retrained: same path, new file
+    capsys.readouterr()
+    assert bench_eval.main(cli(model, out)) == 2
+    assert "model_files: " in error_line(capsys)
+    # settings.json from a version that did not record model_files still resumes
+    saved = json.loads((out / "humaneval" / "settings.json").read_text())
+    del saved["model_files"]
+    (out / "humaneval" / "settings.json").write_text(json.dumps(saved))
+    assert bench_eval.main(cli(model, out)) == 0
 
 
 # --- 2: each task's own time limit ------------------------------------------------------------
