@@ -52,7 +52,8 @@ RANGES = (
 
 
 class EvalError(Exception):
-    """A bad --model / --out, or a results folder made with other settings (exit 2)."""
+    """A bad --model / --out, a results folder made with other settings, or a prompt the chat
+    template cannot carry (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,39 @@ class Settings:
 
 def build_prompts(tasks, tokenizer, style: str) -> list[list[int]]:
     """Token ids per task: the chat template with a generation prompt (its special tokens kept),
-    or the raw prompt (special-token text in it stays text: models.encode)."""
+    or the raw prompt. Special-token text in a task's own text stays text (models.encode)."""
     if style != "chat":
         return [encode(tokenizer, t.prompt) for t in tasks]
-    texts = [tokenizer.apply_chat_template(format_chat_prompt(t), add_generation_prompt=True,
-                                           tokenize=False) for t in tasks]
-    return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    return [chat_prompt_ids(tokenizer, t) for t in tasks]
+
+
+CONTENT_MARK = "\ue000prmfast-content\ue000"  # private-use characters: in no template or task
+
+
+def chat_prompt_ids(tokenizer, task) -> list[int]:
+    """The chat template's tokens with its special tokens parsed, the task's message encoded
+    apart so that special-token text in it stays text (EvalError when the template alters
+    such a message, as then it cannot be told apart)."""
+    messages = format_chat_prompt(task)
+    content = messages[-1]["content"]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if not any(token in content for token in added_token_texts(tokenizer)):
+        return tokenizer.encode(rendered, add_special_tokens=False)
+    marked = messages[:-1] + [{**messages[-1], "content": CONTENT_MARK}]
+    parts = tokenizer.apply_chat_template(marked, add_generation_prompt=True,
+                                          tokenize=False).split(CONTENT_MARK)
+    if len(parts) != 2 or parts[0] + content + parts[1] != rendered:
+        raise EvalError(f"task {task.task_id}: its prompt holds special-token text and the chat "
+                         "template changes the message; use --prompt-style completion")
+    return (tokenizer.encode(parts[0], add_special_tokens=False) + encode(tokenizer, content)
+            + tokenizer.encode(parts[1], add_special_tokens=False))
+
+
+def added_token_texts(tokenizer) -> list[str]:
+    """The texts the tokenizer turns into added (special or extra) tokens wherever they occur."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    texts = [t.content for t in decoder.values()] if decoder else []
+    return [t for t in {*texts, *tokenizer.all_special_tokens} if t]
 
 
 def read_results(path: Path) -> dict[str, dict]:

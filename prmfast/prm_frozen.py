@@ -50,7 +50,8 @@ def map_line_ends(source_tokenizer, target_tokenizer, input_ids: Sequence[int],
     the target token holding the line's last non-blank character: its newline, or its last
     character when it has none)."""
     text = source_tokenizer.decode(list(input_ids), skip_special_tokens=True)
-    enc = target_tokenizer(text, return_offsets_mapping=True)
+    # special-token text left in it (code can hold "<|endoftext|>") is text, as the run encoded it
+    enc = target_tokenizer(text, return_offsets_mapping=True, split_special_tokens=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     real = [i for i, (start, stop) in enumerate(offsets) if stop > start]  # not special tokens
     if not real:

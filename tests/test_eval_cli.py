@@ -9,7 +9,7 @@ import pytest
 from prmfast import bench_eval, report
 from prmfast.bench_eval import (Settings, build_prompts, parse_args, read_results,
                                 run_benchmark)
-from prmfast.data import Task
+from prmfast.data import Task, format_chat_prompt
 from prmfast.errors import StageError
 from prmfast.rl.stage import _truncate_metrics
 from prmfast.rollout import Sample
@@ -238,9 +238,20 @@ def test_prompts_keep_special_token_text_as_text_on_cpu(model_dir):
     [ids] = build_prompts([task], tok, "completion")
     assert tok.eos_token_id not in ids and tok.pad_token_id not in ids
     assert tok.decode(ids) == task.prompt
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    tok.chat_template = ("{{ eos_token }}{% for m in messages %}{{ m['content'] }}{{ eos_token }}"
+                         "{% endfor %}")
     [ids] = build_prompts([task], tok, "chat")
-    assert tok.eos_token_id in ids                  # the template's own token stays special
+    assert ids.count(tok.eos_token_id) == 2         # the template's own tokens stay special
+    assert ids[0] == ids[-1] == tok.eos_token_id and tok.pad_token_id not in ids
+    assert task.prompt in tok.decode(ids[1:-1])     # the prompt's special-token text is text
+    plain = Task("p", "x = 1\n", TESTS, "f", None, {})
+    [ids] = build_prompts([plain], tok, "chat")     # nothing to split: the template as is
+    assert ids == tok.encode(tok.apply_chat_template(format_chat_prompt(plain), tokenize=False,
+                                                     add_generation_prompt=True),
+                             add_special_tokens=False)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] | trim }}{{ eos_token }}{% endfor %}"
+    with pytest.raises(bench_eval.EvalError, match="task s: its prompt holds special-token text"):
+        build_prompts([task], tok, "chat")
 
 
 # --- 9: metrics.jsonl torn by a hard kill; the report of a missing run folder -----------------

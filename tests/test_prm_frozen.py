@@ -50,6 +50,18 @@ def test_line_ends_map_to_the_newline_token_of_another_tokenizer_on_cpu(tokenize
         assert start <= newline < stop, (text[start:stop], newline)
 
 
+def test_special_token_text_in_code_stays_text_for_the_backbone_on_cpu(tokenizers):
+    from prmfast.models.tokenizer import EOS
+
+    run_tok, backbone_tok = tokenizers
+    response = f"    s = '{EOS}'\n    return s\n"
+    ex = _example(run_tok, response)
+    ids, ends = map_line_ends(run_tok, backbone_tok, ex.input_ids, ex.line_ends)
+    assert backbone_tok.eos_token_id not in ids
+    assert backbone_tok.decode(ids) == PROMPT + response
+    assert [backbone_tok.decode(ids[:end + 1]).endswith("\n") for end in ends] == [True, True]
+
+
 def test_line_ends_on_random_code_like_texts_on_cpu(tokenizers):
     """Random lines (indents, blank lines, spaces before the newline, no final newline): each
     line's backbone token holds the line's last non-blank character."""
