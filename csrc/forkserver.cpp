@@ -21,6 +21,7 @@
 #include "forkserver.h"
 #include "fdpass.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -179,6 +180,37 @@ void clear_sysv_ipc() {
     int id = msgctl(i, MSG_STAT_ANY, &ds);
     if (id >= 0) msgctl(id, IPC_RMID, nullptr);
   }
+}
+
+// The pids of this (single-threaded) process's children, zombies included: from
+// /proc/thread-self/children, or, where the kernel lacks that file, a scan of /proc.
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> pids;
+  if (FILE* f = fopen("/proc/thread-self/children", "re")) {
+    for (long pid; fscanf(f, "%ld", &pid) == 1;) pids.push_back(static_cast<pid_t>(pid));
+    fclose(f);
+    return pids;
+  }
+  pid_t self = getpid();
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return pids;
+  while (struct dirent* entry = readdir(proc)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    char path[300], text[512];
+    snprintf(path, sizeof(path), "/proc/%s/stat", entry->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    text[n > 0 ? n : 0] = 0;
+    const char* after_name = strrchr(text, ')');  // "pid (name) state ppid ..."
+    char state;
+    long ppid;
+    if (after_name && sscanf(after_name + 1, " %c %ld", &state, &ppid) == 2 && ppid == self)
+      pids.push_back(static_cast<pid_t>(atol(entry->d_name)));
+  }
+  closedir(proc);
+  return pids;
 }
 
 void keep_fds(std::vector<int> fds) {
@@ -366,19 +398,36 @@ class Zygote {
   // SIGKILL every process of the job and return once none is left, zombies included.
   void kill_all() {
     for (auto& [pidfd, k] : kids_) {
-      if (!cfg_.pidns) kill(-k.pid, SIGKILL);  // its process group; see docs: no pidns
+      if (!cfg_.pidns) kill(-k.pid, SIGKILL);  // its process group, at once
       kill(k.pid, SIGKILL);
     }
     for (auto it = kids_.begin(); it != kids_.end(); it = kids_.erase(it)) {
       close(it->first);
       finish(it->second.pid, it->second.seq);
     }
-    if (!cfg_.pidns) return;
+    if (!cfg_.pidns) {
+      kill_orphans();
+      return;
+    }
     // PID 1 of the job namespace: kill(-1) reaches every other process in it (orphans,
     // double forks, setsid), and every orphan becomes our child to reap.
     for (;;) {
       if (kill(-1, SIGKILL) != 0 && errno == ESRCH) return;  // nothing, not even a zombie
       if (waitpid(-1, nullptr, __WALL) < 0 && errno == ECHILD) usleep(200);  // in transit
+    }
+  }
+
+  // Without a PID namespace the zygote is a child subreaper: every orphan of a job (double
+  // forks, setsid) is reparented to it. Kill and reap its children until it has none; a
+  // process killed in a round hands its own children to the next one.
+  void kill_orphans() {
+    for (;;) {
+      std::vector<pid_t> left = own_children();
+      if (left.empty()) return;
+      for (pid_t pid : left) kill(pid, SIGKILL);
+      for (pid_t pid : left)
+        while (waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
+        }
     }
   }
 
@@ -492,6 +541,8 @@ class Server {
       prctl(PR_SET_NAME, "sandbox-zygote");
       keep_fds({zv[1]});
       if (cfg_.pidns) own_proc();
+      // Without a PID namespace, orphans of a job come to the zygote (see kill_orphans).
+      if (!cfg_.pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) _exit(1);
       if (cfg_.ipcns && unshare(CLONE_NEWIPC) != 0) _exit(1);
       // Into the slot's memory cgroup, so that its children are born there (joining one per
       // child costs a cgroup migration each).

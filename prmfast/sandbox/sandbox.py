@@ -27,11 +27,15 @@ def claim_uid_range(first: int = UID_BASE, ranges: int = 1024) -> tuple[int, int
     """(uid_base, lock fd): the first range of UID_RANGE uids from `first` that no live Sandbox
     on this machine holds, held until the fd is closed (a lock file per range in the temp
     folder; a process that dies releases it). Two Sandboxes sharing uids would share the
-    per-uid process limit (RLIMIT_NPROC): one's threads could starve the other's."""
+    per-uid process limit (RLIMIT_NPROC): one's threads could starve the other's. A lock file
+    this process cannot open (another user's, or a link) counts as held."""
     for k in range(ranges):
         base = first + k * UID_RANGE
         path = os.path.join(tempfile.gettempdir(), f"prmfast-sandbox-uids-{base}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return base, fd
@@ -104,7 +108,9 @@ class Sandbox:
         self.isolation = layers
         self._uid_lock = None
         if uid_base is None:
-            uid_base, self._uid_lock = claim_uid_range()
+            # without the setuid layer the children run as the caller: no uids to claim
+            uid_base, self._uid_lock = (claim_uid_range() if "setuid" in layers
+                                        else (UID_BASE, None))
         self.uid_base = uid_base
         self._cgroup = cgroups.make_slot_cgroups(self.workers) if "cgroup" in layers else ""
         self._base = tempfile.mkdtemp(prefix="prmfast-sandbox-")

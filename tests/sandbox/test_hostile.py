@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from prmfast.sandbox import AssertTests, Job, Sandbox, StdioTests
+from prmfast.sandbox import AssertTests, Job, Sandbox, StdioTests, available_layers
 from tests.sandbox.conftest import sandbox_processes as processes_of
 
 UID_BASE = 1_300_000
@@ -118,6 +118,29 @@ def test_orphans_and_double_forks_do_not_survive(sb, tmp_path):
     r = run_hostile(sb, prog, StdioTests([("", "done"), ("", "done")]))
     assert r.passed, r
     assert not sandbox_processes()
+
+
+@pytest.fixture(scope="module")
+def sb_no_pidns(contained):
+    """What a caller without root gets for process ownership: no PID namespace (the zygote is
+    a child subreaper instead). The setuid layer stays on so RLIMIT_NPROC binds the bombs."""
+    layers = tuple(layer for layer in available_layers() if layer != "pidns")
+    with Sandbox(workers=2, timeout_s=2.0, memory_mb=256, uid_base=UID_BASE + 64,
+                 isolation=layers) as s:
+        yield s
+
+
+@pytest.mark.parametrize("program, expected", [
+    ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+     "        time.sleep(30)\n    os._exit(0)\nprint('done')\n", "passed"),
+    (CASES["fork_bomb"][0], ("timeout", "error", "memory", "crashed"))])
+def test_without_a_pid_namespace_nothing_survives(sb_no_pidns, program, expected):
+    # the double-forked sleeper holds the job's stdout: the job still ends when the program does
+    results = sb_no_pidns.run([Job(program, StdioTests([("", "done")])), OK])
+    assert results[0].status in expected and results[1].passed, results
+    assert results[0].wall_s < 5.0 if expected == "passed" else True
+    assert not processes_of(UID_BASE + 64)
+    assert sb_no_pidns.run([OK])[0].passed
 
 
 def test_cannot_signal_dispatcher_or_others(sb):

@@ -102,6 +102,24 @@ def test_proc_shows_the_jobs_own_processes_only(sandbox):
     assert r.passed, r
 
 
+def test_uid_ranges_skip_lock_files_this_process_cannot_open(tmp_path, monkeypatch):
+    from prmfast.sandbox.sandbox import UID_RANGE, claim_uid_range
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = 1_900_000
+    # another user's lock file, or a planted link: that range counts as held
+    (tmp_path / f"prmfast-sandbox-uids-{first}.lock").symlink_to(tmp_path / "elsewhere")
+    base, fd = claim_uid_range(first)
+    try:
+        assert base == first + UID_RANGE and not (tmp_path / "elsewhere").exists()
+    finally:
+        os.close(fd)
+    # without the setuid layer the children run as the caller: no range is claimed
+    with Sandbox(workers=1, isolation=("rlimits",)) as sb:
+        assert sb._uid_lock is None
+        assert sb.run([Job("def f():\n    return 1\n", AssertTests("assert f() == 1"))])[0].passed
+
+
 @pytest.mark.skipif("setuid" not in available_layers(), reason="needs root (setuid)")
 def test_two_sandboxes_never_share_uids_or_their_process_limit():
     hog = ("import threading, time\nthreading.stack_size(65536)\n"
