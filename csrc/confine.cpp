@@ -9,7 +9,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/landlock.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -93,6 +98,92 @@ int drop_privileges(unsigned uid, unsigned gid, const char** what) {
   // Regaining privileges through setuid binaries is then impossible; Landlock needs it too.
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("prctl(PR_SET_NO_NEW_PRIVS)", what);
   return 0;
+}
+
+namespace {
+
+int write_file(const char* path, const std::string& text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text.data(), text.size());
+  int err = errno;
+  close(fd);
+  errno = err;
+  return n == static_cast<ssize_t>(text.size()) ? 0 : -1;
+}
+
+}  // namespace
+
+int enter_user_namespace(unsigned outside_uid, unsigned outside_gid, const char** what) {
+  if (unshare(CLONE_NEWUSER) != 0) return failed("unshare(CLONE_NEWUSER)", what);
+  if (write_file("/proc/self/setgroups", "deny") != 0) return failed("setgroups deny", what);
+  if (write_file("/proc/self/uid_map", "0 " + std::to_string(outside_uid) + " 1") != 0)
+    return failed("uid_map", what);
+  if (write_file("/proc/self/gid_map", "0 " + std::to_string(outside_gid) + " 1") != 0)
+    return failed("gid_map", what);
+  return 0;
+}
+
+int drop_capabilities(const char** what) {
+  for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap)
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return failed("prctl(PR_CAPBSET_DROP)", what);
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+    return failed("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", what);
+  const unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                             SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED;
+  if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) return failed("prctl(PR_SET_SECUREBITS)", what);
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capset, &header, data) != 0) return failed("capset", what);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("prctl(PR_SET_NO_NEW_PRIVS)", what);
+  return 0;
+}
+
+namespace {
+
+unsigned uid_outside = 0, gid_outside = 0;  // the caller's ids, for probe_server
+
+// Runs step() in a forked process; whether it exited with status 0. No Python runs there.
+bool in_child(bool (*step)()) {
+  pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) _exit(step() ? 0 : 1);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// The probe mirrors the sandbox: the server's user, mount and network namespaces; a judge,
+// PID 1 of a PID namespace; in it a slot's nested user namespace, whose PID 1 (the zygote)
+// mounts a /proc in a mount namespace of its own and makes an IPC namespace.
+bool probe_zygote() {
+  return unshare(CLONE_NEWNS) == 0 &&
+         mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0 &&
+         unshare(CLONE_NEWIPC) == 0;
+}
+
+bool probe_judge() {
+  const char* what = "";
+  return enter_user_namespace(0, 0, &what) == 0 && unshare(CLONE_NEWPID) == 0 &&
+         in_child(probe_zygote);
+}
+
+bool probe_server() {
+  const char* what = "";
+  return enter_user_namespace(uid_outside, gid_outside, &what) == 0 &&
+         unshare(CLONE_NEWNS | CLONE_NEWNET) == 0 &&
+         mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+         unshare(CLONE_NEWPID) == 0 && in_child(probe_judge);
+}
+
+}  // namespace
+
+bool user_namespaces_work() {
+  uid_outside = getuid();
+  gid_outside = getgid();
+  return in_child(probe_server);
 }
 
 int landlock_abi() {

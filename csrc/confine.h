@@ -21,6 +21,17 @@ struct Limits {
 int apply_limits(const Limits& limits, const char** what);
 // setgroups([]), setresgid, setresuid to an unprivileged id, then no_new_privs.
 int drop_privileges(unsigned uid, unsigned gid, const char** what);
+// Moves this process into a new user namespace whose uid and gid 0 are `outside_uid` and
+// `outside_gid` of the current one (setgroups denied): root there, with every capability
+// over what that namespace owns, and no privilege outside it.
+int enter_user_namespace(unsigned outside_uid, unsigned outside_gid, const char** what);
+// Drops every capability for good: bounding, ambient, effective, permitted and inheritable
+// sets, with securebits that keep uid 0 from regaining them; then no_new_privs.
+int drop_capabilities(const char** what);
+// Whether unprivileged user namespaces work here with the PID, IPC, network and mount
+// namespaces the sandbox makes in them (a /proc mounted, one user namespace nested); tried
+// in a forked process.
+bool user_namespaces_work();
 // Landlock ABI version of the running kernel (0 when unsupported).
 int landlock_abi();
 // Restricts this process: file writes only beneath `writable` paths, reads and execution

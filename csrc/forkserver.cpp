@@ -145,7 +145,32 @@ void die_with(int parent_pidfd) {
   if (poll(&dead, 1, 0) != 0) _exit(1);
 }
 
-// Moves `fds` to 3, 4, ... and closes every other fd above 2.
+// With userns, in a new zygote: a user namespace of the slot's own, nested in the server's,
+// so that RLIMIT_NPROC counts this slot's processes only (the kernel counts per user
+// namespace and uid), and with pidns a PID namespace owned by it, whose PID 1, forked here,
+// goes on as the zygote; this first process waits for it and exits with it.
+void slot_namespaces(const ServerConfig& cfg) {
+  pid_t judge = getppid();
+  const char* what = "";
+  if (enter_user_namespace(0, 0, &what) != 0) _exit(1);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // new credentials: armed again, then checked
+  if (getppid() != judge) _exit(1);
+  if (!cfg.pidns) return;
+  if (unshare(CLONE_NEWPID) != 0) _exit(1);
+  int self = pidfd_open(getpid());
+  pid_t zygote = self < 0 ? -1 : python_fork();
+  if (zygote < 0) _exit(1);
+  if (zygote == 0) {
+    die_with(self);
+    close(self);
+    return;
+  }
+  int status = 0;
+  while (waitpid(zygote, &status, 0) < 0 && errno == EINTR) {
+  }
+  _exit(0);
+}
+
 // In a zygote, PID 1 of its namespace: a /proc of that namespace only, in a mount namespace of
 // its own, so that its children see none of the machine's other processes there.
 void own_proc() {
@@ -213,6 +238,7 @@ std::vector<pid_t> own_children() {
   return pids;
 }
 
+// Moves `fds` to 3, 4, ... and closes every other fd above 2.
 void keep_fds(std::vector<int> fds) {
   for (int& fd : fds)
     if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 64)) < 0) _exit(1);
@@ -263,8 +289,14 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
   if (!cfg.cgroup.empty() && write_text("/proc/self/oom_score_adj", "1000") != 0)
     child_failed(2, "oom_score_adj", errno);
   const char* what = "";
-  Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files, req.processes};
+  // With userns, RLIMIT_NPROC counts the uid of the slot's own user namespace: the zygote
+  // (and the process that made that namespace, with pidns) besides the job's processes.
+  long sandbox_processes = cfg.userns ? 1 + cfg.pidns : 0;
+  Limits lim{req.memory_mb, req.cpu_s, req.file_size_mb, req.open_files,
+             req.processes + sandbox_processes};
   if (cfg.rlimits && apply_limits(lim, &what) != 0) child_failed(2, what, errno);
+  // Root of the slot's user namespace: no capability over anything it owns.
+  if (cfg.userns && drop_capabilities(&what) != 0) child_failed(2, what, errno);
   if (cfg.setuid && drop_privileges(cfg.uid_base + slot, cfg.uid_base + slot, &what) != 0)
     child_failed(2, what, errno);
   if (cfg.landlock && landlock_restrict({workdir, "/dev/null"}, cfg.readable, &what) != 0)
@@ -530,8 +562,8 @@ class Server {
     int judge_pidfd = pidfd_open(getpid());
     if (judge_pidfd < 0) _exit(1);
     // The zygote is PID 1 of a namespace nested in the judge's (the judge must not be
-    // killed by the zygote's kill(-1)).
-    if (cfg_.pidns && unshare(CLONE_NEWPID) != 0) _exit(1);
+    // killed by the zygote's kill(-1)); with userns the zygote makes it (slot_namespaces).
+    if (cfg_.pidns && !cfg_.userns && unshare(CLONE_NEWPID) != 0) _exit(1);
     int zv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, zv) != 0) _exit(1);
     pid_t pid = python_fork();
@@ -540,6 +572,7 @@ class Server {
       die_with(judge_pidfd);
       prctl(PR_SET_NAME, "sandbox-zygote");
       keep_fds({zv[1]});
+      if (cfg_.userns) slot_namespaces(cfg_);
       if (cfg_.pidns) own_proc();
       // Without a PID namespace, orphans of a job come to the zygote (see kill_orphans).
       if (!cfg_.pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) _exit(1);

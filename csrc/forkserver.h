@@ -10,7 +10,8 @@
 namespace prmfast {
 
 struct ServerConfig {
-  bool pidns = false, ipcns = false, setuid = false, landlock = false, rlimits = false;  // layers
+  bool userns = false, pidns = false, ipcns = false, setuid = false, landlock = false,
+       rlimits = false;  // layers
   unsigned uid_base = 0;  // untrusted code of slot k runs as uid/gid uid_base + k
   std::string base;       // job folders are <base>/<job>
   std::vector<std::string> readable;  // Landlock: what a program may read besides its folder

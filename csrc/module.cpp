@@ -5,6 +5,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -49,11 +54,13 @@ PYBIND11_MODULE(_sandbox, m) {
 
   m.def(
       "serve_jobs",
-      [](int sock, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits, unsigned uid_base,
+      [](int sock, bool userns, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits,
+         unsigned uid_base,
          const std::string& base, const std::vector<std::string>& readable,
          const std::string& cgroup,
          py::function judge_entry, py::function child_entry) {
         ServerConfig cfg;
+        cfg.userns = userns;
         cfg.pidns = pidns;
         cfg.ipcns = ipcns;
         cfg.setuid = setuid;
@@ -67,7 +74,7 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.child_entry = child_entry.ptr();
         serve_jobs(sock, cfg);
       },
-      py::arg("sock"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
+      py::arg("sock"), py::arg("userns"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
       py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("readable"), py::arg("cgroup"), py::arg("judge_entry"),
       py::arg("child_entry"),
       "Run the fork server loop; never returns. Each forked judge runs "
@@ -94,7 +101,41 @@ PYBIND11_MODULE(_sandbox, m) {
                              {"MS_REMOUNT", MS_REMOUNT}, {"MS_BIND", MS_BIND},
                              {"MS_REC", MS_REC}, {"MS_PRIVATE", MS_PRIVATE}})
     m.attr(name) = value;
+  m.def(
+      "become_pid1",
+      []() {
+        // A new PID namespace takes effect for children only: fork into it. The first
+        // process only waits, exits as the second does, and takes it down if it is killed.
+        if (unshare(CLONE_NEWPID) != 0) raise_errno("unshare(CLONE_NEWPID)");
+        int parent = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+        if (parent < 0) raise_errno("pidfd_open");
+        pid_t pid = fork();
+        if (pid < 0) raise_errno("fork");
+        if (pid > 0) {
+          int status = 0;
+          while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+          }
+          _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+        PyOS_AfterFork_Child();
+        // (getppid() is 0 here: the parent is outside this namespace)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        struct pollfd gone = {parent, POLLIN, 0};
+        if (poll(&gone, 1, 0) != 0) _exit(1);
+        close(parent);
+      },
+      "Go on as PID 1 of a new PID namespace (in a forked process; see server.py).");
   m.def("landlock_abi", &landlock_abi);
+  m.def("user_namespaces_work", &user_namespaces_work,
+        "Whether the userns layer works here (tried in a forked process).");
+  m.def(
+      "enter_user_namespace",
+      [](unsigned uid, unsigned gid) {
+        const char* what = "";
+        if (enter_user_namespace(uid, gid, &what) != 0) raise_errno(what);
+      },
+      py::arg("outside_uid"), py::arg("outside_gid"),
+      "Become root of a new user namespace whose ids 0 are these ids of the current one.");
   m.def("malloc_trim", []() { return malloc_trim(0) != 0; },
         "Give free heap memory back to the kernel (smaller forks; see server.py).");
   m.attr("CLONE_NEWPID") = CLONE_NEWPID;

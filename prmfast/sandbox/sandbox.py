@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -16,7 +17,8 @@ from prmfast.sandbox import cgroups, codec
 from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTests, check_count,
                                    check_seconds)
 
-LAYERS = ("pidns", "ipcns", "netns", "setuid", "landlock", "rlimits", "cgroup")
+LAYERS = ("userns", "pidns", "ipcns", "netns", "setuid", "landlock", "rlimits", "cgroup")
+NAMESPACE_LAYERS = ("pidns", "ipcns", "netns")  # need root or the userns layer
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 UID_BASE = 1_200_000  # the first uid range a Sandbox claims (uid_base=None)
@@ -44,17 +46,39 @@ def claim_uid_range(first: int = UID_BASE, ranges: int = 1024) -> tuple[int, int
     raise RuntimeError(f"all {ranges} uid ranges from {first} are held by live sandboxes")
 
 
+@functools.cache
+def _user_namespaces_work() -> bool:
+    return _sandbox.user_namespaces_work()
+
+
 def available_layers() -> tuple[str, ...]:
-    """The isolation layers this machine supports (all need root except rlimits)."""
-    root = os.geteuid() == 0
+    """The isolation layers this machine supports, all applied by default: rlimits
+    everywhere, landlock on kernels with Landlock; as root the namespace layers (pidns, ipcns,
+    netns), setuid and cgroup; without root, where unprivileged user namespaces work, userns
+    and through it the namespace layers."""
     ok = {"rlimits"}
-    if root:
-        ok |= {"pidns", "ipcns", "netns", "setuid"}
+    if os.geteuid() == 0:
+        ok |= {*NAMESPACE_LAYERS, "setuid"}
+        if cgroups.own_memory_cgroup() is not None:
+            ok.add("cgroup")
+    elif _user_namespaces_work():
+        ok |= {"userns", *NAMESPACE_LAYERS}
     if _sandbox.landlock_abi() >= 1:
         ok.add("landlock")
-    if root and cgroups.own_memory_cgroup() is not None:
-        ok.add("cgroup")
     return tuple(layer for layer in LAYERS if layer in ok)
+
+
+def check_layers(layers: tuple[str, ...]) -> None:
+    """ValueError for an unknown, unavailable or incompatible choice of layers."""
+    unknown = set(layers) - set(LAYERS)
+    if unknown:
+        raise ValueError(f"unknown isolation layers {sorted(unknown)}; choose from {LAYERS}")
+    missing = set(layers) - set(available_layers())
+    if missing:
+        raise ValueError(f"isolation layers {sorted(missing)} are not available here")
+    needs_userns = set(NAMESPACE_LAYERS) & set(layers)
+    if needs_userns and os.geteuid() != 0 and "userns" not in layers:
+        raise ValueError(f"isolation layers {sorted(needs_userns)} need root or the userns layer")
 
 
 class Sandbox:
@@ -99,12 +123,7 @@ class Sandbox:
             # uid 0 is root; slot uids must stay below (uid_t)-1, which means "no change"
             uid_base = check_count(uid_base, "uid_base", maximum=(1 << 32) - 2 - self.workers)
         layers = available_layers() if isolation is None else tuple(isolation)
-        unknown = set(layers) - set(LAYERS)
-        if unknown:
-            raise ValueError(f"unknown isolation layers {sorted(unknown)}; choose from {LAYERS}")
-        missing = set(layers) - set(available_layers())
-        if missing:
-            raise ValueError(f"isolation layers {sorted(missing)} are not available here")
+        check_layers(layers)
         self.isolation = layers
         self._uid_lock = None
         if uid_base is None:

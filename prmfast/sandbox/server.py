@@ -72,6 +72,14 @@ def main() -> None:
     # give it them; the C++ loop never runs Python, so a SIGINT here only interrupts poll.
     _sandbox, child = _import_sandbox_modules(cfg["package_root"])
     os.makedirs(cfg["base"], mode=0o711, exist_ok=True)
+    if "userns" in cfg["layers"]:
+        # Root of a user namespace of our own (the caller's ids inside): the privileges the
+        # mount, network, PID and IPC namespaces need, over what this namespace owns only.
+        _sandbox.enter_user_namespace(os.getuid(), os.getgid())
+        if "pidns" in cfg["layers"]:
+            # PID 1 of a PID namespace this user namespace owns: the C++ loop may then go
+            # back to it (setns) before it makes each judge's namespace.
+            _sandbox.become_pid1()
     if os.geteuid() == 0:
         from prmfast.sandbox import mounts
         mounts.private_namespace()
@@ -92,7 +100,7 @@ def main() -> None:
     # child allocating there gets fresh zero pages instead of copying the server's.
     _sandbox.malloc_trim()
     layers = set(cfg["layers"])
-    _sandbox.serve_jobs(3, pidns="pidns" in layers, ipcns="ipcns" in layers,
+    _sandbox.serve_jobs(3, userns="userns" in layers, pidns="pidns" in layers, ipcns="ipcns" in layers,
                         setuid="setuid" in layers,
                         landlock="landlock" in layers, rlimits="rlimits" in layers,
                         uid_base=cfg["uid_base"], base=cfg["base"],
