@@ -55,6 +55,11 @@
 namespace prmfast {
 namespace {
 
+// A slot's own POSIX shared memory folder (with pidns): 64 MiB, world-writable and sticky
+// (the job's uid may differ from the zygote's).
+constexpr const char* kDevShm = "/dev/shm";
+constexpr const char* kDevShmOptions = "mode=1777,size=64m";
+
 [[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
@@ -172,11 +177,29 @@ void slot_namespaces(const ServerConfig& cfg) {
 }
 
 // In a zygote, PID 1 of its namespace: a /proc of that namespace only, in a mount namespace of
-// its own, so that its children see none of the machine's other processes there.
-void own_proc() {
+// its own, so that its children see none of the machine's other processes there; and a
+// /dev/shm of the slot's own (POSIX shared memory and semaphores: multiprocessing), which the
+// zygote empties after every job (clear_dev_shm).
+// Returns whether the slot has its /dev/shm (not on a machine without that folder).
+bool own_proc() {
   if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
       mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     _exit(1);
+  if (mount("tmpfs", kDevShm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, kDevShmOptions) == 0)
+    return true;
+  if (errno != ENOENT) _exit(1);
+  return false;
+}
+
+// Removes everything a job left in the slot's /dev/shm (a readdir when it left nothing).
+void clear_dev_shm() {
+  DIR* dir = opendir(kDevShm);
+  if (dir == nullptr) return;
+  bool empty = true;
+  while (struct dirent* entry = readdir(dir))
+    if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0) empty = false;
+  closedir(dir);
+  if (!empty) remove_tree(kDevShm);  // all but the mount point itself
 }
 
 // In a zygote, whose slot has a System V IPC namespace of its own: removes every shared
@@ -265,7 +288,7 @@ struct Start {
 
 // In a forked child, fds in place and every layer applied; no Python runs before the end.
 // fds: program memfd, stdin, request channel, stdout, stderr -> 4, 0, 3, 1, 2.
-void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
+void confine_child(const ServerConfig& cfg, int slot, bool own_shm, const SpawnRequest& req,
                    std::vector<int>& fds, pid_t zygote, Start* start) {
   static const int target[5] = {4, 0, 3, 1, 2};
   int err_fd = fds[4];
@@ -299,7 +322,9 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
   if (cfg.userns && drop_capabilities(&what) != 0) child_failed(2, what, errno);
   if (cfg.setuid && drop_privileges(cfg.uid_base + slot, cfg.uid_base + slot, &what) != 0)
     child_failed(2, what, errno);
-  if (cfg.landlock && landlock_restrict({workdir, "/dev/null"}, cfg.readable, &what) != 0)
+  std::vector<std::string> writable = {workdir, "/dev/null"};
+  if (own_shm) writable.push_back(kDevShm);  // the slot's own (own_proc)
+  if (cfg.landlock && landlock_restrict(writable, cfg.readable, &what) != 0)
     child_failed(2, what, errno);
   // Changing uid cleared the parent-death signal: arm it again, then make sure the zygote
   // did not die in between (a reparented child sees another parent).
@@ -314,7 +339,8 @@ void confine_child(const ServerConfig& cfg, int slot, const SpawnRequest& req,
 // A slot's zygote: serves its judge's requests until the judge hangs up.
 class Zygote {
  public:
-  Zygote(int sock, const ServerConfig& cfg, int slot) : sock_(sock), cfg_(cfg), slot_(slot) {
+  Zygote(int sock, const ServerConfig& cfg, int slot, bool own_shm)
+      : sock_(sock), cfg_(cfg), slot_(slot), own_shm_(own_shm) {
     self_pidfd_ = pidfd_open(getpid());
     if (self_pidfd_ < 0) _exit(1);
   }
@@ -353,6 +379,7 @@ class Zygote {
         memcpy(&msg, &req, sizeof(msg));
         kill_all();
         if (cfg_.ipcns) clear_sysv_ipc();
+        if (own_shm_) clear_dev_shm();
         Message done = {kKilled, 0, msg.job};
         send_message(sock_, done);
       }
@@ -380,7 +407,7 @@ class Zygote {
       struct pollfd dead = {self_pidfd_, POLLIN, 0};
       if (poll(&dead, 1, 0) != 0) _exit(1);
       prctl(PR_SET_NAME, "sandbox-child");
-      confine_child(cfg_, slot_, req, fds, self, start);
+      confine_child(cfg_, slot_, own_shm_, req, fds, self, start);
       return true;
     }
     int err = errno;
@@ -466,6 +493,7 @@ class Zygote {
   int sock_;
   ServerConfig cfg_;
   int slot_;
+  bool own_shm_;             // the slot has its own /dev/shm, emptied after each job
   int self_pidfd_ = -1;
   int64_t oom_seen_ = 0;     // the slot cgroup's OOM kills reported so far
   int64_t limit_mb_ = -1;    // the slot cgroup's memory limit now
@@ -573,7 +601,7 @@ class Server {
       prctl(PR_SET_NAME, "sandbox-zygote");
       keep_fds({zv[1]});
       if (cfg_.userns) slot_namespaces(cfg_);
-      if (cfg_.pidns) own_proc();
+      bool own_shm = cfg_.pidns && own_proc();
       // Without a PID namespace, orphans of a job come to the zygote (see kill_orphans).
       if (!cfg_.pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) _exit(1);
       if (cfg_.ipcns && unshare(CLONE_NEWIPC) != 0) _exit(1);
@@ -581,7 +609,7 @@ class Server {
       // child costs a cgroup migration each).
       if (!cfg_.cgroup.empty() && write_text(slot_cgroup(cfg_, slot) + "/cgroup.procs", "0") != 0)
         _exit(1);
-      Zygote zygote(3, cfg_, slot);
+      Zygote zygote(3, cfg_, slot, own_shm);
       *start = zygote.loop();  // returns only in an untrusted child
       return;
     }

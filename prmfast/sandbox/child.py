@@ -12,6 +12,7 @@ import io
 import os
 import sys
 import traceback
+import types
 
 from prmfast.sandbox import codec
 
@@ -112,7 +113,12 @@ def read_program() -> str:
 
 
 def _fresh_main() -> dict:
-    return {"__name__": "__main__", "__builtins__": builtins, "__file__": "main.py"}
+    """The globals of a new __main__ module, which replaces the server's in sys.modules:
+    pickle (multiprocessing) finds the program's functions there by name."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __file__="main.py")
+    sys.modules["__main__"] = main
+    return main.__dict__
 
 
 def run_script(program: str) -> None:

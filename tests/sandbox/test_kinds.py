@@ -62,6 +62,21 @@ def test_exact_numbers_keep_their_type(sandbox):
     assert run1(sandbox, prog, AssertTests(tests)).tests == [True, True]
 
 
+def test_multiprocessing_and_shared_memory_work(sandbox):
+    """A program may use multiprocessing (fork workers pickle its functions by name through
+    __main__; its locks live in /dev/shm) and POSIX shared memory."""
+    prog = ("import multiprocessing as mp\nfrom multiprocessing import shared_memory\n"
+            "def square(x):\n    return x * x\n"
+            "def pool():\n    with mp.Pool(2) as p:\n        return p.map(square, [1, 2, 3])\n"
+            "def shm():\n    s = shared_memory.SharedMemory(create=True, size=10)\n"
+            "    s.buf[0] = 7\n    v = bytes(s.buf[:1])\n    s.close()\n    s.unlink()\n    return v\n"
+            "def main_module():\n    import sys\n    return sys.modules['__main__'].square is square\n")
+    r = run1(sandbox, prog, CallTests("pool", [([], [1, 4, 9])]))
+    assert r.passed, r
+    assert run1(sandbox, prog, CallTests("shm", [([], b"\x07")])).passed
+    assert run1(sandbox, prog, CallTests("main_module", [([], True)])).passed
+
+
 def test_call_tests_leetcode_solution_class(sandbox):
     prog = "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1]\n"
     assert run1(sandbox, prog, CallTests("twoSum", [([[2, 7], 9], [0, 1])])).passed

@@ -3,6 +3,7 @@ next, what a program can make the root judge do, and how it could forge a pass."
 import os
 import tempfile
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -118,6 +119,32 @@ def test_uid_ranges_skip_lock_files_this_process_cannot_open(tmp_path, monkeypat
     with Sandbox(workers=1, isolation=("rlimits",)) as sb:
         assert sb._uid_lock is None
         assert sb.run([Job("def f():\n    return 1\n", AssertTests("assert f() == 1"))])[0].passed
+
+
+@pytest.mark.skipif("pidns" not in available_layers(), reason="needs PID namespaces")
+def test_dev_shm_is_the_slots_own_and_emptied_after_each_job(tmp_path):
+    host_file = Path("/dev/shm") / f"prmfast-host-{os.getpid()}"
+    host_file.write_text("the machine's")
+    leave = ("from multiprocessing import shared_memory\n"
+             "s = shared_memory.SharedMemory(name='left_behind', create=True, size=4096)\n"
+             "open('/dev/shm/plain_file', 'w').write('x')\n")
+    look = "import os\nprint(sorted(os.listdir('/dev/shm')))\n"
+    try:
+        with Sandbox(workers=1) as sb:     # one slot: the second job runs where the first did
+            first, second = sb.run([Job(leave, StdioTests([("", "")])),
+                                    Job(look, StdioTests([("", "[]")]))])
+        assert first.passed and second.passed, (first, second)
+        assert host_file.read_text() == "the machine's"           # not the slot's
+        assert not (Path("/dev/shm") / "left_behind").exists()
+    finally:
+        host_file.unlink()
+
+
+def test_the_program_is_the_main_module_not_the_server():
+    prog = "import sys\nmain = sys.modules['__main__']\nprint(sorted(vars(main)) == sorted(globals()), hasattr(main, 'CONFIG'))\n"
+    with Sandbox(workers=1) as sb:
+        r = sb.run([Job(prog, StdioTests([("", "True False")]))])[0]
+    assert r.passed, r
 
 
 @pytest.mark.skipif("setuid" not in available_layers(), reason="needs root (setuid)")
