@@ -19,6 +19,7 @@ from prmfast.sandbox import codec
 MEMORY_EXIT = 121  # stdio mode: the program died of MemoryError
 SERVE, SCRIPT = 0, 1  # modes: answer the judge's requests / run as a script (stdio tests)
 PROGRAM_FD = 4  # a sealed memfd holding the program (UTF-8, surrogates passed through)
+SOURCE_NAME = "main.py"  # the program's __file__; the judge writes a copy there
 # A global whose value encodes to more than this crosses to the judge as a reference, not as
 # a copy: the judge bounds what it reads (judge.MAX_FRAME), and the tests rarely read one.
 MANIFEST_VALUE_BYTES = 1 << 20
@@ -86,7 +87,7 @@ def warm_up() -> None:
                     [codec.FRAME_HEADER.size:])
         _manifest({"f": len, "x": 1, "m": sys}, [])
         _exc_reply(ValueError("x"))
-        compile("def f(x):\n    return x\n", "main.py", "exec")
+        compile("def f(x):\n    return x\n", SOURCE_NAME, "exec")
 
 
 def prepare(workdir: str) -> None:
@@ -102,7 +103,7 @@ def prepare(workdir: str) -> None:
     # The trusted processes lift the int<->str digit limit; the program gets stock Python's.
     sys.set_int_max_str_digits(sys.int_info.default_max_str_digits)
     sys.stdin, sys.stdout, sys.stderr = _STDIO
-    sys.argv = ["main.py"]
+    sys.argv = [SOURCE_NAME]
 
 
 def read_program() -> str:
@@ -116,7 +117,7 @@ def _fresh_main() -> dict:
     """The globals of a new __main__ module, which replaces the server's in sys.modules:
     pickle (multiprocessing) finds the program's functions there by name."""
     main = types.ModuleType("__main__")
-    main.__dict__.update(__builtins__=builtins, __file__="main.py")
+    main.__dict__.update(__builtins__=builtins, __file__=SOURCE_NAME)
     sys.modules["__main__"] = main
     return main.__dict__
 
@@ -125,19 +126,25 @@ def run_script(program: str) -> None:
     """Stdio mode: run the program as __main__ and exit with its status."""
     code = 0
     try:
-        exec(compile(program, "main.py", "exec"), _fresh_main())
+        exec(compile(program, SOURCE_NAME, "exec"), _fresh_main())
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MemoryError:
         code = MEMORY_EXIT
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        _print_traceback(exc)
         code = 1
     try:
         sys.stdout.flush()
     except BaseException:
         code = code or 1
     os._exit(code & 0xFF)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """The program's traceback as `python main.py` prints it: without this harness's frame."""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    traceback.print_exception(type(exc), exc, tb)
 
 
 def _send(message) -> None:
@@ -211,10 +218,10 @@ def serve(program: str) -> None:
     refs: list = []
     ns = _fresh_main()
     try:
-        exec(compile(program, "main.py", "exec"), ns)
+        exec(compile(program, SOURCE_NAME, "exec"), ns)
         _send({"ok": _manifest(ns, refs)})
     except BaseException as exc:  # SystemExit included: exiting early is an error
-        traceback.print_exc()
+        _print_traceback(exc)
         _send(_exc_reply(exc))
         os._exit(1)
 

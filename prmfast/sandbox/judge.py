@@ -493,16 +493,24 @@ def called_names(cases) -> set[str]:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
 
 
+SETUP_STATEMENTS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                    ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
+
+
 def split_cases(code: str, entry_point: str | None):
-    """(setup statements, case statements). With an entry point and a check(), the single
-    case is check(<entry point>); otherwise every top-level assert is a case."""
+    """[(top-level statement, whether it is a test case)]. With an entry point and a check(),
+    the single case is check(<entry point>); otherwise every top-level assert is a case, and
+    test code without one has a case per top-level statement other than imports, definitions
+    and assignments (`check(f)`, a loop or a try block of asserts)."""
     tree = ast.parse(code)
     defines_check = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "check"
                         for n in tree.body)
     if entry_point and defines_check:
         call = ast.parse(f"check({entry_point})").body
         return [(n, False) for n in tree.body] + [(call[0], True)]
-    return [(n, isinstance(n, ast.Assert)) for n in tree.body]
+    if any(isinstance(n, ast.Assert) for n in tree.body):
+        return [(n, isinstance(n, ast.Assert)) for n in tree.body]
+    return [(n, not isinstance(n, SETUP_STATEMENTS)) for n in tree.body]
 
 
 def run_assert(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
@@ -662,10 +670,11 @@ def program_memfd(program: str) -> int:
     return fd
 
 
-def run_job(link: Link, job: int, payload_fd: int, layers: list[str]) -> dict:
+def run_job(link: Link, job: int, payload_fd: int, layers: list[str], workdir: str) -> dict:
     """One job, from its payload to its verdict; every child of it is gone on return."""
     start = time.monotonic()
     public = _read_part(payload_fd)
+    write_source(workdir, public["program"])
     limits = public["limits"]
     program_fd = program_memfd(public["program"])
     cfg = {"link": link, "job": job, "program_fd": program_fd, "limits": limits,
@@ -677,6 +686,19 @@ def run_job(link: Link, job: int, payload_fd: int, layers: list[str]) -> dict:
         return verdict([], [], stop, None)
     finally:
         os.close(program_fd)
+
+
+def write_source(workdir: str, program: str) -> None:
+    """The program as `main.py` in its folder, as `python main.py` would find it: its
+    __file__ exists, and tracebacks show its lines (the child runs the sealed copy)."""
+    fd = os.open(os.path.join(workdir, child_side.SOURCE_NAME),
+                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        data = program.encode("utf-8", "surrogatepass")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def serve(sock: int, zygote: int, slot: int, server_cfg: dict) -> None:
@@ -693,7 +715,7 @@ def serve(sock: int, zygote: int, slot: int, server_cfg: dict) -> None:
         os.mkdir(workdir, 0o700)
         if "setuid" in server_cfg["layers"]:
             os.chown(workdir, uid, uid)
-        result = run_job(link, job, payload_fd, server_cfg["layers"])
+        result = run_job(link, job, payload_fd, server_cfg["layers"], workdir)
         os.close(payload_fd)
         data = json.dumps(result).encode()
         while data:

@@ -73,7 +73,10 @@ def _check_pairs(cases, name: str, what: str) -> None:
 @dataclass(frozen=True)
 class AssertTests:
     """Run `code` after the program in the same namespace; if entry_point is given and `code`
-    defines check(), call check(<entry_point function>). Passes iff nothing raises."""
+    defines check(), call check(<entry_point function>). Passes iff nothing raises. Cases
+    (Result.tests): that call; else each top-level assert; else, in code without one, each
+    top-level statement other than imports, definitions and assignments (`check(f)`, a loop or
+    try block of asserts)."""
     code: str
     entry_point: str | None = None
 

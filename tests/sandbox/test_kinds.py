@@ -77,6 +77,29 @@ def test_multiprocessing_and_shared_memory_work(sandbox):
     assert run1(sandbox, prog, CallTests("main_module", [([], True)])).passed
 
 
+def test_assert_tests_without_top_level_asserts(sandbox):
+    prog = "def f(x):\n    if x < 0:\n        raise ValueError('neg')\n    return 2 * x\n"
+    helper = "def check(candidate):\n    assert candidate(2) == 4\ncheck(f)\n"       # no entry point
+    r = run1(sandbox, prog, AssertTests(helper))
+    assert r.passed and r.tests == [True], r
+    expects_raise = ("import math\nfor x in range(3):\n    assert f(x) == 2 * x\n"
+                     "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n")
+    assert run1(sandbox, prog, AssertTests(expects_raise)).tests == [True, True]
+    wrong = "def f(x):\n    return x\n"
+    r = run1(sandbox, wrong, AssertTests(expects_raise))
+    assert r.status == "failed" and r.tests == [False, False] and r.first_failure == 0
+    assert run1(sandbox, prog, AssertTests("def g():\n    pass\n")).stderr == "no test cases"
+
+
+def test_the_program_is_main_py_in_its_folder(sandbox):
+    prog = "import os\nprint(open(__file__).read() == open('main.py').read(), os.path.isfile(__file__))\n"
+    assert run1(sandbox, prog, StdioTests([("", "True True")])).passed
+    # tracebacks read like `python main.py`'s: the program's frames and lines, not the harness's
+    r = run1(sandbox, "x = 1\ny = x / 0\n", StdioTests([("", "")]))
+    assert 'File "main.py", line 2, in <module>\n    y = x / 0' in r.stderr, r.stderr
+    assert "child.py" not in r.stderr and "prmfast" not in r.stderr
+
+
 def test_call_tests_leetcode_solution_class(sandbox):
     prog = "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1]\n"
     assert run1(sandbox, prog, CallTests("twoSum", [([[2, 7], 9], [0, 1])])).passed
