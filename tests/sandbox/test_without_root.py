@@ -94,8 +94,10 @@ def report():
 
 def test_without_root_jobs_get_their_verdicts_and_nothing_survives(report):
     assert {"rlimits"} <= set(report["layers"])
-    # 80 processes of the caller's uid do not starve the program's threads
-    assert report["threads"]["status"] == "passed", report["threads"]
+    # 80 processes of the caller's uid do not starve the program's threads (with userns the
+    # process limit counts the slot's processes only; without it, the caller's too: see docs)
+    if "userns" in report["layers"]:
+        assert report["threads"]["status"] == "passed", report["threads"]
     # a double-forked, setsid'd sleeper holding stdout: the job ends with its program
     assert report["orphan"]["status"] == "passed" and report["orphan"]["wall_s"] < 2.0, report
     assert report["bomb"]["status"] in ("timeout", "error", "memory", "crashed"), report["bomb"]
