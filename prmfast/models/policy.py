@@ -51,7 +51,7 @@ def load_policy(path: str | Path, dtype: str = "float32", device: torch.device |
     elif not path.is_dir():
         raise FileNotFoundError(f"no model folder or .gguf file at {str(path)!r}")
     check_model_folder(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = load_complete(AutoModelForCausalLM, path, dtype=getattr(torch, dtype))
     if device is not None:
         model.to(device)
     try:
@@ -73,6 +73,20 @@ def check_model_folder(path: str | Path) -> None:
     if not any(any(path.glob(pattern)) for pattern in WEIGHT_GLOBS):
         raise FileNotFoundError(f"{path} has a config.json but no weights "
                                 f"({' or '.join(WEIGHT_GLOBS)})")
+
+
+def load_complete(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
+    """auto_class.from_pretrained(path, **kwargs), or ValueError when the folder's weights lack
+    some of the model's tensors (transformers would fill them with random values: e.g. a
+    critic/PRM folder, which has no LM head, loaded as an untied policy)."""
+    model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ValueError(f"{path}: its weights lack {len(missing)} of the tensors of a "
+                         f"{type(model).__name__} ({shown}); an incomplete checkpoint or a "
+                         f"folder of another kind of model")
+    return model
 
 
 def save_policy(model: PreTrainedModel, tokenizer, out_dir: str | Path) -> None:

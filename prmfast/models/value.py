@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from prmfast import kernels
-from prmfast.models.policy import check_model_folder
+from prmfast.models.policy import check_model_folder, load_complete
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -39,10 +39,11 @@ class ValueModel(nn.Module):
                         device: torch.device | str | None = None) -> "ValueModel":
         """Load a folder written by save_pretrained (on the CPU, then moved to `device` when
         given). A causal-LM folder without a head file gives its backbone with a zero head (PRM
-        initialised from a policy checkpoint). FileNotFoundError when `path` is no model folder."""
+        initialised from a policy checkpoint). FileNotFoundError when `path` is no model folder,
+        ValueError when its weights lack some of the backbone's tensors."""
         path = Path(path)
         check_model_folder(path)
-        model = cls(AutoModel.from_pretrained(path))
+        model = cls(load_complete(AutoModel, path))
         if (path / HEAD_FILE).exists():
             state = load_file(str(path / HEAD_FILE))
             model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
@@ -59,9 +60,13 @@ class ValueModel(nn.Module):
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] -> last hidden states [B, T, H]; ValueError for another shape or an
-        empty batch."""
+        """input_ids [B, T] -> last hidden states [B, T, H]; ValueError for another shape, an
+        empty batch, non-integer ids, or an attention_mask / position_ids of another shape."""
         check_ids(input_ids)
+        for name, t in (("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if t is not None and t.shape != input_ids.shape:
+                raise ValueError(f"{name}: expected the shape of input_ids "
+                                 f"{list(input_ids.shape)}, got {list(t.shape)}")
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                             position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
@@ -86,7 +91,9 @@ class ValueModel(nn.Module):
 
 
 def check_ids(input_ids: torch.Tensor) -> None:
-    """ValueError unless input_ids is [B, T] with B, T >= 1."""
+    """ValueError unless input_ids is an int64/int32 [B, T] tensor with B, T >= 1."""
     if input_ids.dim() != 2 or 0 in input_ids.shape:
         raise ValueError(f"input_ids: expected shape [B, T] with B >= 1 and T >= 1, got "
                          f"{list(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids: expected int64 or int32 token ids, got {input_ids.dtype}")

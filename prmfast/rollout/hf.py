@@ -38,9 +38,10 @@ class HFGenerateBackend:
     def generate(self, prompt_ids: list[list[int]], *, n: int, max_new_tokens: int,
                  temperature: float, top_p: float = 1.0, seed: int | None = None,
                  progress: bool = False) -> list[list[Sample]]:
-        if temperature < 0 or not 0 < top_p <= 1 or n < 1 or max_new_tokens < 1:
-            raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, n >= 1, max_new_tokens >= 1;"
-                             f" got {temperature}, {top_p}, {n}, {max_new_tokens}")
+        if not 0 <= temperature < math.inf or not 0 < top_p <= 1 or n < 1 or max_new_tokens < 1:
+            raise ValueError(f"need finite temperature >= 0, 0 < top_p <= 1, n >= 1, "
+                             f"max_new_tokens >= 1; got {temperature}, {top_p}, {n}, "
+                             f"{max_new_tokens}")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("prompt_ids: every prompt needs at least one token")
         device = module_device(self.model)

@@ -1,0 +1,110 @@
+"""Edge inputs a new user tries on prmfast.lines, prmfast.rollout and prmfast.models (regressions)."""
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from prmfast.config import ModelConfig
+from prmfast.lines import comment_flags, segment
+from prmfast.models import (ValueModel, build_tiny_model, encode, load_policy, save_policy,
+                            train_tokenizer)
+from prmfast.rollout import HFGenerateBackend
+
+
+class PieceTokenizer:
+    """A stand-in whose token i decodes to pieces[i]; pins exact token boundaries."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        return "".join(self.pieces[i] for i in ids)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(["def f(xs):\n    return sorted(xs)\n# sort the list\n"] * 10, 300)
+
+
+@pytest.fixture(scope="module")
+def policy(tok):
+    torch.manual_seed(0)
+    return build_tiny_model(tok, ModelConfig(hidden_size=32, num_layers=2, num_heads=2,
+                                             intermediate_size=64, max_position=64))
+
+
+# -- lines ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", ["", '\n"""elsewhere"""\n'])
+def test_a_single_quoted_string_statement_is_code_wherever_triple_quotes_are_on_cpu(extra):
+    # the flag of `"Doc."` used to depend on whether the response held a triple quote anywhere
+    flags = comment_flags('def f():\n    "Doc."\n    return 1' + extra)
+    assert flags[:3] == [False, False, False]
+
+
+def test_an_f_string_statement_is_no_docstring_on_cpu():
+    # complete and unfinished text agree (the line scan never took f''' for a docstring)
+    assert comment_flags('f"""{x}"""\n') == [False, True]
+    assert comment_flags('f"""{x}\nmore"""\n') == [False, False, True]
+    assert comment_flags('x = 1\nf"""{x}') == [False, False]
+    assert comment_flags('"""doc"""\nrb"""raw doc"""\n') == [True, True, True]
+
+
+@pytest.mark.parametrize("text", ["# c\rx = 1", '# c\rx = 1\n"""doc"""', '"""doc"""\rx = 1'])
+def test_a_lone_carriage_return_breaks_lines_for_comment_flags_on_cpu(text):
+    # Python runs `x = 1` after "# c\r": a line that holds code is no comment line
+    assert comment_flags(text)[0] is False
+
+
+def test_lone_carriage_returns_in_segmented_lines_on_cpu():
+    lines = segment(list(range(5)), PieceTokenizer(["# a\r", "# b\n", "# c\r", "y", "\r\n"]))
+    assert lines.texts == ["# a\r# b", "# c\ry"]
+    assert lines.is_comment == [True, False]
+    assert comment_flags("a\r\r\n# c\r\n") == [False, True, True]
+
+
+# -- rollout --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf")])
+def test_a_non_finite_temperature_is_refused_on_cpu(tok, policy, temperature):
+    # NaN used to reach torch.multinomial ("probability tensor contains inf, nan ..."); inf
+    # sampled uniformly
+    backend = HFGenerateBackend(policy, tok)
+    with pytest.raises(ValueError, match="finite temperature"):
+        backend.generate([encode(tok, "x")], n=1, max_new_tokens=2, temperature=temperature)
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_value_model_refuses_non_integer_ids_on_cpu(policy, dtype):
+    vm = ValueModel.from_causal_lm(policy)
+    with pytest.raises(ValueError, match="input_ids: expected int64 or int32"):
+        vm.values(torch.ones(2, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("name", ["attention_mask", "position_ids"])
+def test_value_model_names_a_mask_or_positions_of_another_shape_on_cpu(policy, name):
+    vm = ValueModel.from_causal_lm(policy)
+    ids = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=f"{name}: expected the shape of input_ids"):
+        vm.hidden(ids, **{name: torch.ones(2, 4, dtype=torch.long)})
+
+
+def test_a_critic_folder_is_no_untied_policy_on_cpu(tok, policy, tmp_path):
+    # an untied model's critic/PRM folder has no lm_head: it used to load with a random one
+    config = policy.config.to_dict() | {"tie_word_embeddings": False}
+    untied = type(policy)(type(policy.config).from_dict(config))
+    ValueModel.from_causal_lm(untied).save_pretrained(tmp_path, tokenizer=tok)
+    with pytest.raises(ValueError, match="lack 1 of the tensors of a LlamaForCausalLM"):
+        load_policy(tmp_path)
+
+
+def test_a_checkpoint_without_some_weights_is_refused_on_cpu(tok, policy, tmp_path):
+    save_policy(policy, tok, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    kept = {k: v for k, v in load_file(str(weights)).items() if ".layers.1." not in k}
+    save_file(kept, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="weights lack 9 of the tensors of a LlamaForCausalLM"):
+        load_policy(tmp_path)
+    with pytest.raises(ValueError, match="weights lack 9 of the tensors of a LlamaModel"):
+        ValueModel.from_pretrained(tmp_path)
