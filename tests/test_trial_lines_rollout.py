@@ -108,3 +108,19 @@ def test_a_checkpoint_without_some_weights_is_refused_on_cpu(tok, policy, tmp_pa
         load_policy(tmp_path)
     with pytest.raises(ValueError, match="weights lack 9 of the tensors of a LlamaModel"):
         ValueModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "x = 'a\udcffb'\n"])
+def test_encode_names_text_that_is_no_valid_unicode_on_cpu(tok, text):
+    # used to be tokenizers' "TextEncodeInput must be Union[TextInputSequence, ...]" TypeError
+    with pytest.raises(ValueError, match="surrogates not allowed at index"):
+        encode(tok, text)
+
+
+def test_an_unknown_dtype_name_is_a_clear_error_on_cpu(tok, tmp_path):
+    # used to be AttributeError: module 'torch' has no attribute 'bf16'
+    with pytest.raises(ValueError, match="dtype: 'bf16' is not one of"):
+        load_policy(tmp_path, dtype="bf16")
+    with pytest.raises(ValueError, match="dtype: 'bf16' is not one of"):
+        build_tiny_model(tok, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                          intermediate_size=64, dtype="bf16"))

@@ -10,7 +10,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedModel)
 
-from prmfast.config import ModelConfig
+from prmfast.config import DTYPES, ModelConfig
 
 CACHE_ENV = "PRMFAST_CACHE"          # where converted GGUF models go (default ~/.cache/prmfast)
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
@@ -31,7 +31,14 @@ def build_tiny_model(tokenizer, model_cfg: ModelConfig) -> PreTrainedModel:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    return LlamaForCausalLM(config).to(getattr(torch, model_cfg.dtype))
+    return LlamaForCausalLM(config).to(torch_dtype(model_cfg.dtype))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype named `name` (one of prmfast.config.DTYPES); ValueError for another."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype: {name!r} is not one of {list(DTYPES)}")
+    return getattr(torch, name)
 
 
 def load_policy(path: str | Path, dtype: str = "float32", device: torch.device | str | None = None
@@ -45,13 +52,13 @@ def load_policy(path: str | Path, dtype: str = "float32", device: torch.device |
     always has a pad token (EOS when it has none of its own). FileNotFoundError / ValueError
     say what is missing or broken.
     """
-    path = Path(path)
+    torch_type, path = torch_dtype(dtype), Path(path)
     if path.suffix == ".gguf":
         path = _gguf_cache(path)
     elif not path.is_dir():
         raise FileNotFoundError(f"no model folder or .gguf file at {str(path)!r}")
     check_model_folder(path)
-    model = load_complete(AutoModelForCausalLM, path, dtype=getattr(torch, dtype))
+    model = load_complete(AutoModelForCausalLM, path, dtype=torch_type)
     if device is not None:
         model.to(device)
     try:

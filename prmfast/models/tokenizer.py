@@ -31,5 +31,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int,
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of `text` (prompts, programs, responses) with no special tokens added, and none
     made from it: literal special-token text such as "<|endoftext|>" in code stays plain text.
-    Text that must contain special tokens (a rendered chat template) is not for this helper."""
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    Text that must contain special tokens (a rendered chat template) is not for this helper.
+    ValueError for text that is no valid Unicode (a lone surrogate such as "\\ud800")."""
+    try:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    except TypeError:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"text: {exc.reason} at index {exc.start} "
+                                 f"({text[exc.start]!r}); it cannot be tokenized") from None
+        raise
