@@ -73,6 +73,42 @@ def test_a_non_finite_temperature_is_refused_on_cpu(tok, policy, temperature):
         backend.generate([encode(tok, "x")], n=1, max_new_tokens=2, temperature=temperature)
 
 
+def sentencepiece_style_tokenizer():
+    """A Llama-2-style tokenizer from a fixed vocabulary: "▁" for spaces (one prepended), byte
+    fallback, and a decoder that strips the first leading space."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "▁▁": 4}
+    vocab.update({f"<0x{i:02X}>": 5 + i for i in range(256)})
+    tk = Tokenizer(models.BPE(vocab, [("▁", "▁")], unk_token="<unk>", byte_fallback=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tk.add_special_tokens(["<unk>", "<s>", "</s>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>")
+
+
+def test_response_text_keeps_its_leading_space_with_a_sentencepiece_tokenizer_on_cpu():
+    # decoded alone, "▁▁" "▁▁" after "if x:\n" lost one space of indentation ("   ", not "    ")
+    sp = sentencepiece_style_tokenizer()
+    torch.manual_seed(0)
+    model = build_tiny_model(sp, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                             intermediate_size=64, max_position=64))
+    two_spaces = sp.convert_tokens_to_ids("▁▁")
+    hook = model.lm_head.register_forward_hook(
+        lambda module, args, logits: logits.index_fill(-1, torch.tensor([two_spaces]), 50.0))
+    try:
+        prompt = encode(sp, "if x:\n")
+        sample = HFGenerateBackend(model, sp).generate([prompt], n=1, max_new_tokens=2,
+                                                       temperature=0.0)[0][0]
+    finally:
+        hook.remove()
+    assert sample.response_ids == [two_spaces, two_spaces]
+    assert sample.text == "    "
+    assert sp.decode(prompt + sample.response_ids) == "if x:\n" + sample.text
+
+
 # -- models ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool])

@@ -99,7 +99,22 @@ class HFGenerateBackend:
         return Sample(prompt_ids=list(prompt), response_ids=response,
                       logprobs=logprobs[:len(response)],
                       finish_reason="length" if end is None else "stop",
-                      text=self.tokenizer.decode(response, skip_special_tokens=True))
+                      text=response_text(self.tokenizer, prompt, response))
+
+
+def response_text(tokenizer, prompt_ids: list[int], response_ids: list[int]) -> str:
+    """The text response_ids add after prompt_ids (special tokens skipped, no clean-up).
+
+    Decoded after the prompt's last token, as vLLM's incremental detokenizer does: SentencePiece
+    decoders (Llama-2, CodeLlama, Mistral) drop the leading space of the first token decoded,
+    which would eat one space of the response's first indentation if decoded alone."""
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    context = list(prompt_ids[-1:])
+    head, full = decode(context), decode(context + list(response_ids))
+    if full.startswith(head) and not head.endswith("\ufffd"):
+        return full[len(head):]
+    return decode(response_ids)     # the response completes a character the prompt began
 
 
 def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float,
