@@ -32,6 +32,7 @@ import tokenize
 from dataclasses import dataclass
 
 _QUOTES = ('"""', "'''")
+_CONTINUATIONS = ("\\\n", "\\\r\n")       # a backslash ending a line (in a string too)
 _BREAKS = (tokenize.NEWLINE, tokenize.NL)
 _LAYOUT = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
 
@@ -110,14 +111,15 @@ def comment_flags(text: str) -> list[bool]:
     Python's tokenizer finds the strings, so the closing quotes of a multi-line string opened
     mid-line are code, not a docstring's start. From where the text stops tokenizing (an
     unfinished response, bad indentation) a line-by-line scan takes over. Without a triple
-    quote the scan is exact, and 30x cheaper than the tokenizer (3 against 100 us a response).
+    quote or a backslash continuation (which a single-quoted string may span) the scan is exact,
+    and 30x cheaper than the tokenizer (3 against 100 us a response).
     A line holding lone "\r"s (line breaks to Python) is a comment line only if each of its
     parts is one."""
     if "\r" in text.replace("\r\n", ""):
         parts = [line.split("\r") for line in text.replace("\r\n", "\n").split("\n")]
         flags = iter(comment_flags("\n".join(p for line in parts for p in line)))
         return [all([next(flags) for _ in line]) for line in parts]
-    if not any(quote in text for quote in _QUOTES):
+    if not any(mark in text for mark in _QUOTES + _CONTINUATIONS):
         return _scan_flags(text.split("\n"))
     n = text.count("\n") + 1
     toks, complete = [], True

@@ -55,6 +55,13 @@ def test_a_lone_carriage_return_breaks_lines_for_comment_flags_on_cpu(text):
     assert comment_flags(text)[0] is False
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_string_continued_by_a_backslash_is_no_comment_on_cpu(newline):
+    # without a triple quote the line scan took the string's second line for a `#` comment
+    text = newline.join(["s = 'a\\", "# b'", "x = 1", "# c", ""])
+    assert comment_flags(text) == [False, False, False, True, True]
+
+
 def test_lone_carriage_returns_in_segmented_lines_on_cpu():
     lines = segment(list(range(5)), PieceTokenizer(["# a\r", "# b\n", "# c\r", "y", "\r\n"]))
     assert lines.texts == ["# a\r# b", "# c\ry"]
