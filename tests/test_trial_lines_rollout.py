@@ -167,3 +167,21 @@ def test_an_unknown_dtype_name_is_a_clear_error_on_cpu(tok, tmp_path):
     with pytest.raises(ValueError, match="dtype: 'bf16' is not one of"):
         build_tiny_model(tok, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
                                           intermediate_size=64, dtype="bf16"))
+
+
+@pytest.mark.parametrize("sequences", [[], [[]], [[], []]])
+def test_packed_forwards_of_no_token_on_cpu(policy, sequences):
+    # every sequence empty (the kernels allow it): the model used to fail with "cannot reshape
+    # tensor of 0 elements"
+    from prmfast.models.packed import pack_sequences, packed_logprobs, packed_values
+    ids, cu_seqlens = pack_sequences(sequences)
+    logprobs, entropy = packed_logprobs(policy, ids, cu_seqlens)
+    values = packed_values(ValueModel.from_causal_lm(policy), ids, cu_seqlens)
+    assert logprobs.shape == entropy.shape == values.shape == (0,)
+    (logprobs.sum() + values.sum()).backward()
+
+
+def test_packed_forwards_refuse_float_ids_on_cpu(policy):
+    from prmfast.models.packed import packed_hidden
+    with pytest.raises(ValueError, match="input_ids must hold int64 or int32"):
+        packed_hidden(policy.base_model, torch.ones(3), torch.tensor([0, 3]))

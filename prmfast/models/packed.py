@@ -56,6 +56,8 @@ def packed_hidden(backbone: nn.Module, input_ids: torch.Tensor,
     input_ids [N] int, cu_seqlens [S+1] int (as in kernels) -> last hidden states [N, H].
     """
     _check(input_ids, cu_seqlens)
+    if input_ids.shape[0] == 0:     # no token (every sequence empty): the model cannot run on it
+        return backbone.get_input_embeddings()(input_ids)
     position_ids = packed_position_ids(cu_seqlens)[None]
     if backbone.config._attn_implementation in FLASH_IMPLEMENTATIONS:
         mask = None                      # transformers derives varlen cu_seqlens from positions
@@ -148,6 +150,8 @@ def pack_sequences(sequences: list[list[int]],
 def _check(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
     if input_ids.dim() != 1:
         raise ValueError(f"input_ids must be 1-D [N], got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must hold int64 or int32 token ids, got {input_ids.dtype}")
     if cu_seqlens.dim() != 1 or len(cu_seqlens) < 1 or int(cu_seqlens[0]) != 0:
         raise ValueError("cu_seqlens must be 1-D, non-empty and start at 0")
     if bool((cu_seqlens.diff() < 0).any()) or int(cu_seqlens[-1]) != input_ids.shape[0]:
