@@ -185,3 +185,14 @@ def test_packed_forwards_refuse_float_ids_on_cpu(policy):
     from prmfast.models.packed import packed_hidden
     with pytest.raises(ValueError, match="input_ids must hold int64 or int32"):
         packed_hidden(policy.base_model, torch.ones(3), torch.tensor([0, 3]))
+
+
+def test_backend_construction_errors_are_clear_on_cpu(tok, policy, monkeypatch):
+    # used to be "range() arg 3 must not be zero" at generate time and an IndexError
+    with pytest.raises(ValueError, match="batch_size: need >= 1"):
+        HFGenerateBackend(policy, tok, batch_size=0)
+    bare = sentencepiece_style_tokenizer()
+    bare.eos_token = None
+    monkeypatch.setattr(policy.generation_config, "eos_token_id", None)
+    with pytest.raises(ValueError, match="nothing to pad prompts with"):
+        HFGenerateBackend(policy, bare)

@@ -27,13 +27,19 @@ class HFGenerateBackend:
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: need >= 1, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.stop_ids = sorted({i for i in eos + [tokenizer.eos_token_id] if i is not None})
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        pad = tokenizer.pad_token_id
+        if pad is None and not self.stop_ids:
+            raise ValueError("the tokenizer has no pad token and neither it nor the model's "
+                             "generation config names an EOS token: nothing to pad prompts with")
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
 
     def generate(self, prompt_ids: list[list[int]], *, n: int, max_new_tokens: int,
                  temperature: float, top_p: float = 1.0, seed: int | None = None,
