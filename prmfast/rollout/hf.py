@@ -2,8 +2,10 @@
 
 The loop is HF `generate`'s (prefill, then one token per step through the model's cache), kept
 in-house for two things generate does not give cheaply: the log-prob of every sampled token under
-the distribution it was drawn from, and a private seeded torch.Generator (the global RNG is left
-alone, and equal seeds give equal samples for the same prompts and batch size).
+the distribution it was drawn from, and a private seeded torch.Generator (sampling leaves the
+global RNG alone, and equal seeds give equal samples for the same prompts and batch size; with
+seed=None the generator's seed is one draw from the global RNG, so torch.manual_seed makes
+unseeded calls repeatable).
 """
 from __future__ import annotations
 
