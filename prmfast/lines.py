@@ -20,8 +20,8 @@ Rules, over the response's token ids y_0..y_{n-1}:
   token is spans[i][1] - 1.
 - A line is a comment line when every physical line in it is blank, a `#` comment, or part of a
   docstring (a statement that is only a triple-quoted string, possibly over several lines; not an
-  f-string). A lone "\r" (no "\n" after it) breaks physical lines as it does for Python, so
-  "# c\rx = 1" holds code and is no comment line.
+  f-string). Lines end only at "\n", but a lone "\r" (no "\n" after it) is a line break to
+  Python, so "# c\rx = 1" holds code and is no comment line.
 
 An empty response has no lines.
 """
