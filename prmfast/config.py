@@ -285,6 +285,15 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def save_config(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a config record (config_to_dict) as JSON, atomically: a run folder's config.json is
+    rewritten by every command on it, and a torn one would refuse the folder's resume."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Inverse of config_to_dict (used to reload the config saved in a run folder)."""
     cfg = Config()

@@ -52,7 +52,9 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         train_split = drop_failing_references(split_tasks(cfg, "train"), sandbox, "train-split")
     model, tokenizer = initial_policy(cfg, run_dir, train_split)
     examples = build_examples(tokenizer, train_split, max_len=model.config.max_position_embeddings)
-    losses = train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress)
+    losses: list[float] = []                 # every step's loss, those before a resume too
+    train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress,
+          history=losses)
     save_policy(model, tokenizer, out / "model")
     t1 = time.perf_counter()
     with _sandbox(cfg) as sandbox:
@@ -88,11 +90,15 @@ def initial_policy(cfg: Config, run_dir: Path, train_split) -> tuple:
     if cfg.model.init != "tiny":
         return load_policy(cfg.model.init, cfg.model.dtype, device=device)
     tok_dir = run_dir / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    else:
+    if not (tok_dir / "tokenizer.json").exists():   # written whole: a kill leaves none or all
         texts = [t.prompt + (t.reference or "") for t in train_split]
-        tokenizer = train_tokenizer(texts, cfg.model.vocab_size, tok_dir)
+        tmp = tok_dir.with_name(tok_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_tokenizer(texts, cfg.model.vocab_size, tmp)
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        tmp.rename(tok_dir)
+    # read back even when just trained, so that a resumed run saves the very same files
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)           # initialised on the CPU: the same weights on any device
     return build_tiny_model(tokenizer, cfg.model).to(device), tokenizer
 
@@ -115,16 +121,18 @@ def build_examples(tokenizer, tasks, max_len: int) -> list[tuple[list[int], list
 
 
 def train(model, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, state_dir: Path,
-          *, seed: int, progress: bool = True) -> list[float]:
+          *, seed: int, progress: bool = True, history: list[float] | None = None) -> list[float]:
     """Train in place for ceil(epochs * steps_per_epoch) steps, checkpointing to state_dir every
     cfg.checkpoint_every steps and at the end; resumes from state_dir's checkpoint when present.
-    Returns the losses of the steps run by this call."""
+    Returns the losses of the steps run by this call; `history`, when given, is filled with the
+    loss of every step from the first (the checkpoint keeps those before a resume)."""
     batch_size = min(cfg.batch_size, len(examples))
     per_epoch = len(examples) // batch_size
     total = max(1, math.ceil(cfg.epochs * per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, total))
-    step = load_checkpoint(state_dir, model, opt, sched)
+    history = [] if history is None else history
+    step = load_checkpoint(state_dir, model, opt, sched, history)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     device = module_device(model)
     losses = []
@@ -142,10 +150,11 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, st
             opt.zero_grad(set_to_none=True)
             step += 1
             losses.append(loss.item())
+            history.append(losses[-1])
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             bar.update()
             if step % cfg.checkpoint_every == 0 or step == total:
-                save_checkpoint(state_dir, step, model, opt, sched)
+                save_checkpoint(state_dir, step, model, opt, sched, history)
     model.eval()
     return losses
 
@@ -179,18 +188,21 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int,
             "labels": fill([labels for _, labels in batch], -100)}
 
 
-def save_checkpoint(state_dir: Path, step: int, model, opt, sched) -> None:
-    """Write state_dir/checkpoint.pt atomically (a crash mid-write keeps the previous one)."""
+def save_checkpoint(state_dir: Path, step: int, model, opt, sched,
+                    losses: list[float] = ()) -> None:
+    """Write state_dir/checkpoint.pt atomically (a crash mid-write keeps the previous one);
+    `losses`: the loss of every step so far."""
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / (CHECKPOINT + ".tmp")
     torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict()}, tmp)
+                "scheduler": sched.state_dict(), "losses": list(losses)}, tmp)
     os.replace(tmp, state_dir / CHECKPOINT)
 
 
-def load_checkpoint(state_dir: Path, model, opt, sched) -> int:
-    """Restore the latest checkpoint into model/opt/sched; returns its step (0 when none).
-    Tensors load onto the model's device, whichever device saved them."""
+def load_checkpoint(state_dir: Path, model, opt, sched, losses: list[float] | None = None) -> int:
+    """Restore the latest checkpoint into model/opt/sched (and its step losses into `losses`);
+    returns its step (0 when none). Tensors load onto the model's device, whichever device saved
+    them."""
     path = state_dir / CHECKPOINT
     if not path.exists():
         return 0
@@ -198,4 +210,6 @@ def load_checkpoint(state_dir: Path, model, opt, sched) -> int:
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if losses is not None:
+        losses[:] = state.get("losses", [])
     return state["step"]

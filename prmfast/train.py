@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prmfast.config import (PRESETS, Config, ConfigError, check_ranges, config_to_dict, flatten,
-                            load_config)
+                            load_config, save_config)
 from prmfast.data import DataError
 from prmfast.errors import StageError
 
@@ -181,9 +181,10 @@ def check_rerun(cfg: Config, run_dir: Path, stages: tuple[str, ...]) -> dict:
 
 
 def make_run_folder(run_dir: Path, record: dict) -> None:
-    """Create run_dir and write its config.json (OSError when the path cannot be a folder)."""
+    """Create run_dir and write its config.json, atomically (OSError when the path cannot be a
+    folder)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    save_config(run_dir / "config.json", record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prmfast.labeling.driver import Labelled, Response, label_responses
-from prmfast.labeling.probe import Prober
+from prmfast.labeling.probe import Prober, read_journal
 from prmfast.labeling.select import SELECTIONS
 
 
@@ -51,8 +51,10 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 def label_into(path: Path, responses: list[Response], prober: Prober, chunk_size: int,
                extra: Callable[[Response], dict], bar: tqdm | None = None) -> None:
-    """Label the responses not yet in `path` in chunks, appending one record per response."""
-    done = {rec["key"] for rec in read_jsonl(path)}
+    """Label the responses not yet in `path` in chunks, appending one record per response.
+    A record torn by a hard kill mid-append is cut from the file first (read_journal), so the
+    records appended after it stay readable."""
+    done = {rec["key"] for rec in read_journal(path)} if path.exists() else set()
     todo = [r for r in responses if r.key not in done]
     for chunk in chunks(todo, chunk_size):
         start = time.perf_counter()

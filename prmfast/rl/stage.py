@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from prmfast.config import Config, ConfigError, apply_overrides, check_ranges, config_to_dict
+from prmfast.config import (Config, ConfigError, apply_overrides, check_ranges, config_to_dict,
+                            save_config)
 from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast.errors import StageError
@@ -176,7 +177,7 @@ def run_rl(cfg: Config, run_dir: str | Path, name: str | None = None, *,
 
     out.mkdir(parents=True, exist_ok=True)
     if is_main():
-        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        save_config(out / "config.json", config_to_dict(cfg))
     rl = cfg.rl
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.model.device)
@@ -255,12 +256,15 @@ def rollout_backend(cfg: Config, policy, tokenizer, out: Path):
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows past the resumed step (iterations that ran after the last save) and a
-    last line torn by a hard kill (StageError for another line that is no JSON row)."""
+    last line torn by a hard kill (StageError for another line that is no JSON row). The file is
+    replaced atomically: a kill mid-rewrite keeps every row."""
     from prmfast.report import read_metrics
     if not path.exists():
         return
     rows = [row for row in read_metrics(path.parent) if row["step"] <= step]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
 
 
 def run_rl_baseline(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
