@@ -196,3 +196,16 @@ def test_backend_construction_errors_are_clear_on_cpu(tok, policy, monkeypatch):
     monkeypatch.setattr(policy.generation_config, "eos_token_id", None)
     with pytest.raises(ValueError, match="nothing to pad prompts with"):
         HFGenerateBackend(policy, bare)
+
+
+def test_damaged_weight_files_are_named_on_cpu(tok, policy, tmp_path):
+    # safetensors' "Error while deserializing header" named no folder and no file
+    save_policy(policy, tok, tmp_path / "policy")
+    weights = tmp_path / "policy" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="policy: a .safetensors weights file is damaged"):
+        load_policy(tmp_path / "policy")
+    ValueModel.from_causal_lm(policy).save_pretrained(tmp_path / "critic")
+    (tmp_path / "critic" / "value_head.safetensors").write_bytes(b"xx")
+    with pytest.raises(ValueError, match="value_head.safetensors is damaged or truncated"):
+        ValueModel.from_pretrained(tmp_path / "critic")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedModel)
 
@@ -85,8 +86,13 @@ def check_model_folder(path: str | Path) -> None:
 def load_complete(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
     """auto_class.from_pretrained(path, **kwargs), or ValueError when the folder's weights lack
     some of the model's tensors (transformers would fill them with random values: e.g. a
-    critic/PRM folder, which has no LM head, loaded as an untied policy)."""
-    model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    critic/PRM folder, which has no LM head, loaded as an untied policy) or a weights file is
+    damaged (safetensors' own error names no file)."""
+    try:
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: a .safetensors weights file is damaged or truncated "
+                         f"({one_line(exc)})") from None
     missing = sorted(info["missing_keys"])
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")

@@ -5,12 +5,13 @@ import copy
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from prmfast import kernels
-from prmfast.models.policy import check_model_folder, load_complete
+from prmfast.models.policy import check_model_folder, load_complete, one_line
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -45,7 +46,11 @@ class ValueModel(nn.Module):
         check_model_folder(path)
         model = cls(load_complete(AutoModel, path))
         if (path / HEAD_FILE).exists():
-            state = load_file(str(path / HEAD_FILE))
+            try:
+                state = load_file(str(path / HEAD_FILE))
+            except SafetensorError as exc:
+                raise ValueError(f"{path / HEAD_FILE} is damaged or truncated "
+                                 f"({one_line(exc)})") from None
             model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
         return model if device is None else model.to(device)
 
