@@ -209,3 +209,11 @@ def test_damaged_weight_files_are_named_on_cpu(tok, policy, tmp_path):
     (tmp_path / "critic" / "value_head.safetensors").write_bytes(b"xx")
     with pytest.raises(ValueError, match="value_head.safetensors is damaged or truncated"):
         ValueModel.from_pretrained(tmp_path / "critic")
+
+
+@pytest.mark.parametrize("bad", [-1, 10_000])
+def test_prompt_ids_outside_the_vocabulary_are_named_on_cpu(tok, policy, bad):
+    # used to be torch's "IndexError: index out of range in self" from the embedding
+    with pytest.raises(ValueError, match="prompt_ids: token ids must lie in 0.."):
+        HFGenerateBackend(policy, tok).generate([[5, 6], [7, bad]], n=1, max_new_tokens=2,
+                                                temperature=1.0)

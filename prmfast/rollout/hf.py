@@ -52,6 +52,10 @@ class HFGenerateBackend:
                              f"{max_new_tokens}")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("prompt_ids: every prompt needs at least one token")
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if prompt_ids and not 0 <= min(map(min, prompt_ids)) <= max(map(max, prompt_ids)) < vocab:
+            raise ValueError(f"prompt_ids: token ids must lie in 0..{vocab - 1}, the model's "
+                             f"vocabulary (a prompt encoded with another tokenizer?)")
         device = module_device(self.model)
         gen = torch.Generator(device=device)
         if seed is None:
