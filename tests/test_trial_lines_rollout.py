@@ -1,4 +1,4 @@
-"""Edge inputs a new user tries on prmfast.lines, prmfast.rollout and prmfast.models (regressions)."""
+"""Edge inputs a new user tries on prmfast.lines, .rollout and .models (regression tests)."""
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -88,7 +88,8 @@ def sentencepiece_style_tokenizer():
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "▁▁": 4}
     vocab.update({f"<0x{i:02X}>": 5 + i for i in range(256)})
     tk = Tokenizer(models.BPE(vocab, [("▁", "▁")], unk_token="<unk>", byte_fallback=True))
-    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                          normalizers.Replace(" ", "▁")])
     tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     tk.add_special_tokens(["<unk>", "<s>", "</s>"])
@@ -97,7 +98,7 @@ def sentencepiece_style_tokenizer():
 
 
 def test_response_text_keeps_its_leading_space_with_a_sentencepiece_tokenizer_on_cpu():
-    # decoded alone, "▁▁" "▁▁" after "if x:\n" lost one space of indentation ("   ", not "    ")
+    # decoded alone, "▁▁" "▁▁" after "if x:\n" lost a space of indentation: "   " for "    "
     sp = sentencepiece_style_tokenizer()
     torch.manual_seed(0)
     model = build_tiny_model(sp, ModelConfig(hidden_size=32, num_layers=1, num_heads=2,
