@@ -218,3 +218,13 @@ def test_prompt_ids_outside_the_vocabulary_are_named_on_cpu(tok, policy, bad):
     with pytest.raises(ValueError, match="prompt_ids: token ids must lie in 0.."):
         HFGenerateBackend(policy, tok).generate([[5, 6], [7, bad]], n=1, max_new_tokens=2,
                                                 temperature=1.0)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-45])
+def test_a_tiny_temperature_samples_the_greedy_tokens_on_cpu(tok, policy, temperature):
+    # logits / 1e-40 overflowed to inf: "probability tensor contains either inf, nan or < 0"
+    backend, prompts = HFGenerateBackend(policy, tok), [encode(tok, "def f(xs):\n")]
+    greedy = backend.generate(prompts, n=1, max_new_tokens=4, temperature=0.0)[0][0]
+    tiny = backend.generate(prompts, n=1, max_new_tokens=4, temperature=temperature, seed=0)[0][0]
+    assert tiny.response_ids == greedy.response_ids
+    assert tiny.logprobs == [0.0] * len(tiny.response_ids)

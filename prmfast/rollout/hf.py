@@ -138,7 +138,8 @@ def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float,
         logp = torch.log_softmax(logits, dim=-1)
         tok = logp.argmax(dim=-1)
     else:
-        logp = torch.log_softmax(top_p_filter(logits / temperature, top_p), dim=-1)
+        shifted = logits - logits.amax(dim=-1, keepdim=True)   # max 0: no inf at tiny temperatures
+        logp = torch.log_softmax(top_p_filter(shifted / temperature, top_p), dim=-1)
         tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(1)
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
