@@ -222,6 +222,7 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
     """Per-line scores for each example (same order). prm: a ValueModel or a
     prmfast.prm_frozen.FrozenBackbonePRM (which re-tokenizes; pad_id is the policy's)."""
     from prmfast.prm_frozen import FrozenBackbonePRM
+    from prmfast.sft import save_whole
     if isinstance(prm, FrozenBackbonePRM):
         return prm.predict(examples, min(batch_size, 16), progress=True)
     was = prm.training
@@ -709,11 +710,11 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         prm = FrozenBackbonePRM.from_backbone(cfg.prm.pretrained, tokenizer, device,
                                               cfg.prm.layer)
         history = prm.fit(train_ex, val_ex, cfg.prm)
-        prm.save(stage_dir / "model")
+        save_whole(stage_dir / "model", prm.save)
     else:
         prm = ValueModel.from_pretrained(init_path(cfg, out_dir), device=device)
         history = train_prm(prm, train_ex, val_ex, cfg.prm, pad, cfg.seed)
-        prm.save_pretrained(stage_dir / "model", tokenizer)
+        save_whole(stage_dir / "model", lambda folder: prm.save_pretrained(folder, tokenizer))
 
     if cfg.prm.early_stop == "within_task" and all(
             math.isnan(x) for x in history.get("val_within_task") or [math.nan]):

@@ -55,7 +55,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     losses: list[float] = []                 # every step's loss, those before a resume too
     train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress,
           history=losses)
-    save_policy(model, tokenizer, out / "model")
+    save_whole(out / "model", lambda folder: save_policy(model, tokenizer, folder))
     t1 = time.perf_counter()
     with _sandbox(cfg) as sandbox:
         metrics = evaluate_policy(
@@ -74,6 +74,16 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     print(f"sft: pass@1 {metrics['pass@1']:.3f} ({buckets}); stop rate "
           f"{metrics['stop_rate']:.2f}; train {t1 - t0:.0f}s, eval {metrics['eval_wall_s']:.0f}s")
     return out
+
+
+def save_whole(folder: Path, write) -> None:
+    """write(path) into a temporary folder, then swapped in: a kill mid-save never leaves a
+    partial model folder for the next stages (they start from DIR/sft/model, DIR/prm/model)."""
+    tmp = folder.with_name(".tmp_" + folder.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _sandbox(cfg: Config) -> Sandbox:

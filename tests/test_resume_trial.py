@@ -158,3 +158,33 @@ def test_sft_model_folder_is_the_same_after_a_resume_on_cpu(tmp_path):
         saved.append({f.name: f.read_bytes() for f in (tmp_path / name).iterdir()})
     assert saved[0] == saved[1]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["tokenizer"]
+
+
+def test_a_kill_while_saving_the_sft_model_leaves_no_partial_folder_on_cpu(tmp_path,
+                                                                          monkeypatch):
+    """DIR/sft/model (and DIR/prm/model) were written in place: a kill mid-save left a partial
+    folder that the RL stages (`rl_baseline`, `rl_prm` run on their own: they check that the
+    folder exists) loaded, failing with a traceback on a truncated file."""
+    from prmfast.config import load_config
+    from prmfast.errors import StageError
+    from prmfast.rl.stage import check_rl_ready
+
+    cfg = load_config("smoke", sets=["data.n_train=24", "data.n_test=2", "sft.epochs=1.0",
+                                     "sft.eval_samples=1", "sampling.max_new_tokens=8",
+                                     "model.device=cpu"])
+    run_dir = tmp_path / "run"
+    real_save = sft.save_policy
+
+    def torn_save(model, tokenizer, folder):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sft, "save_policy", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        sft.run(cfg, run_dir, progress=False)
+    with pytest.raises(StageError, match="sft/model"):
+        check_rl_ready(cfg, run_dir, "rl_baseline")
+    monkeypatch.setattr(sft, "save_policy", real_save)
+    sft.run(cfg, run_dir, progress=False)
+    check_rl_ready(cfg, run_dir, "rl_baseline")
+    assert sorted(p.name for p in (run_dir / "sft").iterdir()) == ["DONE", "eval.json", "model"]
