@@ -188,3 +188,41 @@ def test_a_kill_while_saving_the_sft_model_leaves_no_partial_folder_on_cpu(tmp_p
     sft.run(cfg, run_dir, progress=False)
     check_rl_ready(cfg, run_dir, "rl_baseline")
     assert sorted(p.name for p in (run_dir / "sft").iterdir()) == ["DONE", "eval.json", "model"]
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5, 7])   # resolve calls: chunks of 3, 3, 2 rounds
+def test_resumed_labelling_charges_the_same_costs_on_cpu(tmp_path, stop_at):
+    """Probes journalled by a chunk cut short were answered from the cache on resume and
+    charged as cached: labels.jsonl's cost fields and summary.json's cost totals (executions
+    per failed response) changed after a resume."""
+    import random
+
+    from prmfast.labeling.store import label_into, read_jsonl
+    from tests.test_labeling import FakeBackend, FakeSandbox, make_prober, make_response
+
+    rng = random.Random(2)
+    responses = [make_response(str(i), i % 3, [rng.randint(0, 58) for _ in range(rng.randint(2, 8))])
+                 for i in range(10)]
+
+    def run(folder, interrupt):
+        folder.mkdir()
+        prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
+        if interrupt:
+            resolve, calls = prober.resolve, []
+
+            def cut(reqs):
+                calls.append(1)
+                if len(calls) > stop_at:
+                    raise KeyboardInterrupt
+                return resolve(reqs)
+            prober.resolve = cut
+            with pytest.raises(KeyboardInterrupt):
+                label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
+            prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
+        label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
+        return [{k: v for k, v in rec.items() if k != "label_wall_s"}
+                for rec in read_jsonl(folder / "labels.jsonl")]
+
+    straight, resumed = run(tmp_path / "a", False), run(tmp_path / "b", True)
+    assert resumed == straight and len(straight) == 10
+    assert sum(rec["cost"]["cached"] for rec in straight) > 0   # cache hits stay cache hits

@@ -111,6 +111,13 @@ class Prober:
             for row in read_journal(journal):
                 self.cache[(row["task_id"], tuple(row["prefix"]))] = ProbeOutcome(
                     row["first_pass"], row["completions"], row["executions"])
+        self.replay: set[ProbeKey] = set()    # journalled, reported as probed when next asked
+
+    def settle(self, asked: set[ProbeKey]) -> None:
+        """`asked`: the probes the already labelled responses asked for. The other journalled
+        probes (those of a chunk cut short) are reported as probed now when next asked, as they
+        were when first asked, so a resumed collection charges the same costs."""
+        self.replay = set(self.cache) - asked
 
     def resolve(self, requests: list[ProbeRequest]) -> tuple[dict[ProbeKey, ProbeOutcome],
                                                              set[ProbeKey]]:
@@ -122,7 +129,9 @@ class Prober:
         fresh = self._probe(list(todo.values()))
         self.cache.update(fresh)
         self._write_journal(fresh)
-        return {req.key: self.cache[req.key] for req in requests}, set(fresh)
+        replayed = {req.key for req in requests} & self.replay
+        self.replay -= replayed
+        return {req.key: self.cache[req.key] for req in requests}, set(fresh) | replayed
 
     def _probe(self, reqs: list[ProbeRequest]) -> dict[ProbeKey, ProbeOutcome]:
         first_pass: dict[ProbeKey, int | None] = {r.key: None for r in reqs}

@@ -53,8 +53,14 @@ def label_into(path: Path, responses: list[Response], prober: Prober, chunk_size
                extra: Callable[[Response], dict], bar: tqdm | None = None) -> None:
     """Label the responses not yet in `path` in chunks, appending one record per response.
     A record torn by a hard kill mid-append is cut from the file first (read_journal), so the
-    records appended after it stay readable."""
-    done = {rec["key"] for rec in read_journal(path)} if path.exists() else set()
+    records appended after it stay readable. The prober learns which journalled probes the
+    labelled responses asked for (Prober.settle), so a resumed chunk's costs are unchanged."""
+    records = read_journal(path) if path.exists() else []
+    done = {rec["key"] for rec in records}
+    by_key = {r.key: r for r in responses}
+    prober.settle({(resp.task.task_id, tuple(resp.prefix_ids(point)))
+                   for rec in records if (resp := by_key.get(rec["key"])) is not None
+                   for point, _ in rec["probed"]})
     todo = [r for r in responses if r.key not in done]
     for chunk in chunks(todo, chunk_size):
         start = time.perf_counter()
