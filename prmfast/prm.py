@@ -222,7 +222,6 @@ def predict(prm, examples: Sequence[PRMExample], pad_id: int,
     """Per-line scores for each example (same order). prm: a ValueModel or a
     prmfast.prm_frozen.FrozenBackbonePRM (which re-tokenizes; pad_id is the policy's)."""
     from prmfast.prm_frozen import FrozenBackbonePRM
-    from prmfast.sft import save_whole
     if isinstance(prm, FrozenBackbonePRM):
         return prm.predict(examples, min(batch_size, 16), progress=True)
     was = prm.training
@@ -690,6 +689,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     from prmfast.labeling.store import read_jsonl, write_json
     from prmfast.models import ValueModel
     from prmfast.prm_frozen import FrozenBackbonePRM
+    from prmfast.sft import save_whole
 
     stage_dir = out_dir / "prm"
     stage_dir.mkdir(parents=True, exist_ok=True)
