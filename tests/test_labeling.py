@@ -97,7 +97,7 @@ class FakeSandbox:
         return [SimpleNamespace(passed=job.program[-1] == PASS) for job in jobs]
 
 
-def fake_job(task, prefix_ids, completion_ids):
+def fake_job(task, prompt_ids, prefix_ids, completion_ids):
     return SimpleNamespace(program=list(prefix_ids) + list(completion_ids), tests=None)
 
 

@@ -135,7 +135,7 @@ class Sandbox:
 
 
 def make_prober(journal=None):
-    return Prober(Backend(), Sandbox(), lambda task, prefix, comp: len(prefix) <= 2, k=4,
+    return Prober(Backend(), Sandbox(), lambda task, prompt, prefix, comp: len(prefix) <= 2, k=4,
                   first_wave=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0,
                   journal=journal)
 

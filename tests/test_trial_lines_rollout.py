@@ -228,3 +228,20 @@ def test_a_tiny_temperature_samples_the_greedy_tokens_on_cpu(tok, policy, temper
     tiny = backend.generate(prompts, n=1, max_new_tokens=4, temperature=temperature, seed=0)[0][0]
     assert tiny.response_ids == greedy.response_ids
     assert tiny.logprobs == [0.0] * len(tiny.response_ids)
+
+
+def test_labelling_programs_keep_their_first_indentation_with_a_sentencepiece_tokenizer_on_cpu():
+    # the probe programs are decoded after the prompt, like rollouts (response_text)
+    from types import SimpleNamespace
+
+    from prmfast.data import Task
+    from prmfast.labeling.policy import Policy
+    from prmfast.sandbox import AssertTests
+
+    sp = sentencepiece_style_tokenizer()
+    task = Task("t", "def f(x):\n", AssertTests("assert f(1) == 1"), "f", None, {})
+    prompt, two_spaces = encode(sp, task.prompt), sp.convert_tokens_to_ids("▁▁")
+    policy = SimpleNamespace(tokenizer=sp)
+    body = sp.convert_tokens_to_ids([f"<0x{b:02X}>" for b in b"return x\n"])  # byte tokens
+    job = Policy.make_job(policy, task, prompt, [two_spaces, two_spaces], body)
+    assert job.program.startswith("def f(x):\n    return x\n"), job.program

@@ -50,7 +50,8 @@ def sample_responses(policy: Policy, tasks: list, n: int, cfg: Config, path: Pat
         progress=True)
     flat = [(t, p, i, s) for t, p, group in zip(tasks, prompts, samples)
             for i, s in enumerate(group)]
-    results = policy.sandbox.run([policy.make_job(t, [], s.response_ids) for t, _, _, s in flat])
+    results = policy.sandbox.run([policy.make_job(t, s.prompt_ids, [], s.response_ids)
+                                  for t, _, _, s in flat])
     oracle = _oracle(cfg)
     errors = oracle([t for t, *_ in flat], [s.text for *_, s in flat]) if oracle else \
         [None] * len(flat)

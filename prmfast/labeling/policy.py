@@ -14,6 +14,7 @@ from prmfast.device import select_device
 from prmfast.labeling.probe import Prober
 from prmfast.models import load_policy
 from prmfast.rollout import HFGenerateBackend
+from prmfast.rollout.hf import response_text
 from prmfast.sandbox import Job, Sandbox
 
 
@@ -49,8 +50,11 @@ class Policy:
         self.backend = HFGenerateBackend(self.model, self.tokenizer,
                                          batch_size=cfg.sampling.batch_size)
 
-    def make_job(self, task, prefix_ids: list[int], completion_ids: list[int]) -> Job:
-        text = self.tokenizer.decode(prefix_ids + completion_ids, skip_special_tokens=True)
+    def make_job(self, task, prompt_ids: list[int], prefix_ids: list[int],
+                 completion_ids: list[int]) -> Job:
+        """The program of prefix + completion, decoded after the prompt as rollouts are
+        (rollout.hf.response_text: a SentencePiece decoder drops a leading space otherwise)."""
+        text = response_text(self.tokenizer, prompt_ids, prefix_ids + completion_ids)
         return Job(build_program(task, text), task.tests)
 
     def prober(self, k: int, journal: Path | None, seed: int, progress: bool = False) -> Prober:

@@ -95,7 +95,7 @@ class Prober:
     """Answers probe requests for one policy, batched in waves.
 
     backend: prmfast.rollout RolloutBackend; sandbox: object with run(list[Job]) -> list[Result];
-    make_job(task, prefix_ids, completion_ids) -> Job builds the program to execute.
+    make_job(task, prompt_ids, prefix_ids, completion_ids) -> Job builds the program to execute.
     """
 
     def __init__(self, backend, sandbox, make_job: Callable, *, k: int, first_wave: int,
@@ -143,7 +143,7 @@ class Prober:
             samples = self.backend.generate(
                 [r.prompt_ids + r.prefix_ids for r in open_reqs], n=size,
                 seed=self._call_seed(open_reqs, wave), progress=self.progress, **self.sampling)
-            jobs = [self.make_job(r.task, r.prefix_ids, s.response_ids)
+            jobs = [self.make_job(r.task, r.prompt_ids, r.prefix_ids, s.response_ids)
                     for r, group in zip(open_reqs, samples) for s in group]
             results = iter(self.sandbox.run(jobs))
             still_open = []
