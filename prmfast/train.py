@@ -63,6 +63,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "rl_baseline": ("prmfast.rl.stage", "check_rl_baseline_config"),
     "rl_prm": ("prmfast.rl.stage", "check_rl_prm_config"),
 }
+RL_STAGES = ("rl", "rl_baseline", "rl_prm")
+RL_LAUNCH_CHECK = ("prmfast.rl.stage", "check_rl_launch")  # how the process was started
 # Rerunning a command on a run folder resumes it, so the settings must be those its outputs were
 # made with (check_rerun). Keys that cannot change results may differ:
 NEUTRAL_KEYS = ("out", "model.device", "sandbox.workers", "rl.vllm_python")
@@ -106,6 +108,8 @@ def check_config(cfg: Config, stages: tuple[str, ...]) -> None:
     """Every value check of the stages, before any work; ConfigError names the key."""
     check_ranges(cfg, *COMMON_SECTIONS, *(s for name in stages for s in SECTIONS[name]))
     checks = [DATA_CHECK, DEVICE_CHECK, MODEL_CHECK] + [CHECKS[n] for n in stages if n in CHECKS]
+    if any(n in RL_STAGES for n in stages):
+        checks.append(RL_LAUNCH_CHECK)
     for module, function in checks:
         getattr(importlib.import_module(module), function)(cfg)
 

@@ -184,3 +184,28 @@ def test_a_finished_sft_rerun_with_another_size_is_refused_on_cpu(tmp_path, caps
     one_error_line(capsys, "model.hidden_size: 64 -> 32")
     assert (tmp_path / "config.json").read_bytes() == saved
     assert main(run) == 0 and "skipping" in capsys.readouterr().out
+
+
+def test_rl_stages_check_how_they_were_launched_before_any_work_on_cpu(tmp_path, capsys,
+                                                                          monkeypatch, ran):
+    """deepspeed without a launcher, the single-process engine under a launcher of several
+    processes, vLLM rollouts without vllm: one config error and no run folder (a later rerun
+    with other settings would be refused as a change to the folder)."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = tmp_path / "run"
+    assert main(["rl", "--preset", "smoke", "--out", str(out), "--set", "rl.engine=deepspeed"]) == 2
+    one_error_line(capsys, "rl.engine: 'deepspeed' needs a launcher")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["rl_baseline", "--preset", "smoke", "--out", str(out)]) == 2
+    one_error_line(capsys, "rl.engine: 'none' trains in one process", "started 2")
+    monkeypatch.delenv("WORLD_SIZE")
+    no_vllm = tmp_path / "python"                       # an interpreter without the package
+    no_vllm.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    no_vllm.chmod(0o755)
+    assert main(["rl", "--preset", "smoke", "--out", str(out), "--set", "rl.rollout_backend=vllm",
+                 "--set", f"rl.vllm_python={no_vllm}"]) == 2
+    one_error_line(capsys, "rl.rollout_backend: 'vllm' needs the vllm package")
+    assert not out.exists() and ran == []
+    assert main(["rl", "--preset", "smoke", "--out", str(out), "--set", "rl.rollout_backend=vllm",
+                 "--set", "rl.vllm_engine=hf"]) == 0          # the worker's HF engine needs none

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -112,6 +113,34 @@ def check_rl_prm_config(cfg: Config) -> None:
     ValueInit) runs it."""
     check_rl_config(cfg)
     check_rl_config(run_config(cfg, "rl_prm"))
+
+
+def check_rl_launch(cfg: Config) -> None:
+    """What an RL stage needs from how it was started, before any work: a launcher for the
+    deepspeed engine, no several processes for the single-process one, and the vllm package in
+    the worker's interpreter for vLLM rollouts. Raises ConfigError naming the key."""
+    rl = cfg.rl
+    try:
+        world = int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        world = 1
+    if rl.engine == "deepspeed" and "RANK" not in os.environ:
+        raise ConfigError("rl.engine: 'deepspeed' needs a launcher: torchrun --nproc_per_node N "
+                          "or deepspeed --num_gpus N (N may be 1)")
+    if rl.engine == "none" and world > 1:
+        raise ConfigError(f"rl.engine: 'none' trains in one process, but the launcher started "
+                          f"{world}: set rl.engine to 'ddp' or 'deepspeed'")
+    if rl.rollout_backend == "vllm" and rl.vllm_engine == "vllm":
+        python = rl.vllm_python or sys.executable
+        probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+        try:
+            found = subprocess.run([python, "-c", probe], capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"rl.vllm_python: cannot run {python!r} ({exc})") from None
+        if found.returncode != 0:
+            raise ConfigError(f"rl.rollout_backend: 'vllm' needs the vllm package in {python} "
+                              "(install it there, point rl.vllm_python at an interpreter that "
+                              "has it, or set rl.vllm_engine='hf')")
 
 
 def _check_deepspeed_config(path: str) -> None:
