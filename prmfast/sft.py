@@ -71,7 +71,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     shutil.rmtree(out / "state", ignore_errors=True)
     (out / "DONE").write_text("ok\n")
     buckets = ", ".join(f"{k} {v['pass@1']:.3f}" for k, v in metrics["by_horizon"].items())
-    print(f"sft: pass@1 {metrics['pass@1']:.3f} ({buckets}); stop rate "
+    print(f"sft: pass@1 {metrics['pass@1']:.3f}{f' ({buckets})' if buckets else ''}; stop rate "
           f"{metrics['stop_rate']:.2f}; train {t1 - t0:.0f}s, eval {metrics['eval_wall_s']:.0f}s")
     return out
 
