@@ -63,7 +63,6 @@ CHECKS: dict[str, tuple[str, str]] = {
     "rl_baseline": ("prmfast.rl.stage", "check_rl_baseline_config"),
     "rl_prm": ("prmfast.rl.stage", "check_rl_prm_config"),
 }
-RL_STAGES = ("rl", "rl_baseline", "rl_prm")
 RL_LAUNCH_CHECK = ("prmfast.rl.stage", "check_rl_launch")  # how the process was started
 # Rerunning a command on a run folder resumes it, so the settings must be those its outputs were
 # made with (check_rerun). Keys that cannot change results may differ:
@@ -75,6 +74,9 @@ NEUTRAL_KEYS = ("out", "model.device", "sandbox.workers", "rl.vllm_python")
 STAGE_FOLDERS = {"collect": "prm_data", "prm": "prm", "eval": "eval"}
 RL_STAGES = ("rl", "rl_baseline", "rl_prm")
 STAGE_OWNED = ("rl", *STAGE_FOLDERS)
+# Keys of a stage-owned section that another stage reads too: compared when that stage runs on
+# a folder where it has outputs (the SFT evaluation's length buckets).
+READ_ACROSS = {"sft": ("eval.length_threshold",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -171,7 +173,10 @@ def check_rerun(cfg: Config, run_dir: Path, stages: tuple[str, ...]) -> dict:
     compared = {section for section in old if section not in STAGE_OWNED}
     compared |= {name for name in stages
                  if name in STAGE_FOLDERS and (run_dir / STAGE_FOLDERS[name]).exists()}
-    changes = config_changes(flatten(old), new, [k for k in new if k.split(".")[0] in compared])
+    keys = [k for k in new if k.split(".")[0] in compared]
+    keys += [k for name in stages if (run_dir / name).exists()
+             for k in READ_ACROSS.get(name, ()) if k not in keys]
+    changes = config_changes(flatten(old), new, keys)
     changes += [c for name in stages if name in RL_STAGES for c in rl_changes(cfg, run_dir, name)]
     if changes:
         raise ConfigError(f"--out {run_dir} was run with other settings ({'; '.join(changes)}): "

@@ -209,3 +209,15 @@ def test_rl_stages_check_how_they_were_launched_before_any_work_on_cpu(tmp_path,
     assert not out.exists() and ran == []
     assert main(["rl", "--preset", "smoke", "--out", str(out), "--set", "rl.rollout_backend=vllm",
                  "--set", "rl.vllm_engine=hf"]) == 0          # the worker's HF engine needs none
+
+
+def test_the_sft_stage_compares_the_eval_key_it_reads_on_cpu(tmp_path, capsys, ran):
+    """The SFT evaluation buckets by eval.length_threshold: a resumed sft stage may not change
+    it, although the eval section may change until DIR/eval exists."""
+    base = ["--preset", "smoke", "--out", str(tmp_path)]
+    assert main(["sft", *base]) == 0                                      # DIR/sft exists now
+    capsys.readouterr()
+    assert main(["sft", *base, "--set", "eval.length_threshold=20"]) == 2
+    one_error_line(capsys, "eval.length_threshold: 100 -> 20")
+    assert main(["prm", *base, "--set", "eval.length_threshold=20"]) == 0  # prm does not read it
+    assert ran == ["sft", "prm"]
