@@ -100,10 +100,8 @@ int drop_privileges(unsigned uid, unsigned gid, const char** what) {
   return 0;
 }
 
-namespace {
-
-int write_file(const char* path, const std::string& text) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
+int write_text(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   ssize_t n = write(fd, text.data(), text.size());
   int err = errno;
@@ -112,14 +110,12 @@ int write_file(const char* path, const std::string& text) {
   return n == static_cast<ssize_t>(text.size()) ? 0 : -1;
 }
 
-}  // namespace
-
 int enter_user_namespace(unsigned outside_uid, unsigned outside_gid, const char** what) {
   if (unshare(CLONE_NEWUSER) != 0) return failed("unshare(CLONE_NEWUSER)", what);
-  if (write_file("/proc/self/setgroups", "deny") != 0) return failed("setgroups deny", what);
-  if (write_file("/proc/self/uid_map", "0 " + std::to_string(outside_uid) + " 1") != 0)
+  if (write_text("/proc/self/setgroups", "deny") != 0) return failed("setgroups deny", what);
+  if (write_text("/proc/self/uid_map", "0 " + std::to_string(outside_uid) + " 1") != 0)
     return failed("uid_map", what);
-  if (write_file("/proc/self/gid_map", "0 " + std::to_string(outside_gid) + " 1") != 0)
+  if (write_text("/proc/self/gid_map", "0 " + std::to_string(outside_gid) + " 1") != 0)
     return failed("gid_map", what);
   return 0;
 }

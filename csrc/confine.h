@@ -21,6 +21,8 @@ struct Limits {
 int apply_limits(const Limits& limits, const char** what);
 // setgroups([]), setresgid, setresuid to an unprivileged id, then no_new_privs.
 int drop_privileges(unsigned uid, unsigned gid, const char** what);
+// Writes `text` to the existing file `path` (a /proc or cgroup file) in one write.
+int write_text(const std::string& path, const std::string& text);
 // Moves this process into a new user namespace whose uid and gid 0 are `outside_uid` and
 // `outside_gid` of the current one (setgroups denied): root there, with every capability
 // over what that namespace owns, and no privilege outside it.

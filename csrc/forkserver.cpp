@@ -107,16 +107,6 @@ std::string slot_cgroup(const ServerConfig& cfg, int slot) {
   return cfg.cgroup + "/slot" + std::to_string(slot);
 }
 
-int write_text(const std::string& path, const std::string& text) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = write(fd, text.data(), text.size());
-  int err = errno;
-  close(fd);
-  errno = err;
-  return n == static_cast<ssize_t>(text.size()) ? 0 : -1;
-}
-
 // The "oom_kill" count of a memory cgroup (v1 memory.oom_control), 0 if unreadable.
 int64_t oom_kills(const std::string& group) {
   int fd = open((group + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC);
