@@ -159,36 +159,53 @@ def test_batched_equals_sequential_on_cpu():
     assert [o.labels for o in batched] == [o.labels for o in sequential]
 
 
-def test_resume_after_one_round_gives_the_same_labels_on_cpu(tmp_path):
+def random_responses(n: int = 10, seed: int = 2) -> list:
+    """n responses over 3 tasks with 2-8 random one-token lines each."""
+    rng = random.Random(seed)
+    return [make_response(str(i), i % 3, [rng.randint(0, 58) for _ in range(rng.randint(2, 8))])
+            for i in range(n)]
+
+
+def label_with_interrupt(folder, responses, rounds=None, after_interrupt=lambda: None) -> list:
+    """labels.jsonl records (wall times dropped) of label_into over `responses`, journalled in
+    `folder`. With `rounds`, the first prober is interrupted (KeyboardInterrupt) after that many
+    probe rounds, after_interrupt() runs, and a fresh prober resumes from the journal."""
     from prmfast.labeling.store import label_into, read_jsonl
 
-    rng = random.Random(2)
-    responses = [make_response(str(i), i % 3, [rng.randint(0, 58) for _ in range(rng.randint(2, 8))])
-                 for i in range(10)]
+    folder.mkdir()
+    labels, journal = folder / "labels.jsonl", folder / "probes.jsonl"
+    prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=journal)
+    if rounds is not None:
+        resolve, calls = prober.resolve, []
 
-    def run(folder, interrupt):
-        folder.mkdir()
-        prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
-        if interrupt:
-            resolve, calls = prober.resolve, []
+        def cut(reqs):
+            if len(calls) == rounds:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return resolve(reqs)
+        prober.resolve = cut
+        with pytest.raises(KeyboardInterrupt):
+            label_into(labels, responses, prober, 4, lambda r: {})
+        after_interrupt()
+        prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=journal)
+    label_into(labels, responses, prober, 4, lambda r: {})
+    return [{k: v for k, v in rec.items() if k != "label_wall_s"} for rec in read_jsonl(labels)]
 
-            def once(reqs):
-                if calls:
-                    raise KeyboardInterrupt
-                calls.append(1)
-                return resolve(reqs)
-            prober.resolve = once
-            with pytest.raises(KeyboardInterrupt):
-                label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
-            assert len(read_jsonl(folder / "probes.jsonl")) > 0
-            assert not (folder / "labels.jsonl").exists()
-            prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
-        label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
-        return [{k: v for k, v in rec.items() if k not in ("label_wall_s", "cost")}
-                for rec in read_jsonl(folder / "labels.jsonl")]
 
-    straight, resumed = run(tmp_path / "a", False), run(tmp_path / "b", True)
-    assert resumed == straight and len(straight) == 10
+def test_resume_after_one_round_gives_the_same_labels_on_cpu(tmp_path):
+    from prmfast.labeling.store import read_jsonl
+
+    def nothing_labelled_yet():
+        assert len(read_jsonl(tmp_path / "b" / "probes.jsonl")) > 0
+        assert not (tmp_path / "b" / "labels.jsonl").exists()
+
+    def without_costs(records):
+        return [{k: v for k, v in rec.items() if k != "cost"} for rec in records]
+
+    responses = random_responses()
+    straight = label_with_interrupt(tmp_path / "a", responses)
+    resumed = label_with_interrupt(tmp_path / "b", responses, 1, nothing_labelled_yet)
+    assert without_costs(resumed) == without_costs(straight) and len(straight) == 10
 
 
 def test_selection_modes_on_cpu():

@@ -195,34 +195,10 @@ def test_resumed_labelling_charges_the_same_costs_on_cpu(tmp_path, stop_at):
     """Probes journalled by a chunk cut short were answered from the cache on resume and
     charged as cached: labels.jsonl's cost fields and summary.json's cost totals (executions
     per failed response) changed after a resume."""
-    import random
+    from tests.test_labeling import label_with_interrupt, random_responses
 
-    from prmfast.labeling.store import label_into, read_jsonl
-    from tests.test_labeling import FakeBackend, FakeSandbox, make_prober, make_response
-
-    rng = random.Random(2)
-    responses = [make_response(str(i), i % 3, [rng.randint(0, 58) for _ in range(rng.randint(2, 8))])
-                 for i in range(10)]
-
-    def run(folder, interrupt):
-        folder.mkdir()
-        prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
-        if interrupt:
-            resolve, calls = prober.resolve, []
-
-            def cut(reqs):
-                calls.append(1)
-                if len(calls) > stop_at:
-                    raise KeyboardInterrupt
-                return resolve(reqs)
-            prober.resolve = cut
-            with pytest.raises(KeyboardInterrupt):
-                label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
-            prober = make_prober(FakeBackend(0.4), FakeSandbox(), journal=folder / "probes.jsonl")
-        label_into(folder / "labels.jsonl", responses, prober, 4, lambda r: {})
-        return [{k: v for k, v in rec.items() if k != "label_wall_s"}
-                for rec in read_jsonl(folder / "labels.jsonl")]
-
-    straight, resumed = run(tmp_path / "a", False), run(tmp_path / "b", True)
+    responses = random_responses()
+    straight = label_with_interrupt(tmp_path / "a", responses)
+    resumed = label_with_interrupt(tmp_path / "b", responses, stop_at)
     assert resumed == straight and len(straight) == 10
     assert sum(rec["cost"]["cached"] for rec in straight) > 0   # cache hits stay cache hits
