@@ -142,28 +142,15 @@ void die_with(int parent_pidfd) {
 
 // With userns, in a new zygote: a user namespace of the slot's own, nested in the server's,
 // so that RLIMIT_NPROC counts this slot's processes only (the kernel counts per user
-// namespace and uid), and with pidns a PID namespace owned by it, whose PID 1, forked here,
-// goes on as the zygote; this first process waits for it and exits with it.
+// namespace and uid), and with pidns a PID namespace owned by it, whose PID 1 goes on as the
+// zygote (continue_as_pid1).
 void slot_namespaces(const ServerConfig& cfg) {
   pid_t judge = getppid();
   const char* what = "";
   if (enter_user_namespace(0, 0, &what) != 0) _exit(1);
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // new credentials: armed again, then checked
   if (getppid() != judge) _exit(1);
-  if (!cfg.pidns) return;
-  if (unshare(CLONE_NEWPID) != 0) _exit(1);
-  int self = pidfd_open(getpid());
-  pid_t zygote = self < 0 ? -1 : python_fork();
-  if (zygote < 0) _exit(1);
-  if (zygote == 0) {
-    die_with(self);
-    close(self);
-    return;
-  }
-  int status = 0;
-  while (waitpid(zygote, &status, 0) < 0 && errno == EINTR) {
-  }
-  _exit(0);
+  if (cfg.pidns && (unshare(CLONE_NEWPID) != 0 || !continue_as_pid1())) _exit(1);
 }
 
 // In a zygote, PID 1 of its namespace: a /proc of that namespace only, in a mount namespace of
@@ -723,6 +710,21 @@ class Server {
 };
 
 }  // namespace
+
+bool continue_as_pid1() {
+  int self = pidfd_open(getpid());
+  pid_t pid = self < 0 ? -1 : python_fork();
+  if (pid < 0) return false;
+  if (pid > 0) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+  die_with(self);  // (not getppid(): the parent is outside this namespace, so that reads 0)
+  close(self);
+  return true;
+}
 
 void remove_tree(const std::string& path) {
   nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);

@@ -28,6 +28,11 @@ struct ServerConfig {
 // here, so that a fresh fork touches as few of the shared Python objects as possible.
 [[noreturn]] void serve_jobs(int sock, const ServerConfig& cfg);
 
+// After unshare(CLONE_NEWPID), which applies to children only: forks, and returns true in the
+// child, PID 1 of the new namespace, which dies with its parent; the parent only waits and
+// exits with the child's status. False (in the caller) if the fork failed. Holds the GIL.
+bool continue_as_pid1();
+
 // rm -rf without following symlinks or crossing mounts (the program chose the contents).
 void remove_tree(const std::string& path);
 

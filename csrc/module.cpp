@@ -5,11 +5,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
-#include <poll.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <utility>
 
@@ -104,25 +99,8 @@ PYBIND11_MODULE(_sandbox, m) {
   m.def(
       "become_pid1",
       []() {
-        // A new PID namespace takes effect for children only: fork into it. The first
-        // process only waits, exits as the second does, and takes it down if it is killed.
         if (unshare(CLONE_NEWPID) != 0) raise_errno("unshare(CLONE_NEWPID)");
-        int parent = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
-        if (parent < 0) raise_errno("pidfd_open");
-        pid_t pid = fork();
-        if (pid < 0) raise_errno("fork");
-        if (pid > 0) {
-          int status = 0;
-          while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-          }
-          _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        }
-        PyOS_AfterFork_Child();
-        // (getppid() is 0 here: the parent is outside this namespace)
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        struct pollfd gone = {parent, POLLIN, 0};
-        if (poll(&gone, 1, 0) != 0) _exit(1);
-        close(parent);
+        if (!continue_as_pid1()) raise_errno("fork into the new PID namespace");
       },
       "Go on as PID 1 of a new PID namespace (in a forked process; see server.py).");
   m.def("landlock_abi", &landlock_abi);
