@@ -1,7 +1,7 @@
 """Builds the package and the C++ sandbox dispatcher (prmfast._sandbox, pybind11).
 
 The Triton kernel sources live in the top-level kernels/ folder and are installed as
-the subpackage prmfast.kernels.triton (see package_dir)."""
+the subpackage prmfast.kernels.triton (the symlink prmfast/kernels/triton -> ../../kernels)."""
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -18,8 +18,9 @@ ext_modules = [
 ]
 
 setup(
+    # kernels/ has no __init__.py (so it never shadows an installed `kernels` distribution);
+    # prmfast/kernels/triton is a symlink to it, imported as a namespace subpackage.
     packages=find_packages(include=["prmfast", "prmfast.*"]) + ["prmfast.kernels.triton"],
-    package_dir={"prmfast.kernels.triton": "kernels"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
 )

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs prmfast with its test tools, building the C++
-# sandbox extension. Safe to rerun: it reinstalls only when the build inputs changed.
+# Creates .venv (if missing) and installs prmfast with its test tools from the committed lock
+# (requirements.lock: every Python package at an exact version, pip and setuptools included),
+# building the C++ sandbox extension. Safe to rerun: it reinstalls only when the lock or the
+# build inputs changed. The lock is refreshed with `bash scripts/check_latest.sh --write-lock`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python_bin=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 fi
 stamp=.venv/.prmfast-install-stamp
-inputs=$(cat pyproject.toml setup.py csrc/* 2>/dev/null | sha256sum | cut -d' ' -f1)
+inputs=$(cat requirements.lock pyproject.toml setup.py csrc/* 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
-  echo "setup: installing prmfast and its dependencies into .venv (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "setup: installing prmfast and the locked dependencies into .venv (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install -q -r requirements.lock
+  # The lock already holds every dependency and the build tools: install prmfast alone, built
+  # with the locked setuptools and pybind11.
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  .venv/bin/python -m pip check >&2 || { echo "setup: .venv does not match requirements.lock (pip check above)" >&2; exit 1; }
   echo "$inputs" > "$stamp"
 fi

@@ -24,6 +24,23 @@ def rows(run: Path) -> list[dict]:
              if not k.startswith("time_") and k != "tokens_per_s"} for x in lines]
 
 
+# What was sampled: a worker that missed a weight update samples other tokens, so these move
+# by far more than rounding. They are means of counts, equal whatever the float path.
+SAMPLED = ("step", "response_tokens", "lines_per_response", "comment_share", "pass_rate",
+           "outcome", "frac_passed")
+
+
+def assert_same_iterations(got: list[dict], want: list[dict]):
+    """The same iterations: what was sampled exactly, the losses and statistics to rounding.
+    The two runs compute in different processes (thread pools, kernels picked per CPU), so
+    floats agree to ~1e-6 relative, not bitwise (kl 3.8150082 vs 3.8150070 on an Intel CPU)."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        assert {k: a[k] for k in SAMPLED} == {k: b[k] for k in SAMPLED}
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_worker_rollouts_follow_every_update_and_resume(tmp_path, monkeypatch):
     from prmfast.config import load_config
@@ -54,7 +71,8 @@ def test_worker_rollouts_follow_every_update_and_resume(tmp_path, monkeypatch):
     assert not list((worker / "rl_oracle").glob("vllm_policy*"))    # worker closed
     assert (worker / "rl_oracle" / "state" / "trainer.pt").exists() and len(rows(worker)) == 2
     STAGES["rl"](cfg, worker)    # resumes at step 2: the worker must get its weights
-    assert rows(worker) == rows(local) and len(rows(local)) == 3
+    assert len(rows(local)) == 3
+    assert_same_iterations(rows(worker), rows(local))
     assert not list((worker / "rl_oracle").glob("vllm_policy*"))
 
 

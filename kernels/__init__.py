@@ -1,1 +1,0 @@
-"""Triton kernels (imported as prmfast.kernels.triton)."""
