@@ -41,5 +41,11 @@ int landlock_abi();
 // (ABI >= 4), no signals / abstract unix sockets outside the domain (ABI >= 6).
 int landlock_restrict(const std::vector<std::string>& writable,
                       const std::vector<std::string>& readable, const char** what);
+// Whether the seccomp filter can be installed here: an x86_64 or aarch64 build, and a kernel
+// with seccomp filters that knows SECCOMP_RET_KILL_PROCESS (Linux 4.14). See seccomp.cpp.
+bool seccomp_available();
+// Sets no_new_privs and installs the seccomp filter on this single-threaded process;
+// everything it starts inherits it.
+int seccomp_restrict(const char** what);
 
 }  // namespace prmfast

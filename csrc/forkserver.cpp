@@ -303,6 +303,8 @@ void confine_child(const ServerConfig& cfg, int slot, bool own_shm, const SpawnR
   if (own_shm) writable.push_back(kDevShm);  // the slot's own (own_proc)
   if (cfg.landlock && landlock_restrict(writable, cfg.readable, &what) != 0)
     child_failed(2, what, errno);
+  // Last: the filter refuses nothing the steps above need, but nothing runs unfiltered after.
+  if (cfg.seccomp && seccomp_restrict(&what) != 0) child_failed(2, what, errno);
   // Changing uid cleared the parent-death signal: arm it again, then make sure the zygote
   // did not die in between (a reparented child sees another parent).
   prctl(PR_SET_PDEATHSIG, SIGKILL);

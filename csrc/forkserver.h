@@ -11,7 +11,7 @@ namespace prmfast {
 
 struct ServerConfig {
   bool userns = false, pidns = false, ipcns = false, setuid = false, landlock = false,
-       rlimits = false;  // layers
+       rlimits = false, seccomp = false;  // layers
   unsigned uid_base = 0;  // untrusted code of slot k runs as uid/gid uid_base + k
   std::string base;       // job folders are <base>/<job>
   std::vector<std::string> readable;  // Landlock: what a program may read besides its folder
@@ -24,8 +24,8 @@ struct ServerConfig {
 // Serves the dispatcher on `sock` until it hangs up, then kills every process it started,
 // removes their job folders and exits the process. Each forked judge calls judge_entry,
 // and each untrusted child (forked by its judge's zygote) child_entry once it is confined
-// (fds in place, working directory, environment, rlimits, uid, Landlock): straight from
-// here, so that a fresh fork touches as few of the shared Python objects as possible.
+// (fds in place, working directory, environment, rlimits, uid, Landlock, seccomp): straight
+// from here, so that a fresh fork touches as few of the shared Python objects as possible.
 [[noreturn]] void serve_jobs(int sock, const ServerConfig& cfg);
 
 // After unshare(CLONE_NEWPID), which applies to children only: forks, and returns true in the

@@ -50,7 +50,7 @@ PYBIND11_MODULE(_sandbox, m) {
   m.def(
       "serve_jobs",
       [](int sock, bool userns, bool pidns, bool ipcns, bool setuid, bool landlock, bool rlimits,
-         unsigned uid_base,
+         bool seccomp, unsigned uid_base,
          const std::string& base, const std::vector<std::string>& readable,
          const std::string& cgroup,
          py::function judge_entry, py::function child_entry) {
@@ -61,6 +61,7 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.setuid = setuid;
         cfg.landlock = landlock;
         cfg.rlimits = rlimits;
+        cfg.seccomp = seccomp;
         cfg.uid_base = uid_base;
         cfg.base = base;
         cfg.readable = readable;
@@ -69,8 +70,9 @@ PYBIND11_MODULE(_sandbox, m) {
         cfg.child_entry = child_entry.ptr();
         serve_jobs(sock, cfg);
       },
-      py::arg("sock"), py::arg("userns"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"), py::arg("landlock"),
-      py::arg("rlimits"), py::arg("uid_base"), py::arg("base"), py::arg("readable"), py::arg("cgroup"), py::arg("judge_entry"),
+      py::arg("sock"), py::arg("userns"), py::arg("pidns"), py::arg("ipcns"), py::arg("setuid"),
+      py::arg("landlock"), py::arg("rlimits"), py::arg("seccomp"), py::arg("uid_base"),
+      py::arg("base"), py::arg("readable"), py::arg("cgroup"), py::arg("judge_entry"),
       py::arg("child_entry"),
       "Run the fork server loop; never returns. Each forked judge runs "
       "judge_entry(slot, server_sock, zygote_sock), each untrusted child, already confined, "
@@ -104,6 +106,9 @@ PYBIND11_MODULE(_sandbox, m) {
       },
       "Go on as PID 1 of a new PID namespace (in a forked process; see server.py).");
   m.def("landlock_abi", &landlock_abi);
+  m.def("seccomp_available", &seccomp_available,
+        "Whether the seccomp layer's filter can be installed here (x86_64 or aarch64 build, "
+        "Linux >= 4.14).");
   m.def("user_namespaces_work", &user_namespaces_work,
         "Whether the userns layer works here (tried in a forked process).");
   m.def(

@@ -17,7 +17,7 @@ from prmfast.sandbox import cgroups, codec
 from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTests, check_count,
                                    check_seconds)
 
-LAYERS = ("userns", "pidns", "ipcns", "netns", "setuid", "landlock", "rlimits", "cgroup")
+LAYERS = ("userns", "pidns", "ipcns", "netns", "setuid", "landlock", "seccomp", "rlimits", "cgroup")
 NAMESPACE_LAYERS = ("pidns", "ipcns", "netns")  # need root or the userns layer
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
@@ -53,9 +53,10 @@ def _user_namespaces_work() -> bool:
 
 def available_layers() -> tuple[str, ...]:
     """The isolation layers this machine supports, all applied by default: rlimits
-    everywhere, landlock on kernels with Landlock; as root the namespace layers (pidns, ipcns,
-    netns), setuid and cgroup; without root, where unprivileged user namespaces work, userns
-    and through it the namespace layers."""
+    everywhere, landlock on kernels with Landlock, seccomp on x86_64 and aarch64 kernels with
+    seccomp filters (neither needs root); as root the namespace layers (pidns, ipcns, netns),
+    setuid and cgroup; without root, where unprivileged user namespaces work, userns and
+    through it the namespace layers."""
     ok = {"rlimits"}
     if os.geteuid() == 0:
         ok |= {*NAMESPACE_LAYERS, "setuid"}
@@ -65,6 +66,8 @@ def available_layers() -> tuple[str, ...]:
         ok |= {"userns", *NAMESPACE_LAYERS}
     if _sandbox.landlock_abi() >= 1:
         ok.add("landlock")
+    if _sandbox.seccomp_available():
+        ok.add("seccomp")
     return tuple(layer for layer in LAYERS if layer in ok)
 
 

@@ -103,6 +103,7 @@ def main() -> None:
     _sandbox.serve_jobs(3, userns="userns" in layers, pidns="pidns" in layers, ipcns="ipcns" in layers,
                         setuid="setuid" in layers,
                         landlock="landlock" in layers, rlimits="rlimits" in layers,
+                        seccomp="seccomp" in layers,
                         uid_base=cfg["uid_base"], base=cfg["base"],
                         readable=readable_paths(cfg["package_root"]) if "landlock" in layers else [],
                         cgroup=cfg["cgroup"],
