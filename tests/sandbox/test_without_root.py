@@ -72,15 +72,14 @@ print(json.dumps(out))
 '''
 
 
-@pytest.fixture(scope="module")
-def report():
-    if os.geteuid() != 0:
-        pytest.skip("needs root to start the unprivileged caller")
+def run_unprivileged(caller: str) -> dict:
+    """Run the Python source `caller` as uid UID (this test process must be root), with this
+    checkout importable; returns the JSON object its last line of stdout prints."""
     work = tempfile.mkdtemp(prefix="prmfast-noroot-")
     try:
         os.chmod(work, 0o777)
         script = Path(work) / "caller.py"
-        script.write_text(SCRIPT)
+        script.write_text(caller)
         script.chmod(0o644)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work, "TMPDIR": work,
                "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
@@ -90,6 +89,13 @@ def report():
         return json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def report():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start the unprivileged caller")
+    return run_unprivileged(SCRIPT)
 
 
 def test_without_root_jobs_get_their_verdicts_and_nothing_survives(report):
