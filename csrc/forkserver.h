@@ -24,8 +24,9 @@ struct ServerConfig {
 // Serves the dispatcher on `sock` until it hangs up, then kills every process it started,
 // removes their job folders and exits the process. Each forked judge calls judge_entry,
 // and each untrusted child (forked by its judge's zygote) child_entry once it is confined
-// (fds in place, working directory, environment, rlimits, uid, Landlock, seccomp): straight
-// from here, so that a fresh fork touches as few of the shared Python objects as possible.
+// (fds in place, working directory, environment, rlimits, uid, Landlock; born under the
+// slot's seccomp filter): straight from here, so that a fresh fork touches as few of the
+// shared Python objects as possible.
 [[noreturn]] void serve_jobs(int sock, const ServerConfig& cfg);
 
 // After unshare(CLONE_NEWPID), which applies to children only: forks, and returns true in the

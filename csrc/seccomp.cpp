@@ -1,6 +1,7 @@
-// The seccomp layer: a classic-BPF filter, installed in each untrusted child as its last
-// confinement step, that refuses the system calls which widen the kernel's attack surface or
-// act on the machine rather than the job. A deny list: everything else is allowed, so
+// The seccomp layer: a classic-BPF filter that refuses the system calls which widen the
+// kernel's attack surface or act on the machine rather than the job. Each slot's zygote
+// installs it once its own setup is done (forkserver.cpp), so every untrusted process is born
+// under it and passes it on to all it starts. A deny list: everything else is allowed, so
 // ordinary programs (threads, fork, exec, shared memory, sockets, event loops) see no change.
 //
 //   foreign ABI (i386 int 0x80 on x86_64, x32, arm32 on aarch64)   kill the process
@@ -9,8 +10,8 @@
 //   clone3 (its flags sit in memory a filter cannot read)          ENOSYS: libc falls back
 //                                                                   to clone, whose flags it can
 //
-// Allowed calls cost nothing per call on Linux >= 5.11: the kernel caches, per system call
-// number, a filter that allows it without looking at the arguments.
+// On Linux >= 5.11 an allowed call does not run the filter: the kernel caches, per system call
+// number, that the filter allows it without looking at the arguments.
 #include "confine.h"
 
 #include <errno.h>

@@ -1,6 +1,7 @@
 """The untrusted side: a process its judge's zygote forked from the server's clean
-interpreter and confined (fds, working directory, environment, rlimits, uid, Landlock, seccomp:
-forkserver.cpp) before any Python runs in it. Here: the Python-level setup, then the program.
+interpreter (under the slot's seccomp filter) and confined (fds, working directory,
+environment, rlimits, uid, Landlock: forkserver.cpp) before any Python runs in it. Here: the
+Python-level setup, then the program.
 
 Everything here runs before the program is executed, except the request loop, whose
 answers the judge treats as claims (plain data only), never as verdicts.
