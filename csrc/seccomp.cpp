@@ -7,6 +7,7 @@
 //   foreign ABI (i386 int 0x80 on x86_64, x32, arm32 on aarch64)   kill the process
 //   kDenied, unshare, clone with a namespace flag                  EPERM
 //   personality other than a query or the harmless personas       EPERM
+//   socket(AF_VSOCK): no network namespace separates a VM's host  EPERM
 //   clone3 (its flags sit in memory a filter cannot read)          ENOSYS: libc falls back
 //                                                                   to clone, whose flags it can
 //
@@ -23,9 +24,11 @@
 #include <sched.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__aarch64__)
@@ -46,7 +49,8 @@ constexpr uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
 #endif
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the filter reads the low word first");
-constexpr uint32_t kArg0Low = offsetof(struct seccomp_data, args[0]);  // clone's flags, a persona
+// clone's flags, a persona, a socket's family
+constexpr uint32_t kArg0Low = offsetof(struct seccomp_data, args[0]);
 
 constexpr uint32_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
                                      CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
@@ -91,7 +95,7 @@ constexpr int kDenied[] = {
 };
 
 // Where a jump goes: the next instruction (kNext) or a labelled one further on.
-enum Label { kNext = -1, kClone, kPersonality, kAllow, kDeny, kNoSys, kKill, kLabels };
+enum Label { kNext = -1, kClone, kPersonality, kSocket, kAllow, kDeny, kNoSys, kKill, kLabels };
 
 // Classic BPF with forward jumps to labels, resolved by link().
 class Assembler {
@@ -126,6 +130,12 @@ class Assembler {
     code_.push_back({BPF_STMT(code, k), yes, no});
   }
 
+  static std::array<int, kLabels> make_unmarked() {
+    std::array<int, kLabels> at;
+    at.fill(-1);
+    return at;
+  }
+
   bool offset(Label to, int here, uint8_t* out) const {
     int distance = to == kNext ? 0 : at_[to] - here - 1;
     if (to != kNext && (at_[to] < 0 || distance < 0 || distance > 255)) return false;
@@ -134,7 +144,7 @@ class Assembler {
   }
 
   std::vector<Insn> code_;
-  int at_[kLabels] = {-1, -1, -1, -1, -1, -1};
+  std::array<int, kLabels> at_ = make_unmarked();
 };
 
 std::vector<sock_filter> build_filter() {
@@ -149,6 +159,7 @@ std::vector<sock_filter> build_filter() {
   a.jump(BPF_JEQ, __NR_clone, kClone, kNext);
   a.jump(BPF_JEQ, __NR_clone3, kNoSys, kNext);
   a.jump(BPF_JEQ, __NR_personality, kPersonality, kNext);
+  a.jump(BPF_JEQ, __NR_socket, kSocket, kNext);
   a.ret(SECCOMP_RET_ALLOW);
   a.mark(kClone);
   a.load(kArg0Low);  // the kernel reads clone's flags as 32 bits
@@ -158,6 +169,9 @@ std::vector<sock_filter> build_filter() {
   a.jump(BPF_JEQ, kPersonaQuery, kAllow, kNext);
   a.mask(~kHarmlessPersona);
   a.jump(BPF_JEQ, PER_LINUX, kAllow, kDeny);
+  a.mark(kSocket);
+  a.load(kArg0Low);  // the family is an int
+  a.jump(BPF_JEQ, AF_VSOCK, kDeny, kAllow);
   a.mark(kAllow);
   a.ret(SECCOMP_RET_ALLOW);
   a.mark(kDeny);
@@ -169,7 +183,7 @@ std::vector<sock_filter> build_filter() {
   return a.link();
 }
 
-// Built when the module loads, in the fork server: a child only reads it.
+// Built when the module loads, in the fork server before any fork: zygotes only read it.
 const std::vector<sock_filter> kFilter = build_filter();
 
 }  // namespace

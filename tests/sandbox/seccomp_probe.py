@@ -14,6 +14,7 @@ import mmap
 import os
 import platform
 import signal
+import socket
 import sys
 import threading
 
@@ -89,6 +90,7 @@ CALLS = {
     "move_pages": (279, 239, (NO_PID, 0, 0, 0, 0, 0)),
     "migrate_pages": (256, 238, (NO_PID, 0, 0, 0)),
     "personality": (135, 92, (0x0040000,)),   # ADDR_NO_RANDOMIZE
+    "socket_vsock": (41, 198, (40, 1, 0)),    # AF_VSOCK, SOCK_STREAM: made, never connected
     "ioperm": (173, None, (0, 0, 0)),
     "iopl": (172, None, (4,)),
     "modify_ldt": (154, None, (0xFF, 0, 0)),
@@ -154,6 +156,11 @@ def allowed():
     thread.start()
     thread.join()
     out["thread"] = 0 if seen == [1] else "thread"
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    out["socketpair"] = 0 if b.recv(1) == b"x" else "socketpair"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        out["socket_inet"] = 0 if udp.fileno() >= 0 else "socket"
     block = mmap.mmap(-1, 1 << 20)
     block[-1:] = b"x"
     out["mmap"] = 0 if block[-1:] == b"x" else "mmap"

@@ -29,6 +29,7 @@ REQUIRED = {"io_uring_setup", "io_uring_enter", "io_uring_register", "add_key", 
             "clock_settime", "settimeofday", "clock_adjtime", "adjtimex", "personality",
             "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "quotactl", "vhangup",
             "nfsservctl", "clone3", "get_mempolicy", "set_mempolicy", "mbind", "move_pages",
+            "socket_vsock",
             *(f"clone_new{ns}" for ns in ("ns", "cgroup", "uts", "ipc", "user", "pid", "net"))}
 # Without the filter the kernel itself refuses these to a process without capabilities
 # (EPERM), or does not have them (ENOSYS); every other probe reaches its argument checks.
@@ -74,7 +75,8 @@ def test_every_denied_call_is_refused(reports):
 
 
 def test_what_ordinary_programs_need_is_allowed(reports):
-    # plain clone and fork, threads, mmap, signals, personality queries: with and without
+    # plain clone and fork, threads, sockets, mmap, signals, personality queries: with and
+    # without the layer
     for name in ("on", "off"):
         assert set(reports[name]["allowed"].values()) == {0}, (name, reports[name]["allowed"])
 
@@ -88,7 +90,8 @@ def test_without_the_layer_the_calls_reach_the_kernel(reports):
     # the findings: these succeed or fail on their arguments, not on a permission
     calls = off["calls"]
     assert calls["unshare"] == calls["clone_newuser"] == calls["ptrace"] == 0, calls
-    assert calls["personality"] == 0 and calls["clone3"] == errno.EINVAL, calls
+    assert calls["personality"] == calls["socket_vsock"] == 0, calls
+    assert calls["clone3"] == errno.EINVAL, calls
     if X86:
         # a 64-bit process can make 32-bit system calls here: the filter must see them
         assert off["abi"]["int80"] == 0, off["abi"]
