@@ -4,7 +4,8 @@ harness designs, all in the same run with the same number of workers:
   (b) one multiprocessing.Process plus a Manager per job (human-eval / LiveCodeBench style).
 And the floor of the design, in the same run: an unsandboxed fork server (fork_floor.py).
 Also: CPU time per job (all processes; steadier than wall time on a loaded machine), latency
-percentiles, scaling from 1 to 2 workers, and the cost of each isolation layer.
+percentiles, scaling from 1 to 2 workers, the cost of each isolation layer, and of seccomp alone
+(interleaved).
 
     pytest bench/test_sandbox_bench.py --benchmark-only -s
 """
@@ -197,23 +198,66 @@ def test_sandbox_scaling(benchmark, problems):
     print("\n" + json.dumps(info, indent=1))
 
 
+def layer_run(layers, jobs) -> dict:
+    """jobs/s and CPU ms per job of one batch in a fresh Sandbox with these layers (after a
+    warm-up batch that starts its fork server)."""
+    with Sandbox(workers=WORKERS, timeout_s=10.0, isolation=layers) as sb:
+        sb.run(jobs[:4])
+        start = time.perf_counter()
+        results, cpu = cpu_timed(sb.run, jobs, server_pid=sb.server_pid)
+        dt = time.perf_counter() - start
+    assert all(r.passed for r in results), layers
+    return {"jobs_per_s": round(len(jobs) / dt, 1),
+            "cpu_ms_per_job": round(cpu * 1e3 / len(jobs), 2)}
+
+
 def test_isolation_layer_cost(benchmark, problems):
     """Throughput and CPU per job with every layer, with none, and with each one left out."""
     jobs = sandbox_jobs(problems)
     full = available_layers()
     configs = {"all": full, "none": ()}
     configs.update({f"without_{layer}": tuple(x for x in full if x != layer) for layer in full})
-    rates = {}
-    for name, layers in configs.items():
-        with Sandbox(workers=WORKERS, timeout_s=10.0, isolation=layers) as sb:
-            sb.run(jobs[:4])
-            start = time.perf_counter()
-            results, cpu = cpu_timed(sb.run, jobs, server_pid=sb.server_pid)
-            dt = time.perf_counter() - start
-            assert all(r.passed for r in results), name
-            rates[name] = {"jobs_per_s": round(len(jobs) / dt, 1), "cpu_ms_per_job": round(cpu * 1e3 / len(jobs), 1)}
+    rates = {name: layer_run(layers, jobs) for name, layers in configs.items()}
     with Sandbox(workers=WORKERS, timeout_s=10.0) as sb:
         sb.run(jobs[:4])
         benchmark.pedantic(sb.run, args=(jobs,), rounds=1, iterations=1)
     benchmark.extra_info.update({"layers_available": list(full), "all_layers": list(LAYERS), **rates})
     print("\n" + json.dumps(rates, indent=1))
+
+
+SECCOMP_ROUNDS = 9
+
+
+def test_seccomp_cost(benchmark, problems):
+    """The seccomp layer's cost: every available layer against the same without seccomp, one
+    fresh Sandbox each, interleaved SECCOMP_ROUNDS times (the order swapped every round, so a
+    drift in the machine's load hits both alike); every sample, medians, and the medians of
+    each round's ratio (jobs/s) and difference (CPU ms per job)."""
+    full = available_layers()
+    if "seccomp" not in full:
+        pytest.skip("no seccomp layer on this machine")
+    jobs = sandbox_jobs(problems)
+    configs = [("with_seccomp", full),
+               ("without_seccomp", tuple(x for x in full if x != "seccomp"))]
+
+    def interleaved():
+        samples = {name: [] for name, _ in configs}
+        for k in range(SECCOMP_ROUNDS):
+            for name, layers in configs[::1 if k % 2 == 0 else -1]:
+                samples[name].append(layer_run(layers, jobs))
+        return samples
+    samples = benchmark.pedantic(interleaved, rounds=1, iterations=1)
+    info = {"load_average_1min": round(os.getloadavg()[0], 1)}
+    for name, runs in samples.items():
+        for key in ("jobs_per_s", "cpu_ms_per_job"):
+            info[f"{name}_{key}_median"] = statistics.median(run[key] for run in runs)
+            info[f"{name}_{key}"] = [run[key] for run in runs]
+    # each round's two runs ran back to back: their ratio is steadier than one of medians
+    pairs = list(zip(samples["with_seccomp"], samples["without_seccomp"]))
+    info["jobs_per_s_ratio_per_round"] = [round(a["jobs_per_s"] / b["jobs_per_s"], 3)
+                                          for a, b in pairs]
+    info["jobs_per_s_ratio_median"] = statistics.median(info["jobs_per_s_ratio_per_round"])
+    info["cpu_ms_per_job_added_median"] = round(statistics.median(
+        a["cpu_ms_per_job"] - b["cpu_ms_per_job"] for a, b in pairs), 2)
+    benchmark.extra_info.update(info)
+    print("\n" + json.dumps(info, indent=1))
