@@ -5,6 +5,15 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def needs_shared_data(relative: str):
+    """Skip marker for tests that read a dataset from ../shared/data (or $PRMFAST_SHARED/data),
+    naming the missing path: a clone without it runs the rest of the suite."""
+    import pytest
+    from prmfast.data.paths import data_dir
+    path = data_dir() / relative
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not found (set PRMFAST_SHARED)")
+
+
 def save_tiny_model(tmp_path_factory, max_position: int):
     """A tiny random policy and its tokenizer saved as an HF folder; returns the folder."""
     import torch

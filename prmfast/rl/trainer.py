@@ -37,6 +37,7 @@ from prmfast.labeling.search import oracle_m_star
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.models.packed import PackedCritic, PackedPolicy
+from prmfast import profiling
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
@@ -166,6 +167,7 @@ class PPOTrainer:
         row["tokens_per_s"] = batch.num_tokens / total if total > 0 else 0.0
         row = D.all_reduce_metrics(row)     # means over ranks; throughput is their sum
         row["step"], row["tokens_per_s"] = self.step, row["tokens_per_s"] * D.get_world_size()
+        profiling.step()                    # a trace window counts iterations (--profile)
         return row
 
     def _score_rollouts(self, pairs, timer) -> tuple[PackedBatch, list]:

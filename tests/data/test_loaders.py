@@ -13,9 +13,10 @@ from prmfast.data.jsonl import read_jsonl
 from prmfast.data.mbpp import KNOWN_FAILURES as MBPP_KNOWN_FAILURES
 from prmfast.data.paths import data_dir, resolve
 from prmfast.sandbox.specs import AssertTests, CallTests, StdioTests
+from tests.conftest import needs_shared_data
 from tests.data.conftest import FULL
 
-pytestmark = pytest.mark.skipif(not (data_dir() / "humaneval").is_dir(), reason="no shared data")
+pytestmark = needs_shared_data("humaneval")
 
 EVALPLUS_FILES = {"humanevalplus": "evalplus/HumanEvalPlus.jsonl.gz",
                   "mbppplus": "evalplus/MbppPlus.jsonl.gz"}

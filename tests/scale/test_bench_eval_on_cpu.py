@@ -6,7 +6,7 @@ import pytest
 
 from prmfast import eval as prm_eval
 from prmfast.bench_eval import parse_args, summarize
-from tests.conftest import save_tiny_model
+from tests.conftest import needs_shared_data, save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +14,7 @@ def tiny_model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory, max_position=2048)
 
 
+@needs_shared_data("humaneval/HumanEval.jsonl.gz")
 def test_eval_cli_writes_and_resumes_on_cpu(tiny_model_dir, tmp_path, capsys):
     argv = ["--model", str(tiny_model_dir), "--tasks", "humaneval", "--limit", "3",
             "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path), "--workers", "2"]

@@ -4,8 +4,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prmfast.models import ValueModel
-from prmfast.models.packed import (block_causal_mask, pack_sequences, packed_line_scores,
-                                   packed_logprobs, packed_position_ids, packed_values)
+from prmfast.models.packed import (PackedLayout, attn_implementation_for, block_causal_mask,
+                                   pack_sequences, packed_attention_kind, packed_hidden,
+                                   packed_line_scores, packed_logprobs, packed_position_ids,
+                                   packed_values)
 
 LENGTHS = (7, 1, 0, 12, 5)
 
@@ -99,3 +101,131 @@ def test_bad_packed_input_raises_on_cpu():
         packed_logprobs(model, torch.tensor([1, 2, 3]), torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="input_ids"):
         packed_logprobs(model, torch.tensor([[1, 2]]), torch.tensor([0, 2]))
+
+
+# ---- bucketed attention (the CPU path) against the padded reference, fresh random inputs ----
+
+def _random_lengths(gen, n, longest):
+    """n lengths in 0..longest with 0 and 1 always among them (empty and one-token sequences)."""
+    lengths = torch.randint(1, longest + 1, (n,), generator=gen).tolist()
+    return [0, 1, *lengths, 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("attn,kv_heads", [("sdpa", 2), ("sdpa", 4), ("eager", 2)])
+def test_bucketed_attention_equals_padded_on_fresh_inputs_on_cpu(seed, attn, kv_heads):
+    """Logprobs, entropies and their parameter gradients of the packed forward equal a padded
+    forward of each sequence, with lengths spread over several buckets (1 to 40 tokens)."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=kv_heads,
+                         max_position_embeddings=64, tie_word_embeddings=True,
+                         attn_implementation=attn)
+    model = LlamaForCausalLM(config).eval()
+    seqs = [torch.randint(0, 97, (n,), generator=gen).tolist()
+            for n in _random_lengths(gen, 9, 40)]
+    ids, cu = pack_sequences(seqs)
+    assert packed_attention_kind(model.base_model) == "bucketed"
+    assert len(PackedLayout.from_cu_seqlens(cu).buckets) > 1
+    lp, ent = packed_logprobs(model, ids, cu)
+    (lp.sum() + 0.1 * ent.sum()).backward()
+    packed_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ref_lp, ref_ent = [], []
+    for s in seqs:                          # padded reference, one sequence at a time
+        if not s:
+            continue
+        seq = torch.tensor(s)[None]
+        logp = model(input_ids=seq).logits[0, :-1].log_softmax(-1)
+        ref_lp += [logp.new_zeros(1), logp.gather(1, seq[0, 1:, None])[:, 0]]
+        ref_ent += [logp.new_zeros(1), -(logp.exp() * logp).sum(-1)]
+    ref_lp, ref_ent = torch.cat(ref_lp), torch.cat(ref_ent)
+    (ref_lp.sum() + 0.1 * ref_ent.sum()).backward()
+    torch.testing.assert_close(lp, ref_lp.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent, ref_ent.detach(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(packed_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert model.config._attn_implementation == attn        # restored after the forward
+
+
+def test_bucketed_equals_the_dense_mask_and_a_padded_batch_on_cpu():
+    """The three CPU layouts agree on hidden states: bucketed, the [N, N] block mask, and one
+    right-padded [S, T] batch with its attention mask."""
+    gen = torch.Generator().manual_seed(7)
+    backbone = _model().base_model
+    seqs = [torch.randint(0, 97, (n,), generator=gen).tolist() for n in (1, 33, 16, 2, 40, 1)]
+    ids, cu = pack_sequences(seqs)
+    padded_ids, mask = _padded_batch(seqs)
+    with torch.no_grad():
+        bucketed = packed_hidden(backbone, ids, cu)
+        dense = packed_hidden(backbone, ids, cu, attention="mask")
+        padded = backbone(input_ids=padded_ids, attention_mask=mask.long()).last_hidden_state
+    torch.testing.assert_close(bucketed, dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bucketed, padded[mask], rtol=1e-5, atol=1e-5)
+
+
+def test_packed_layout_buckets_on_cpu():
+    cu = torch.tensor([0, 5, 5, 6, 16, 19, 29, 30])      # lengths 5, 0, 1, 10, 3, 10, 1
+    layout = PackedLayout.from_cu_seqlens(cu)
+    assert layout.max_length == 10
+    assert [(n_seq, width) for _, _, n_seq, width in layout.buckets] == [(2, 10), (2, 5), (2, 1)]
+    rows = torch.cat([gather[valid] for gather, valid, _, _ in layout.buckets])
+    assert sorted(rows.tolist()) == list(range(30))          # every token once
+    assert torch.equal(rows[layout.order], torch.arange(30))
+    for gather, valid, n_seq, width in layout.buckets:       # padding reads its own sequence
+        assert gather.shape == (n_seq * width,)
+    one = PackedLayout.from_cu_seqlens(torch.tensor([0, 3, 7]))
+    assert one.order is None and len(one.buckets) == 1
+
+
+def test_positions_subset_equals_the_full_forward_on_cpu():
+    model, seqs = _model(), _batch()
+    value_model = ValueModel.from_causal_lm(model).eval()
+    torch.nn.init.normal_(value_model.head.weight)
+    ids, cu = pack_sequences(seqs)
+    at = torch.tensor([0, 3, 7, 8, 20, 24])                 # 0, 7 and 8 start a sequence
+    line_end = torch.arange(len(ids)) % 2 == 0
+    with torch.no_grad():
+        lp, ent = packed_logprobs(model, ids, cu)
+        lp_at, ent_at = packed_logprobs(model, ids, cu, at=at)
+        values = packed_values(value_model, ids, cu)
+        scores = packed_line_scores(value_model, ids, cu, line_end)
+        torch.testing.assert_close(packed_values(value_model, ids, cu, at=at), values[at])
+        torch.testing.assert_close(packed_line_scores(value_model, ids, cu, line_end[at], at=at),
+                                   scores[at])
+    torch.testing.assert_close(lp_at, lp[at])
+    torch.testing.assert_close(ent_at, ent[at])
+    with pytest.raises(ValueError, match="at"):
+        packed_logprobs(model, ids, cu, at=torch.tensor([len(ids)]))
+    with pytest.raises(ValueError, match="at"):
+        packed_values(value_model, ids, cu, at=torch.tensor([[1]]))
+
+
+def test_attention_kind_is_picked_per_model_on_cpu():
+    backbone = _model().base_model
+    assert packed_attention_kind(backbone) == "bucketed"
+    backbone.config._attn_implementation = "flash_attention_2"   # what a CUDA load picks
+    assert packed_attention_kind(backbone) == "flash"
+    no_interface = type("Backbone", (), {"config": backbone.config,
+                                         "_supports_attention_backend": False})()
+    no_interface.config._attn_implementation = "sdpa"
+    assert packed_attention_kind(no_interface) == "mask"
+    assert attn_implementation_for("cpu") == "sdpa"
+    with pytest.raises(ValueError, match="attention"):
+        packed_hidden(backbone, torch.tensor([1, 2]), torch.tensor([0, 2]), attention="dense")
+
+
+def test_sliding_window_longer_than_a_sequence_is_refused_on_cpu():
+    from transformers import Qwen2Config, Qwen2Model
+    torch.manual_seed(0)
+    backbone = Qwen2Model(Qwen2Config(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
+        max_window_layers=0, layer_types=["sliding_attention"], attn_implementation="sdpa"))
+    ids, cu = pack_sequences([[1, 2, 3], [4, 5, 6, 7, 8, 9]])
+    with pytest.raises(ValueError, match="sliding window"):
+        packed_hidden(backbone, ids, cu)
+    assert backbone.config._attn_implementation == "sdpa"    # restored after the error
+    short_ids, short_cu = pack_sequences([[1, 2, 3], [4, 5]])
+    assert packed_hidden(backbone, short_ids, short_cu).shape == (5, 16)
