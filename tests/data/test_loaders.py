@@ -11,7 +11,7 @@ import pytest
 from prmfast.data import DataError, load_tasks, validate_tasks
 from prmfast.data.jsonl import read_jsonl
 from prmfast.data.mbpp import KNOWN_FAILURES as MBPP_KNOWN_FAILURES
-from prmfast.data.paths import data_dir, resolve
+from prmfast.data.paths import resolve
 from prmfast.sandbox.specs import AssertTests, CallTests, StdioTests
 from tests.conftest import needs_shared_data
 from tests.data.conftest import FULL
