@@ -36,6 +36,26 @@ def best_of_k_curve(counts: list[tuple[int, int]], max_k: int) -> list[float]:
     return [mean_pass_at_k(counts, k) for k in range(1, top + 1)]
 
 
+def paired_bootstrap(diffs, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of paired per-task differences (e.g. pass@1 of variant A minus B on the same task,
+    averaged over seeds) with a percentile bootstrap interval over tasks: the tasks are
+    resampled with replacement n_boot times. diffs: [T] floats.
+    {"mean": float, "low": float, "high": float, "n": T}; an interval above 0 means A beats B
+    on tasks like these."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"diffs must be a non-empty 1-D sequence, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("diffs has a non-finite value")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": float(d.mean()), "low": float(low), "high": float(high), "n": int(d.size)}
+
+
 def length_bucket(n_tokens: int, threshold: int) -> str:
     """"short" for responses of at most `threshold` tokens, else "long"."""
     return "short" if n_tokens <= threshold else "long"

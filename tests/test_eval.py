@@ -81,3 +81,27 @@ def test_evaluate_policy_on_cpu():
     assert out["best_of_k"] == pytest.approx([0.5, 1 - 1 / 6, 1.0])
     assert out["stop_rate"] == 0.75 and out["mean_response_tokens"] == 2.5
     assert out["tasks"][0]["passed"] == [True, False, True, False]
+
+
+def test_paired_bootstrap_hand_cases_on_cpu():
+    from prmfast.eval import paired_bootstrap
+    same = paired_bootstrap([0.25] * 7, n_boot=200)
+    assert same == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 7}
+    # two tasks, differences 0 and 1: resampled means are 0, 0.5, 1 with probabilities
+    # 1/4, 1/2, 1/4, so the 2.5 % and 97.5 % percentiles are 0 and 1
+    two = paired_bootstrap([0.0, 1.0], n_boot=20_000, seed=1)
+    assert (two["mean"], two["low"], two["high"]) == (0.5, 0.0, 1.0)
+    # 400 tasks, half +0.1 and half -0.1 around +0.02: mean 0.02, interval about
+    # 0.02 +- 1.96 * 0.1 / sqrt(400) = [0.0102, 0.0298]
+    many = paired_bootstrap([0.12, -0.08] * 200, n_boot=20_000)
+    assert abs(many["mean"] - 0.02) < 1e-12
+    assert abs(many["low"] - 0.0102) < 0.002 and abs(many["high"] - 0.0298) < 0.002
+
+
+def test_paired_bootstrap_rejects_bad_input_on_cpu():
+    from prmfast.eval import paired_bootstrap
+    for bad in ([], [[0.1, 0.2]], [0.1, float("nan")]):
+        with pytest.raises(ValueError):
+            paired_bootstrap(bad)
+    with pytest.raises(ValueError):
+        paired_bootstrap([0.1], n_boot=0)
