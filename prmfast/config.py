@@ -102,6 +102,8 @@ class RLConfig:
     whiten_advantages: bool = True
     max_grad_norm: float = 1.0
     critic_warmup_steps: int = 0
+    probe_every: int = 8              # iterations between probes of pass@1 at eval.temperature
+    probe_tasks: int = 32             # training and validation tasks probed (DIR/rl_*/probe.jsonl)
     prm_coef_fail: float = 0.25
     prm_coef_pass: float = 0.025
     normalize_by_lines: bool = True
@@ -214,6 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rl.ppo_epochs": 1,
         "rl.minibatches": 1,
         "rl.num_checkpoints": 2,
+        "rl.probe_tasks": 4,
         "collect.num_checkpoints": 2,
         "collect.num_prompts": 4,
         "collect.responses_per_prompt": 1,
@@ -330,10 +333,11 @@ RANGES: dict[str, str] = {
     "sft.eval_samples": ">= 1",
     "sft.eval_temperature": ">= 0",
     **dict.fromkeys(("rl.steps", "rl.prompts_per_step", "rl.samples_per_prompt", "rl.ppo_epochs",
-                     "rl.minibatches", "rl.save_every"), ">= 1"),
+                     "rl.minibatches", "rl.save_every", "rl.probe_tasks"), ">= 1"),
     **dict.fromkeys(("rl.clip_low", "rl.clip_high", "rl.value_clip", "rl.kl_coef", "rl.policy_lr",
                      "rl.critic_lr", "rl.max_grad_norm", "rl.entropy_coef", "rl.vf_coef",
                      "rl.critic_warmup_steps", "rl.num_checkpoints", "rl.lr_warmup_steps",
+                     "rl.probe_every",
                      "rl.prm_coef_fail", "rl.prm_coef_pass"), ">= 0"),
     "rl.gamma": "in [0, 1]",
     "rl.lam": "in [0, 1]",

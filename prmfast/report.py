@@ -29,6 +29,8 @@ from prmfast.errors import StageError
 HORIZONS = ("short", "medium", "long")
 CURVES = (("reward", "reward per response"), ("pass_rate", "pass rate (train)"),
           ("kl", "KL to reference (per response)"), ("vf_loss", "value loss"))
+PROBES = (("train_pass@1", "probe pass@1, training tasks"),
+          ("validation_pass@1", "probe pass@1, validation tasks"))
 HACKS = (("lines_per_response", "lines per response"), ("comment_share", "comment-line share"),
          ("line_reward", "line (PRM) reward per response"),
          ("response_tokens", "response tokens"))
@@ -124,10 +126,15 @@ def summarise(raw: dict, length_threshold: int) -> dict:
 # --- report -----------------------------------------------------------------------------------
 
 def read_metrics(stage_dir: Path) -> list[dict]:
-    """Rows of DIR/<stage>/metrics.jsonl (empty when absent). A last line that is not a JSON
-    row (torn by a hard kill mid-write) is left out; any other one is a StageError naming the
-    file and line."""
-    path = Path(stage_dir) / "metrics.jsonl"
+    """Rows of DIR/<stage>/metrics.jsonl (empty when absent); see read_rows."""
+    return read_rows(Path(stage_dir) / "metrics.jsonl")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a JSONL file a stage appends to (empty when absent). A last line that is not a
+    JSON row (torn by a hard kill mid-write) is left out; any other one is a StageError naming
+    the file and line."""
+    path = Path(path)
     if not path.exists():
         return []
     lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
@@ -347,6 +354,11 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## RL training", ""]
         if _plot_series(plots / "training.png", runs, CURVES):
             lines += ["![training curves](plots/training.png)", ""]
+        probes = {p.name: read_rows(p / "probe.jsonl") for p in sorted(run_dir.glob("rl_*"))}
+        if _plot_series(plots / "probe.png", {k: v for k, v in probes.items() if v}, PROBES):
+            lines += ["pass@1 at the evaluation temperature on fixed training and validation "
+                      "tasks during training (`rl.probe_every`; the pass rate above samples at "
+                      "the RL temperature):", "", "![probe](plots/probe.png)", ""]
         if _plot_series(plots / "hacks.png", runs, HACKS):
             lines += ["Reward-hack metrics (the paper's two hacks show as rising lines per "
                       "response or comment share):", "", "![hack metrics](plots/hacks.png)", ""]

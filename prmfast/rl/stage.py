@@ -237,17 +237,23 @@ def _train(trainer: PPOTrainer, cfg: Config, out: Path, progress: bool) -> Path:
     state = latest_state(out / "state")
     if state is not None:
         trainer.load_state(state)
-    metrics = out / "metrics.jsonl"
+    metrics, probe_file = out / "metrics.jsonl", out / "probe.jsonl"
     if is_main():
         _truncate_metrics(metrics, trainer.step)
+        _truncate_metrics(probe_file, trainer.step)
+    probe = Probe(cfg) if rl.probe_every and is_main() else None
+    if probe is not None and trainer.step == 0:
+        _append_row(probe_file, probe.measure(trainer))
     ckpts = set(checkpoint_steps(rl.steps, rl.num_checkpoints))
     with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress or not is_main(),
               unit="it", dynamic_ncols=True) as bar:
         while trainer.step < rl.steps:
             row = trainer.train_step()
             if is_main():
-                with metrics.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                _append_row(metrics, row)
+            if probe is not None and (trainer.step % rl.probe_every == 0
+                                      or trainer.step == rl.steps):
+                _append_row(probe_file, probe.measure(trainer))
             if trainer.step in ckpts:       # saves: every rank (ZeRO-3 gathers), rank 0 writes
                 trainer.save_policy(out / f"ckpt_{trainer.step:04d}")
             if trainer.step % rl.save_every == 0 or trainer.step in ckpts:
@@ -283,14 +289,50 @@ def rollout_backend(cfg: Config, policy, tokenizer, out: Path):
                        engine_args=args)
 
 
+class Probe:
+    """What the evaluation measures, while training: pass@1 at eval.temperature (eval.samples
+    per task, fixed sampling seed) on the first rl.probe_tasks training and validation tasks.
+    The per-iteration metrics sample at sampling.temperature (1.0), where a rising pass rate
+    mostly shows the policy sharpening; this shows whether the programs it prefers change."""
+
+    def __init__(self, cfg: Config):
+        from prmfast.data import split_tasks
+        self.cfg = cfg
+        n = cfg.rl.probe_tasks
+        self.sets = {"train": split_tasks(cfg, "train")[:n],
+                     "validation": split_tasks(cfg, "validation")[:n]}
+
+    def measure(self, trainer: PPOTrainer) -> dict:
+        """{"step", "train_pass@1", "validation_pass@1", "time_probe"} for the current policy."""
+        import time
+
+        from prmfast.eval import evaluate_policy
+        start = time.perf_counter()
+        row = {"step": trainer.step}
+        for split, tasks in self.sets.items():
+            summary = evaluate_policy(
+                trainer.backend, trainer.tokenizer, tasks, trainer.sandbox,
+                samples=self.cfg.eval.samples, temperature=self.cfg.eval.temperature,
+                max_new_tokens=self.cfg.sampling.max_new_tokens, seed=self.cfg.seed)
+            row[f"{split}_pass@1"] = summary["pass@1"]
+        row["time_probe"] = round(time.perf_counter() - start, 3)
+        return row
+
+
+def _append_row(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows past the resumed step (iterations that ran after the last save) and a
-    last line torn by a hard kill (StageError for another line that is no JSON row). The file is
-    replaced atomically: a kill mid-rewrite keeps every row."""
-    from prmfast.report import read_metrics
+    """Drop rows of a stage's JSONL file (metrics, probe) past the resumed step (iterations
+    that ran after the last save) and a last line torn by a hard kill (StageError for another
+    line that is no JSON row). The file is replaced atomically: a kill mid-rewrite keeps every
+    row."""
+    from prmfast.report import read_rows
     if not path.exists():
         return
-    rows = [row for row in read_metrics(path.parent) if row["step"] <= step]
+    rows = [row for row in read_rows(path) if row["step"] <= step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
     tmp.replace(path)

@@ -38,6 +38,11 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     for stage in ("sft", "rl_baseline", "prm_data", "prm", "rl_prm", "eval"):
         assert (run / stage / "DONE").exists(), stage
     assert len(list((run / "rl_baseline").glob("ckpt_[0-9]*"))) == 2
+    for name in ("rl_baseline", "rl_prm"):      # the probe: before the first update and after
+        probes = [json.loads(x) for x in (run / name / "probe.jsonl").read_text().splitlines()]
+        assert [p["step"] for p in probes] == [0, 2], name
+        assert all(0 <= p["train_pass@1"] <= 1 and 0 <= p["validation_pass@1"] <= 1
+                   for p in probes)
     ev = json.loads((run / "eval.json").read_text())
     assert set(ev["models"]) == {"sft", "rl_baseline", "rl_prm"}
     assert {"pass@1", "by_horizon", "by_length", "best_of_k"} <= set(ev["models"]["rl_prm"])
@@ -45,7 +50,9 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["time_prm_fwd"] > 0
     report = (run / "report.md").read_text()
     assert "pass@1" in report and "Step-time breakdown" in report and "within-task AUC" in report
-    assert {p.name for p in (run / "plots").iterdir()} >= {"pass_by_horizon.png", "training.png"}
+    assert {p.name for p in (run / "plots").iterdir()} >= {"pass_by_horizon.png", "training.png",
+                                                       "probe.png"}
+    assert "![probe](plots/probe.png)" in report
     if os.getloadavg()[0] <= (os.cpu_count() or 1):      # the budget holds on an idle machine
         assert wall < 180, f"smoke pipeline took {wall:.0f}s (budget 180s)"
     # a rerun skips every stage
@@ -98,8 +105,10 @@ def test_frozen_pretrained_prm_stage_and_its_dense_reward(smoke_run, tmp_path):
     assert any(r["line_reward"] != 0 for r in rows)          # the PRM's scores reached PPO
 
 
-# the sandbox call during which each stage is interrupted (after some work was saved)
-INTERRUPT_AT = {"sft": 1, "rl_baseline": 2, "collect": 2, "prm": 1, "rl_prm": 2, "eval": 2}
+# the sandbox call during which each stage is interrupted (after some work was saved); an RL
+# stage makes two calls to probe before the first update (train and validation tasks), one per
+# iteration, so its 4th call is in iteration 2
+INTERRUPT_AT = {"sft": 1, "rl_baseline": 4, "collect": 2, "prm": 1, "rl_prm": 4, "eval": 2}
 
 
 @pytest.mark.slow
@@ -128,6 +137,8 @@ def test_resume_after_an_interrupt_in_every_stage(tmp_path, monkeypatch):
     for name in ("rl_baseline", "rl_prm"):
         steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().splitlines()]
         assert steps == [1, 2], name
+        probes = [json.loads(x)["step"] for x in (run / name / "probe.jsonl").read_text().splitlines()]
+        assert probes == [0, 2], name
         assert not (run / name / "state").exists()
     assert (run / "report.md").exists()
 
