@@ -60,8 +60,8 @@ def test_worker_rollouts_follow_every_update_and_resume(tmp_path, monkeypatch):
     real_run, calls = Sandbox.run, {"n": 0}
 
     def interrupted(self, jobs):          # the third iteration, after the state of step 2
-        calls["n"] += 1
-        if calls["n"] == 3:
+        calls["n"] += 1                   # (calls 1-2 are the probe before the first update)
+        if calls["n"] == 5:
             raise KeyboardInterrupt
         return real_run(self, jobs)
     monkeypatch.setattr(Sandbox, "run", interrupted)
