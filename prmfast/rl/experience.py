@@ -88,7 +88,7 @@ class PackedBatch:
                                          [self.prompt_lens[i] for i in seq_ids], pad_id,
                                          self.device)
         cu = self.cu_seqlens.cpu()
-        chosen = torch.tensor(seq_ids, dtype=torch.int64)
+        chosen = torch.tensor(seq_ids, dtype=torch.int64, device=cu.device)
         index = _spans(cu[:-1][chosen], cu.diff()[chosen])
         return sub, index.to(self.device)
 
@@ -96,12 +96,13 @@ class PackedBatch:
     def _padded(self) -> tuple[torch.Tensor, ...]:
         """(input_ids [S, T], attention_mask [S, T], act_index [N], targets [N])."""
         ids, cu, response = (t.cpu() for t in self._packed)
-        lengths = cu.diff()
+        cpu, lengths = torch.device("cpu"), cu.diff()
         n_seq, width = len(lengths), max(int(lengths.max()) if len(lengths) else 0, 1)
-        row = torch.repeat_interleave(torch.arange(n_seq), lengths)
-        flat = row * width + torch.arange(len(ids)) - torch.repeat_interleave(cu[:-1], lengths)
-        input_ids = torch.full((n_seq * width,), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros(n_seq * width, dtype=torch.long)
+        row = torch.repeat_interleave(torch.arange(n_seq, device=cpu), lengths)
+        flat = (row * width + torch.arange(len(ids), device=cpu)
+                - torch.repeat_interleave(cu[:-1], lengths))
+        input_ids = torch.full((n_seq * width,), self.pad_id, dtype=torch.long, device=cpu)
+        attention_mask = torch.zeros(n_seq * width, dtype=torch.long, device=cpu)
         input_ids[flat], attention_mask[flat] = ids, 1
         tensors = (input_ids.view(n_seq, width), attention_mask.view(n_seq, width),
                    flat[response] - 1, ids[response])
