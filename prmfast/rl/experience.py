@@ -4,17 +4,19 @@ Rollouts (prompt ids + response ids) are packed into S sequences of response tok
 is its response tokens followed by EOS when the sample stopped on EOS, so N = sum of response
 lengths and `cu_seqlens` [S+1] delimits them. The policy, reference and critic forwards are
 prmfast.models.packed modules (PackedPolicy / PackedCritic, or those under a distributed engine)
-over the whole prompt + response sequences packed (`PackedBatch.packed`), computed at the
-response tokens only; the PRM's backbone runs on the same packed sequences. Everything after
-the forwards (log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
+over the prompt + response sequences packed (`PackedBatch.packed`: a prompt that several
+samples share packed and computed once, its responses attending to it), read at the response
+tokens only; the PRM's backbone runs on the same packed inputs. Everything after the forwards
+(log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
 
 Position conventions (shared with prmfast.prm so a PRM score lands where it was trained), for
-response token t at packed position p (`PackedBatch.packed()[2]`; `act_index` / `tok_index` are
-the same positions in the right-padded [S, T] view):
-    p - 1  the position whose hidden state predicts token t: policy / reference log-probs and
-           critic values V(s_t) (the state before action t)
-    p      the position of token t itself: PRM score of the prefix ending at t, read at line
-           ends only
+response token t (`PackedBatch.packed()`; `act_index` / `tok_index` are the same positions in
+the right-padded [S, T] view):
+    act       the position whose hidden state predicts token t (the previous token, or the
+              prompt's last): policy / reference log-probs and critic values V(s_t) (the state
+              before action t)
+    response  the position of token t itself: PRM score of the prefix ending at t, read at
+              line ends only
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from prmfast import kernels
-from prmfast.models.packed import pack_sequences, packed_line_scores
+from prmfast.models.packed import (pack_sequences, pack_shared, packed_line_scores,
+                                   packed_predecessors)
 from prmfast.rl.algos import kl_estimate, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
 
@@ -38,13 +41,36 @@ def _spans(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
                                   device=starts.device)
 
 
+def _whole(sequences: list[list[int]], prompt_lens: list[int]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every prompt + response packed whole, on the CPU: (input_ids [M], cu_seqlens [S+1],
+    response [N]: the packed position of every response token)."""
+    ids, cu = pack_sequences(sequences)
+    prompts = torch.tensor(prompt_lens, dtype=torch.int64, device=cu.device)
+    return ids, cu, _spans(cu[:-1] + prompts, cu.diff() - prompts)
+
+
+@dataclass(frozen=True)
+class PackedInputs:
+    """A PackedBatch as the packed forwards take it (prmfast.models.packed.pack_shared):
+    input_ids [M], cu_seqlens [G+1], parents [G] int64, response [N] (the packed position of
+    every response token, in the batch's token order) and act [N] (the position whose hidden
+    state predicts it)."""
+    input_ids: torch.Tensor
+    cu_seqlens: torch.Tensor
+    parents: torch.Tensor
+    response: torch.Tensor
+    act: torch.Tensor
+
+
 @dataclass(eq=False)
 class PackedBatch:
     """S sequences (prompt + response token lists) ready for the model forwards.
 
     cu_seqlens [S+1] int64 delimits the response tokens of the packed layout (N in all; see
-    the module docstring). `packed()` is the whole sequences packed for the forwards, built
-    once. The right-padded views ([S, T] input_ids, attention_mask, and the [N] flat indices
+    the module docstring). `packed()` is what the forwards take, built once: a prompt that
+    several sequences share is packed (and computed) once, its responses attending to it,
+    which equals packing each sequence whole (pack_shared). The right-padded views ([S, T] input_ids, attention_mask, and the [N] flat indices
     act_index, tok_index into [S*T], targets [N]) are built on first use. Tensors live on
     `device`, built on the CPU and moved there once."""
     sequences: list[list[int]]
@@ -52,7 +78,7 @@ class PackedBatch:
     pad_id: int
     device: torch.device
     cu_seqlens: torch.Tensor
-    _packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(repr=False)
+    _inputs: PackedInputs = field(repr=False)
 
     @classmethod
     def from_sequences(cls, sequences: list[list[int]], prompt_lens: list[int], pad_id: int,
@@ -61,25 +87,24 @@ class PackedBatch:
             if p < 1:
                 raise ValueError(f"prompt_lens[{i}]: a prompt needs at least one token")
         cpu = torch.device("cpu")
-        lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.int64, device=cpu)
-        prompts = torch.tensor(prompt_lens, dtype=torch.int64, device=cpu)
-        ids, cu = pack_sequences(sequences)
-        response = _spans(cu[:-1] + prompts, lengths - prompts)
+        ids, cu, parents, response = pack_shared([s[:p] for s, p in zip(sequences, prompt_lens)],
+                                                 [s[p:] for s, p in zip(sequences, prompt_lens)])
         cu_response = torch.zeros(len(sequences) + 1, dtype=torch.int64, device=cpu)
-        torch.cumsum(lengths - prompts, 0, out=cu_response[1:])
+        torch.cumsum(torch.tensor([len(s) - p for s, p in zip(sequences, prompt_lens)],
+                                  dtype=torch.int64, device=cpu), 0, out=cu_response[1:])
+        act = packed_predecessors(cu, parents)[response]
         device = torch.device(device)
+        inputs = PackedInputs(*(t.to(device) for t in (ids, cu, parents, response, act)))
         return cls(list(sequences), list(prompt_lens), pad_id, device, cu_response.to(device),
-                   (ids.to(device), cu.to(device), response.to(device)))
+                   inputs)
 
-    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The whole prompt + response sequences packed for prmfast.models.packed forwards:
-        (input_ids [M], cu_seqlens [S+1], response [N]: the packed position of every response
-        token, in this batch's token order), on the batch's device."""
-        return self._packed
+    def packed(self) -> PackedInputs:
+        """The batch as the packed forwards take it, on the batch's device."""
+        return self._inputs
 
     @property
     def num_tokens(self) -> int:
-        return len(self._packed[2])
+        return len(self._inputs.response)
 
     def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
         """A minibatch of the given sequences, and the [N_mb] index of its tokens in this
@@ -95,7 +120,7 @@ class PackedBatch:
     @functools.cached_property
     def _padded(self) -> tuple[torch.Tensor, ...]:
         """(input_ids [S, T], attention_mask [S, T], act_index [N], targets [N])."""
-        ids, cu, response = (t.cpu() for t in self._packed)
+        ids, cu, response = _whole(self.sequences, self.prompt_lens)
         cpu, lengths = torch.device("cpu"), cu.diff()
         n_seq, width = len(lengths), max(int(lengths.max()) if len(lengths) else 0, 1)
         row = torch.repeat_interleave(torch.arange(n_seq, device=cpu), lengths)
@@ -141,16 +166,16 @@ def policy_logprobs(policy, batch: PackedBatch) -> tuple[torch.Tensor, torch.Ten
 
     policy: a PackedPolicy (its temperature applies), or one under a distributed engine
     (prmfast.distributed.Wrapped): one packed forward, the LM head at the response tokens only."""
-    ids, cu, response = batch.packed()
-    return policy(ids, cu, at=response)
+    x = batch.packed()
+    return policy(x.input_ids, x.cu_seqlens, at=x.response, parents=x.parents)
 
 
 def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
     """V(s_t) for every response token t, read at the position before t. -> [N].
 
     critic: a PackedCritic, or one under a distributed engine (prmfast.distributed.Wrapped)."""
-    ids, cu, response = batch.packed()
-    return critic(ids, cu, at=response - 1)
+    x = batch.packed()
+    return critic(x.input_ids, x.cu_seqlens, at=x.act, parents=x.parents)
 
 
 def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
@@ -160,8 +185,9 @@ def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Te
     from prmfast.prm_frozen import FrozenBackbonePRM
     if isinstance(prm, FrozenBackbonePRM):
         return prm.packed_line_scores(batch, line_end)
-    ids, cu, response = batch.packed()
-    return packed_line_scores(prm, ids, cu, line_end, at=response)
+    x = batch.packed()
+    return packed_line_scores(prm, x.input_ids, x.cu_seqlens, line_end, at=x.response,
+                              parents=x.parents)
 
 
 @dataclass

@@ -10,11 +10,18 @@ from prmfast.models.packed import PackedCritic, PackedPolicy
 
 
 def _sequences(seed, n_seq=9):
+    """Sequences whose prompts (1-7 tokens) are shared by 1-4 of them, interleaved."""
     rng = random.Random(seed)
-    plens = [rng.randint(1, 7) for _ in range(n_seq)]
-    seqs = [[rng.randrange(3, 90) for _ in range(p + rng.choice([0, 1, rng.randint(2, 12)]))]
-            for p in plens]
-    return seqs, plens
+    seqs, plens = [], []
+    while len(seqs) < n_seq:
+        prompt = [rng.randrange(3, 90) for _ in range(rng.randint(1, 7))]
+        for _ in range(rng.randint(1, 4)):
+            response = [rng.randrange(3, 90) for _ in range(rng.choice([0, 1, rng.randint(2, 12)]))]
+            seqs.append(prompt + response)
+            plens.append(len(prompt))
+    order = list(range(len(seqs)))
+    rng.shuffle(order)
+    return [seqs[i] for i in order[:n_seq]], [plens[i] for i in order[:n_seq]]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -22,14 +29,16 @@ def test_layout_equals_a_per_sequence_build_on_cpu(seed):
     seqs, plens = _sequences(seed)
     batch = PackedBatch.from_sequences(seqs, plens, pad_id=0)
     width = max(map(len, seqs))
-    ids, cu, response = batch.packed()
-    assert ids.tolist() == [t for s in seqs for t in s]
-    assert cu.tolist() == [sum(map(len, seqs[:i])) for i in range(len(seqs) + 1)]
+    x = batch.packed()
+    ids = x.input_ids
+    assert ids[x.response].tolist() == [t for s, p in zip(seqs, plens) for t in s[p:]]
+    assert len(ids) == sum(len(s) - p for s, p in zip(seqs, plens)) + sum(
+        len(p) for p in {tuple(s[:p]) for s, p in zip(seqs, plens)})   # each prompt once
+    prompt_last = [t for s, p in zip(seqs, plens) if len(s) > p for t in [s[p - 1]] + s[p:-1]]
+    assert ids[x.act].tolist() == prompt_last          # act: the token before each response token
     assert batch.cu_seqlens.tolist() == [sum(len(s) - p for s, p in zip(seqs[:i], plens[:i]))
                                          for i in range(len(seqs) + 1)]
-    assert response.tolist() == [cu[i].item() + j for i, (s, p) in enumerate(zip(seqs, plens))
-                                 for j in range(p, len(s))]
-    assert batch.num_tokens == len(response)
+    assert batch.num_tokens == len(x.response)
     assert batch.input_ids.tolist() == [s + [0] * (width - len(s)) for s in seqs]
     assert batch.attention_mask.tolist() == [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
     assert batch.act_index.tolist() == [i * width + j - 1 for i, (s, p) in
@@ -46,15 +55,17 @@ def test_no_prompt_token_is_refused_on_cpu():
         PackedBatch.from_sequences([[1, 2]], [0], pad_id=0)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_packed_forwards_equal_the_padded_batch_on_cpu(models, seed):
     """Policy log-probs, critic values and PRM line scores read at the response tokens of the
-    packed forwards equal the padded [S, T] forwards read at act_index / tok_index."""
+    packed forwards (prompts shared by several sequences packed once) equal the padded [S, T]
+    forwards read at act_index / tok_index."""
     _, tok, policy, _, critic = models
     torch.nn.init.normal_(critic.head.weight, std=0.1)
     seqs, plens = _sequences(seed)
     seqs = [[t % len(tok) for t in s] for s in seqs]
     batch = PackedBatch.from_sequences(seqs, plens, tok.pad_token_id)
+    assert (batch.packed().parents >= 0).any()
     line_end = torch.rand(batch.num_tokens, generator=torch.Generator().manual_seed(seed)) < 0.4
     with torch.no_grad():
         lp, ent = policy_logprobs(PackedPolicy(policy, temperature=0.7), batch)
