@@ -126,9 +126,13 @@ class PPOTrainer:
             ds_config = D.load_deepspeed_config(rl.deepspeed_config,
                                                 deepspeed_overrides(self.cfg, self.device),
                                                 device=self.device)
-        engine = D.wrap_model(module, rl.engine,
-                              lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-                              max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
+        # torch's fused AdamW kernel (CPU and CUDA): a third of the per-parameter loop's time
+        # for the default policy; left off under DeepSpeed (not tried with ZeRO's wrapper)
+        fused = rl.engine != "deepspeed"
+        engine = D.wrap_model(
+            module, rl.engine,
+            lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused),
+            max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
         total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
         schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
         return (engine, engine.optimizer,
