@@ -29,7 +29,7 @@ from collections.abc import Callable
 from prmfast import _sandbox
 from prmfast.sandbox import child as child_side
 from prmfast.sandbox import codec
-from prmfast.sandbox.compare import normalize_stdout, strict_equal
+from prmfast.sandbox.compare import stdout_matches, values_match
 
 # A reply (one encoded value) above this ends the job as an error: the judge decodes every
 # reply, and this bounds the memory that takes (a reply is read only when one is awaited).
@@ -571,7 +571,7 @@ def run_call(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
             ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
             try:
                 got = unpack_reply(ch, ch.reply())
-                status = "passed" if strict_equal(got, codec.decode(expected), secret["atol"]) else "failed"
+                status = "passed" if accepted(got, case, secret) else "failed"
                 detail = "" if status == "passed" else f"case {case}: wrong value or type"
             except BaseException as exc:
                 status = ch.stopped.status if ch.stopped else classify(exc)
@@ -589,6 +589,16 @@ def run_call(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
     finally:
         ch.close()
     return verdict(pad(tests, public["args"]), statuses, stop, ch, first_detail)
+
+
+def accepted(got, case: int, secret: dict) -> bool:
+    """Whether `got` passes case `case`: it matches the expected result, or one of the case's
+    alternatives, under the spec's grader."""
+    wanted = [codec.decode(secret["expected"][case])]
+    if secret["alternatives"]:
+        wanted += codec.decode(secret["alternatives"][case])
+    atol = secret["atol"][case] if type(secret["atol"]) is list else secret["atol"]
+    return any(values_match(got, want, secret["grader"], atol) for want in wanted)
 
 
 def pad(tests: list, cases: list) -> list:
@@ -613,14 +623,15 @@ def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
         last = ch
         if stop is not None and stop.status == "timeout" and time.monotonic() >= job_deadline:
             break
-    expected = secret_reader()["stdout"]
+    secret = secret_reader()
+    expected, grader = secret["stdout"], secret["grader"]
     tests, statuses = [], []
     for (stop, out), want in zip(runs, expected):
         if stop is not None:
             status = stop.status
         else:
             got = out.decode("utf-8", errors="replace")
-            status = "passed" if normalize_stdout(got) == normalize_stdout(want) else "failed"
+            status = "passed" if stdout_matches(got, want, grader) else "failed"
         tests.append(status == "passed")
         statuses.append(status)
     tests += [False] * (len(expected) - len(tests))

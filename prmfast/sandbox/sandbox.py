@@ -216,10 +216,14 @@ class Sandbox:
                                 for i, (args, _) in enumerate(tests.cases)])
             secret = {"expected": [_encode(want, f"CallTests.cases[{i}] expected")
                                    for i, (_, want) in enumerate(tests.cases)],
-                      "atol": float(tests.atol)}
+                      "atol": ([float(a) for a in tests.atol]
+                               if isinstance(tests.atol, (list, tuple)) else float(tests.atol)),
+                      "grader": tests.grader,
+                      "alternatives": [_encode(list(values), f"CallTests.alternatives[{i}]")
+                                       for i, values in enumerate(tests.alternatives or ())]}
         elif isinstance(tests, StdioTests):
             public.update(kind="stdio", stdin=[stdin for stdin, _ in tests.cases])
-            secret = {"stdout": [stdout for _, stdout in tests.cases]}
+            secret = {"stdout": [stdout for _, stdout in tests.cases], "grader": tests.grader}
         else:  # unreachable after job.validate()
             raise TypeError(f"Job.tests must be AssertTests, StdioTests or CallTests, not {type(tests)}")
         return b"".join(struct.pack("<Q", len(part)) + part

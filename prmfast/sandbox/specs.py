@@ -10,6 +10,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from prmfast.sandbox.compare import GRADERS, STDOUT_GRADERS
+
 MAX_TIMEOUT_S = 86400.0  # one day: larger budgets overflow the fork server's time arithmetic
 MAX_COUNT = 1 << 40      # limits in MB still fit the 64-bit rlimits once shifted to bytes
 
@@ -60,6 +62,20 @@ def _check_entry_point(value, name: str) -> None:
         raise ValueError(f"{name} must be a Python identifier, got {value!r}")
 
 
+def _check_grader(value, name: str, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _check_tolerance(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
 def _check_pairs(cases, name: str, what: str) -> None:
     if not isinstance(cases, (list, tuple)):
         raise TypeError(f"{name} must be a list of {what} pairs, not {type(cases).__name__}")
@@ -91,15 +107,19 @@ class AssertTests:
 
 @dataclass(frozen=True)
 class StdioTests:
-    """Run the program once per (stdin, expected stdout) case; compare after normalising
-    trailing whitespace on each line and trailing newlines."""
+    """Run the program once per (stdin, expected stdout) case and compare its stdout by
+    `grader` (compare.STDOUT_GRADERS): "strict" after stripping trailing whitespace on each
+    line and trailing newlines; "lcb" as LiveCodeBench does (lines stripped, numbers as
+    Decimals)."""
     cases: list[tuple[str, str]]
+    grader: str = "strict"
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
         _check_pairs(self.cases, "StdioTests.cases", "(stdin, stdout)")
+        _check_grader(self.grader, "StdioTests.grader", STDOUT_GRADERS)
         for i, (stdin, stdout) in enumerate(self.cases):
             check_text(stdin, f"StdioTests.cases[{i}] stdin")
             check_text(stdout, f"StdioTests.cases[{i}] stdout")
@@ -107,12 +127,18 @@ class StdioTests:
 
 @dataclass(frozen=True)
 class CallTests:
-    """Call entry_point(*args) per (args, expected) case; compare by type and value (floats
-    within atol, containers element-wise; set elements and dict keys exactly). `args` is a
-    list or tuple; args and expected values must be plain data (Sandbox.run checks that)."""
+    """Call entry_point(*args) per (args, expected) case and compare the result by `grader`
+    (compare.GRADERS): "strict" by type and value (floats within atol, containers
+    element-wise; set elements and dict keys exactly); "evalplus" as EvalPlus does (`==`, or
+    np.allclose with atol and rtol 1e-7); "lcb" as LiveCodeBench does (`==`, a tuple taken as
+    a list). `atol` is one tolerance, or a list of one per case. `alternatives`, if given,
+    holds per case a list of further accepted results. `args` is a list or tuple; args and
+    expected values must be plain data (Sandbox.run checks that)."""
     entry_point: str
     cases: list[tuple[list, Any]]
-    atol: float = 0.0
+    atol: float | list[float] = 0.0
+    grader: str = "strict"
+    alternatives: list[list] | None = None
 
     def __post_init__(self):
         self.validate()
@@ -124,10 +150,26 @@ class CallTests:
             if not isinstance(args, (list, tuple)):
                 raise TypeError(f"CallTests.cases[{i}] args must be a list or tuple, not "
                                 f"{type(args).__name__}")
-        if isinstance(self.atol, bool) or not isinstance(self.atol, numbers.Real):
-            raise TypeError(f"CallTests.atol must be a number, not {type(self.atol).__name__}")
-        if not (math.isfinite(self.atol) and self.atol >= 0):
-            raise ValueError(f"CallTests.atol must be finite and >= 0, got {self.atol!r}")
+        _check_grader(self.grader, "CallTests.grader", GRADERS)
+        if self.alternatives is not None:
+            if not isinstance(self.alternatives, (list, tuple)):
+                raise TypeError(f"CallTests.alternatives must be a list (one list per case) or "
+                                f"None, not {type(self.alternatives).__name__}")
+            if len(self.alternatives) != len(self.cases):
+                raise ValueError(f"CallTests.alternatives must hold one list per case: "
+                                 f"{len(self.alternatives)} for {len(self.cases)} cases")
+            for i, values in enumerate(self.alternatives):
+                if not isinstance(values, (list, tuple)):
+                    raise TypeError(f"CallTests.alternatives[{i}] must be a list of accepted "
+                                    f"results, not {type(values).__name__}")
+        if isinstance(self.atol, (list, tuple)):
+            if len(self.atol) != len(self.cases):
+                raise ValueError(f"CallTests.atol must be a number or hold one per case: "
+                                 f"{len(self.atol)} for {len(self.cases)} cases")
+            for i, atol in enumerate(self.atol):
+                _check_tolerance(atol, f"CallTests.atol[{i}]")
+        else:
+            _check_tolerance(self.atol, "CallTests.atol")
 
 
 TestSpec = AssertTests | StdioTests | CallTests
