@@ -6,18 +6,18 @@ dropped, and counted per reason in meta["dropped_inputs"], when the canonical so
 times out or returns something unpicklable ("error"), or when its pickled arguments + output
 exceed MAX_CASE_BYTES ("too_large": a few inputs by design make outputs of megabytes, up to
 260 MB for Mbpp/255, beyond what a sandbox frame carries). A task left with no input falls back
-to its original asserts. MBPP+ stores tuple arguments as JSON lists: an argument whose contract
-asserts `isinstance(arg, tuple)` is converted back to a tuple (top level only). Tasks that
-EvalPlus compares specially call a wrapper (evalplus_oracles). meta["time_limit_s"] is a job
-budget scaled from the canonical solution's time, as EvalPlus scales its time limits.
+to its original asserts. MBPP+ stores tuples as JSON lists and complex numbers as text: such
+arguments are decoded as EvalPlus does (evalplus_inputs). Tasks that EvalPlus compares
+specially call a wrapper (evalplus_oracles). meta["time_limit_s"] is a job budget scaled from
+the canonical solution's time, as EvalPlus scales its time limits. Outputs are compared as
+EvalPlus does (sandbox grader "evalplus", with its per-input tolerances: evalplus_tolerances)
+unless grader="strict".
 """
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import pickle
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,40 +25,29 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from prmfast.data.evalplus_oracles import oracle_kind, wrapper, wrapper_name
+from prmfast.data.evalplus_inputs import decode_arguments
+from prmfast.data.evalplus_oracles import alternatives, oracle_kind, wrapper, wrapper_name
 from prmfast.data.humaneval import import_lines
 from prmfast.data.jsonl import Row, read_jsonl
 from prmfast.data.paths import cache_dir as default_cache_dir
 from prmfast.data.paths import resolve
-from prmfast.data.task import Task
+from prmfast.data.task import Task, sandbox_grader
+from prmfast.sandbox.compare import EVALPLUS_FLOAT_ATOL, is_floats
 from prmfast.sandbox.specs import AssertTests, CallTests
 
 FILES = {"humanevalplus": "evalplus/HumanEvalPlus.jsonl.gz", "mbppplus": "evalplus/MbppPlus.jsonl.gz"}
 FIELDS = {**dict.fromkeys(("task_id", "prompt", "entry_point", "canonical_solution"), str),
           "base_input": list, "plus_input": (list, dict), "atol": (int, float)}
 WORKER = Path(__file__).with_name("reference_outputs.py")
-MIN_ATOL = 1e-6  # EvalPlus also allows a relative error on floats; CallTests has atol only
+STRICT_MIN_ATOL = 1e-6  # the strict grader's float tolerance (it has no relative one)
 MAX_CASE_BYTES = 1_000_000  # pickled arguments + expected output of one input
 TIME_FACTOR, TIME_MARGIN_S = 4.0, 2.0  # time_limit_s = factor * canonical time + margin
-CACHE_VERSION = 2
-
-
-def _tuple_positions(row: dict) -> set[int]:
-    """Positions of the entry function's parameters that its contract requires to be tuples."""
-    names = set(re.findall(r"isinstance\((\w+), tuple\)", row.get("contract", "")))
-    if not names:
-        return set()
-    for node in ast.walk(ast.parse(row["canonical_solution"])):
-        if isinstance(node, ast.FunctionDef) and node.name == row["entry_point"]:
-            return {i for i, arg in enumerate(node.args.args) if arg.arg in names}
-    return set()
+CACHE_VERSION = 3  # 3: MBPP+ arguments decoded as EvalPlus does (evalplus_inputs)
 
 
 def _inputs(row: dict, plus: bool) -> list[list]:
-    positions = _tuple_positions(row)
     inputs = row["base_input"] + (row["plus_input"] or [] if plus else [])  # Mbpp/793 has {}
-    return [[tuple(a) if i in positions and isinstance(a, list) else a for i, a in enumerate(args)]
-            for args in inputs]
+    return [decode_arguments(row["task_id"], args) for args in inputs]
 
 
 def _harness(name: str, row: dict) -> str:
@@ -117,15 +106,34 @@ def expected_outputs(name: str, file: Path, rows: list[dict], plus: bool, cache_
     return out
 
 
-def load(name: str, path=None, plus: bool = True, cache_dir=None, workers: int = 2) -> list[Task]:
-    """name "humanevalplus" or "mbppplus"; plus=False keeps the base inputs only."""
+def load(name: str, path=None, plus: bool = True, cache_dir=None, workers: int = 2,
+         grader: str = "official") -> list[Task]:
+    """name "humanevalplus" or "mbppplus"; plus=False keeps the base inputs only. grader
+    "official" compares as EvalPlus does, "strict" by exact type and value."""
+    grader = sandbox_grader(grader, "evalplus")
     file = resolve(path, FILES[name])
     rows = read_jsonl(file, FIELDS)
     outputs = expected_outputs(name, file, rows, plus, cache_dir or default_cache_dir(), workers)
-    return [_task(name, row, plus, out) for row, out in zip(rows, outputs)]
+    return [_task(name, row, plus, out, grader) for row, out in zip(rows, outputs)]
 
 
-def _task(name: str, row: Row, plus: bool, out: dict) -> Task:
+def evalplus_tolerances(row: dict, results: list) -> list[float]:
+    """Per input, the tolerance EvalPlus 0.3.1 compares its output with: the task's atol; for
+    an atol-0 task, 0 until the first input of the run (the base inputs, then the plus inputs)
+    whose expected output is floats (compare.is_floats), EVALPLUS_FLOAT_ATOL from there on
+    (EvalPlus keeps it for the rest of the run). A dropped input's output counts as not
+    floats."""
+    tolerances, tol = [], 0.0
+    for i, (status, value) in enumerate(results):
+        if i in (0, len(row["base_input"])):
+            tol = float(row["atol"])
+        if not tol and status == "ok" and is_floats(value):
+            tol = EVALPLUS_FLOAT_ATOL
+        tolerances.append(tol)
+    return tolerances
+
+
+def _task(name: str, row: Row, plus: bool, out: dict, grader: str) -> Task:
     cases = [(args, value) for args, (status, value) in zip(_inputs(row, plus), out["results"])
              if status == "ok"]
     dropped = Counter(status for status, _ in out["results"] if status != "ok")
@@ -136,8 +144,14 @@ def _task(name: str, row: Row, plus: bool, out: dict) -> Task:
         meta["preamble"] = import_lines(row["prompt"])
     if _harness(name, row):
         meta["harness"] = _harness(name, row)
-    tests = CallTests(_tested_function(name, row), cases, max(float(row["atol"]), MIN_ATOL))
-    if not cases and row.get("assertion"):  # e.g. Mbpp/124: complex inputs stored as text
+    if grader == "evalplus":
+        atol = [t for t, (status, _) in zip(evalplus_tolerances(row, out["results"]),
+                                            out["results"]) if status == "ok"]
+    else:
+        atol = max(float(row["atol"]), STRICT_MIN_ATOL)
+    tests = CallTests(_tested_function(name, row), cases, atol, grader=grader,
+                      alternatives=alternatives(name, row["entry_point"], [a for a, _ in cases]))
+    if not cases and row.get("assertion"):  # every input dropped (no such task in the files)
         tests = AssertTests(row["assertion"])
         meta["tests_from"] = "assertion"
         meta.pop("harness", None)

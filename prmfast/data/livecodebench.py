@@ -4,6 +4,8 @@ stdin/stdout problems (AtCoder, Codeforces) become StdioTests; functional (LeetC
 become CallTests on the method named in `starter_code`, called through a module-level shim
 appended to every program (meta["harness"]). A problem without any public test (abc350_c, a
 special-judge problem) is skipped, with a warning naming it: every program would pass it.
+By default outputs are compared as LiveCodeBench's grader does (sandbox grader "lcb");
+grader="strict" keeps the sandbox's exact comparison.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from prmfast.data.jsonl import DataError, Row, read_jsonl
 from prmfast.data.paths import resolve
-from prmfast.data.task import Task
+from prmfast.data.task import Task, sandbox_grader
 from prmfast.sandbox.specs import CallTests, StdioTests
 
 RELEASES = {"v1": "refined_test.jsonl", "v2": "refined_test2.jsonl", "v3": "refined_test3.jsonl",
@@ -23,6 +25,7 @@ FIELDS = {**dict.fromkeys(("question_id", "question_title", "question_content", 
                            "starter_code"), str), "public_test_cases": (str, list)}
 CASE_FIELDS = ("input", "output", "testtype")
 PREAMBLE = "from typing import *\n"
+STRICT_ATOL = 1e-6  # the strict grader's float tolerance (LiveCodeBench's `==` has none)
 
 
 def _shim(method: str) -> str:
@@ -56,7 +59,7 @@ def _cases(row: Row, where: str) -> list[dict]:
     return cases
 
 
-def _task(row: Row, release: str) -> Task | None:
+def _task(row: Row, release: str, grader: str) -> Task | None:
     where = f"{row.where} ({row['question_id']})"
     cases = _cases(row, where)
     if not cases:
@@ -66,7 +69,8 @@ def _task(row: Row, release: str) -> Task | None:
             "title": row["question_title"], "public_tests_only": True, "source": row.where}
     if {c["testtype"] for c in cases} == {"stdin"}:
         return Task(task_id=f"livecodebench/{row['question_id']}", prompt=question,
-                    tests=StdioTests([(c["input"], c["output"]) for c in cases]), entry_point=None,
+                    tests=StdioTests([(c["input"], c["output"]) for c in cases], grader),
+                    entry_point=None,
                     reference=None, meta={**meta, "testtype": "stdin"})
     names = re.findall(r"def (\w+)\(self", row["starter_code"])
     if len(names) != 1 or {c["testtype"] for c in cases} != {"functional"}:
@@ -75,17 +79,20 @@ def _task(row: Row, release: str) -> Task | None:
               _parse_value(c["output"], where)) for c in cases]
     return Task(task_id=f"livecodebench/{row['question_id']}",
                 prompt=question + PREAMBLE + "\n" + row["starter_code"].rstrip() + "\n",
-                tests=CallTests(names[0], calls, 1e-6), entry_point=names[0], reference=None,
+                tests=CallTests(names[0], calls, STRICT_ATOL if grader == "strict" else 0.0,
+                                grader=grader), entry_point=names[0], reference=None,
                 meta={**meta, "testtype": "functional", "preamble": PREAMBLE,
                       "harness": _shim(names[0])})
 
 
-def load(path=None, releases: list[str] | None = None) -> list[Task]:
+def load(path=None, releases: list[str] | None = None, grader: str = "official") -> list[Task]:
     """All releases by default; `releases` picks some (e.g. ["v5", "v6"]). `path` is the
-    livecodebench folder, the data folder above it, or one refined_test*.jsonl file."""
+    livecodebench folder, the data folder above it, or one refined_test*.jsonl file. grader
+    "official" compares as LiveCodeBench does, "strict" exactly."""
     unknown = set(releases or ()) - set(RELEASES)
     if unknown:
         raise ValueError(f"unknown releases {sorted(unknown)}; known: {list(RELEASES)}")
+    grader = sandbox_grader(grader, "lcb")
     if path is not None and Path(path).is_file():
         files = {next((r for r, f in RELEASES.items() if f == Path(path).name), "v?"): Path(path)}
     else:
@@ -94,7 +101,7 @@ def load(path=None, releases: list[str] | None = None) -> list[Task]:
     tasks, skipped = [], []
     for release, file in files.items():
         for row in read_jsonl(file, FIELDS):
-            task = _task(row, release)
+            task = _task(row, release, grader)
             if task is not None:
                 tasks.append(task)
             else:

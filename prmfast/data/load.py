@@ -6,7 +6,7 @@ from functools import partial
 from prmfast.config import ConfigError
 from prmfast.data import evalplus, humaneval, livecodebench, mbpp, synthetic
 from prmfast.data.jsonl import DataError
-from prmfast.data.task import Task, tasks_by_id
+from prmfast.data.task import GRADER_CHOICES, Task, tasks_by_id
 
 
 def _whole_benchmark(name: str, loader, split: str, path, **kw) -> list[Task]:
@@ -33,17 +33,29 @@ LOADERS = {
     "livecodebench": partial(_whole_benchmark, "livecodebench", livecodebench.load),
 }
 SPLIT_SIZES = {"train": "n_train", "validation": "n_val", "test": "n_test"}  # data.* keys
+# Datasets whose outputs a grader compares (the others are judged by their own asserts, or, for
+# the synthetic suite, always strictly).
+GRADED = ("humanevalplus", "mbppplus", "livecodebench")
 
 
-def load_tasks(name: str, split: str = "test", path=None, **kw) -> list[Task]:
+def load_tasks(name: str, split: str = "test", path=None, grader: str = "official",
+               **kw) -> list[Task]:
     """Tasks of dataset `name` (see LOADERS). `path`: a dataset file or a folder holding it
-    (default ../shared/data, or $PRMFAST_SHARED/data). Extra keywords go to the dataset's loader:
-    synthetic: n, seed, min_horizon, max_horizon, n_inputs; mbpp: variant ("full"|"sanitized");
+    (default ../shared/data, or $PRMFAST_SHARED/data). `grader`: "official" compares outputs as
+    the benchmark's own evaluator does (EvalPlus for humanevalplus/mbppplus, LiveCodeBench's),
+    "strict" by exact type and value (a stricter reward, not the benchmark's metric); it
+    changes nothing for humaneval and mbpp (their asserts decide) nor for the synthetic suite
+    (always strict). Extra keywords go to the dataset's loader: synthetic: n, seed,
+    min_horizon, max_horizon, n_inputs; mbpp: variant ("full"|"sanitized");
     humanevalplus/mbppplus: plus, cache_dir, workers; livecodebench: releases. Bad data (a
     malformed or empty file, duplicate task ids, an empty split) raises DataError naming the file
     and line."""
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
+    if grader not in GRADER_CHOICES:
+        raise ValueError(f"grader must be one of {GRADER_CHOICES}, got {grader!r}")
+    if name in GRADED:
+        kw["grader"] = grader
     tasks = LOADERS[name](split, path, **kw)
     tasks_by_id(tasks)                        # duplicate ids: DataError naming both lines
     return tasks

@@ -37,6 +37,17 @@ def tasks_by_id(tasks: list[Task]) -> dict[str, Task]:
     return by_id
 
 
+GRADER_CHOICES = ("official", "strict")
+
+
+def sandbox_grader(choice: str, official: str) -> str:
+    """The sandbox grader (prmfast.sandbox.compare.GRADERS) that a load's `grader` choice
+    means: "official" is the dataset's own (`official`), "strict" exact type and value."""
+    if choice not in GRADER_CHOICES:
+        raise ValueError(f"grader must be one of {GRADER_CHOICES}, got {choice!r}")
+    return official if choice == "official" else "strict"
+
+
 def horizon_bucket(horizon: int) -> str:
     """"short" (1-3 steps), "medium" (4-5) or "long" (6+)."""
     if horizon < 1:

@@ -5,10 +5,12 @@ tasks with special handling) unless PRMFAST_FULL_DATA_TESTS=1 (conftest.FULL).
 """
 import gzip
 import json
+from contextlib import nullcontext
 
 import pytest
 
 from prmfast.data import DataError, load_tasks, validate_tasks
+from prmfast.data.evalplus import evalplus_tolerances
 from prmfast.data.jsonl import read_jsonl
 from prmfast.data.mbpp import KNOWN_FAILURES as MBPP_KNOWN_FAILURES
 from prmfast.data.paths import resolve
@@ -20,18 +22,17 @@ pytestmark = needs_shared_data("humaneval")
 
 EVALPLUS_FILES = {"humanevalplus": "evalplus/HumanEvalPlus.jsonl.gz",
                   "mbppplus": "evalplus/MbppPlus.jsonl.gz"}
-# Tasks the sample always includes: special comparisons (EvalPlus oracles), a too-large output,
-# the assertion fallback (Mbpp/124).
+# Tasks the sample always includes: special comparisons (EvalPlus oracles), alternatives, a
+# too-large output, decoded arguments (complex numbers stored as text, nested tuples).
 EVALPLUS_ALWAYS = {"humanevalplus": {"HumanEval/32", "HumanEval/15"},
                    "mbppplus": {"Mbpp/2", "Mbpp/579", "Mbpp/769", "Mbpp/737", "Mbpp/787",
-                                "Mbpp/794", "Mbpp/164", "Mbpp/124", "Mbpp/630"}}
+                                "Mbpp/794", "Mbpp/164", "Mbpp/558", "Mbpp/581", "Mbpp/124",
+                                "Mbpp/252", "Mbpp/580", "Mbpp/630"}}
 # Inputs dropped with the full plus set, per task and reason (meta["dropped_inputs"]).
 EVALPLUS_DROPPED = {
     "humanevalplus": {"HumanEval/15": {"too_large": 21}, "HumanEval/100": {"too_large": 1},
                       "HumanEval/130": {"too_large": 10}},
-    "mbppplus": {"Mbpp/124": {"error": 119}, "Mbpp/252": {"error": 122},  # complex as text
-                 "Mbpp/580": {"error": 57},  # nested tuples stored as lists
-                 "Mbpp/255": {"too_large": 5}, "Mbpp/630": {"too_large": 2}},
+    "mbppplus": {"Mbpp/255": {"too_large": 5}, "Mbpp/630": {"too_large": 2}},
 }
 
 
@@ -154,10 +155,48 @@ def test_mbpp_references_fail_exactly_the_known(sandbox, variant):
 def test_evalplus_canonical_solutions_pass(sandbox, tmp_path, name, stride):
     tasks = evalplus_tasks(name, tmp_path, stride)
     by_id = {t.task_id: t for t in tasks}
-    assert all(t.tests.cases for t in tasks if isinstance(t.tests, CallTests))
-    assert [t.task_id for t in tasks if isinstance(t.tests, AssertTests)] == (
-        ["Mbpp/124"] if name == "mbppplus" else [])  # complex inputs stored as text
+    assert all(isinstance(t.tests, CallTests) and t.tests.cases for t in tasks)
     dropped = {t.task_id: t.meta["dropped_inputs"] for t in tasks if t.meta["dropped_inputs"]}
     assert dropped == {i: d for i, d in EVALPLUS_DROPPED[name].items() if i in by_id}
     report = validate_tasks(tasks, sandbox)
     assert report.ok, str(report)
+
+
+def test_evalplus_task_without_inputs_falls_back_to_its_asserts(tmp_path):
+    row = {"task_id": "Mbpp/1", "prompt": "", "entry_point": "f", "atol": 0,
+           "canonical_solution": "def f(x):\n    raise ValueError(x)\n",
+           "base_input": [[1]], "plus_input": [[2]], "assertion": "assert f(1) == 1\n"}
+    path = tmp_path / "MbppPlus.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps(row) + "\n")
+    (task,) = load_tasks("mbppplus", path=path, cache_dir=tmp_path)
+    assert task.tests == AssertTests("assert f(1) == 1\n") and task.meta["tests_from"] == "assertion"
+    assert task.meta["dropped_inputs"] == {"error": 2}
+
+
+@pytest.mark.parametrize("name", ["humanevalplus", "mbppplus", "livecodebench"])
+def test_grader_choice(name, tmp_path):
+    kw = {} if name == "livecodebench" else {"cache_dir": tmp_path, "plus": False}
+    with pytest.warns(UserWarning) if name == "livecodebench" else nullcontext():
+        official = load_tasks(name, **kw)
+        strict = load_tasks(name, grader="strict", **kw)
+    want = {"humanevalplus": "evalplus", "mbppplus": "evalplus", "livecodebench": "lcb"}[name]
+    assert {t.tests.grader for t in official} == {want}
+    assert {t.tests.grader for t in strict} == {"strict"}
+    assert all(t.tests.atol >= 1e-6 for t in strict if isinstance(t.tests, CallTests))
+    with pytest.raises(ValueError, match=r"grader must be one of \('official', 'strict'\)"):
+        load_tasks(name, grader="evalplus", **kw)
+
+
+def test_grader_changes_nothing_for_assert_datasets():
+    assert load_tasks("humaneval", grader="strict")[0].tests == load_tasks("humaneval")[0].tests
+
+
+def test_evalplus_tolerances_follow_evalplus():
+    """EvalPlus switches its float tolerance on at the first float output of a run (base or
+    plus) and keeps it for the rest of that run; a task's own atol applies throughout."""
+    row = {"base_input": [[1], [2], [3]], "atol": 0}
+    results = [("ok", 1), ("ok", 0.5), ("too_large", "..."), ("ok", 2), ("ok", [1.0])]
+    assert evalplus_tolerances(row, results) == [0.0, 1e-6, 1e-6, 0.0, 1e-6]
+    assert evalplus_tolerances({**row, "atol": 1e-4}, results) == [1e-4] * 5
+    assert evalplus_tolerances(row, [("ok", [1.0, 2]), ("ok", [1.0])]) == [0.0, 1e-6]
