@@ -10,7 +10,8 @@ rerun skips problems already there), DIR/<name>/settings.json the settings those
 (a rerun with other ones is refused), and DIR/<name>/summary.json the unbiased pass@k, the
 best-of-K curve and pass@1 split by response length. Estimators come from prmfast.eval.
 Errors are one `error:` line: exit 2 for a bad argument, --model or --out (or other settings
-than the folder's), 130 on Ctrl-C (rerunning the command resumes).
+than the folder's), 130 on Ctrl-C (rerunning the command resumes). Outputs are compared as each
+benchmark's own evaluator does (load_tasks' default grader: EvalPlus's, LiveCodeBench's).
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ from prmfast.sandbox.specs import MAX_TIMEOUT_S
 BENCHMARKS = ("humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench")
 DTYPES = ("float32", "bfloat16", "float16")
 SHOWN_IDS = 3                        # task ids a warning names
+# What versions from before a setting was recorded did: before `grader`, every benchmark's
+# outputs were compared strictly, so their results are not resumed under another grader.
+LEGACY_SETTINGS = {"grader": "strict"}
 # (flag dest, check, what the value must be); None (unset --limit / --workers) passes
 RANGES = (
     ("samples", lambda v: v >= 1, ">= 1"),
@@ -71,6 +75,7 @@ class Settings:
     prompt_style: str
     seed: int
     timeout_s: float
+    grader: str = "official"         # how outputs were compared (load_tasks' default)
 
 
 def build_prompts(tasks, tokenizer, style: str) -> list[list[int]]:
@@ -131,7 +136,9 @@ def check_settings(out_dir: Path, settings: Settings) -> None:
     if read_results(out_dir / "results.jsonl"):
         if path.exists():
             old = _read_settings(path)
-            # a key an older version did not record is not compared
+            # a key an older version did not record is not compared, unless that version
+            # behaved as one value of it (LEGACY_SETTINGS)
+            old = {**LEGACY_SETTINGS, **old}
             changes = [f"{key}: {json.dumps(old[key])} -> {json.dumps(value)}"
                        for key, value in new.items() if key in old and old[key] != value]
             if changes:
