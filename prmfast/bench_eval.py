@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from prmfast.data import extract_program, format_chat_prompt, load_tasks
+from prmfast.data.load import GRADED
 from prmfast.data.validate import job_timeout
 from prmfast.eval import best_of_k_curve, bucket_rates, length_bucket, mean_pass_at_k
 from prmfast.models.tokenizer import encode
@@ -37,9 +38,10 @@ from prmfast.sandbox.specs import MAX_TIMEOUT_S
 BENCHMARKS = ("humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench")
 DTYPES = ("float32", "bfloat16", "float16")
 SHOWN_IDS = 3                        # task ids a warning names
-# What versions from before a setting was recorded did: before `grader`, every benchmark's
-# outputs were compared strictly, so their results are not resumed under another grader.
-LEGACY_SETTINGS = {"grader": "strict"}
+# What versions from before a setting was recorded did, per benchmark: before `grader`, the
+# outputs of those whose grader it picks were compared strictly, so their results are not
+# resumed under another grader (humaneval and mbpp are judged by their asserts either way).
+LEGACY_SETTINGS = {name: {"grader": "strict"} for name in GRADED}
 # (flag dest, check, what the value must be); None (unset --limit / --workers) passes
 RANGES = (
     ("samples", lambda v: v >= 1, ">= 1"),
@@ -130,7 +132,7 @@ def read_results(path: Path) -> dict[str, dict]:
 
 def check_settings(out_dir: Path, settings: Settings) -> None:
     """Record `settings` in out_dir/settings.json; EvalError naming each changed key when
-    out_dir already has results made with other ones."""
+    out_dir (DIR/<benchmark>) already has results made with other ones."""
     path = out_dir / "settings.json"
     new = asdict(settings)
     if read_results(out_dir / "results.jsonl"):
@@ -138,7 +140,7 @@ def check_settings(out_dir: Path, settings: Settings) -> None:
             old = _read_settings(path)
             # a key an older version did not record is not compared, unless that version
             # behaved as one value of it (LEGACY_SETTINGS)
-            old = {**LEGACY_SETTINGS, **old}
+            old = {**LEGACY_SETTINGS.get(out_dir.name, {}), **old}
             changes = [f"{key}: {json.dumps(old[key])} -> {json.dumps(value)}"
                        for key, value in new.items() if key in old and old[key] != value]
             if changes:

@@ -1,5 +1,5 @@
 """`python -m prmfast.eval` records the grader (the official one) in settings.json, and does not
-resume a folder whose results predate that record: they were compared strictly."""
+resume a folder of a graded benchmark whose results predate that record (compared strictly)."""
 from __future__ import annotations
 
 import json
@@ -9,16 +9,23 @@ import pytest
 from prmfast import bench_eval
 
 
-def test_results_from_before_the_grader_setting_are_not_resumed(tmp_path):
-    args = bench_eval.parse_args(["--model", str(tmp_path / "m"), "--tasks", "mbppplus"])
+@pytest.mark.parametrize("name, refused", [("mbppplus", True), ("livecodebench", True),
+                                            ("humaneval", False), ("mbpp", False)])
+def test_results_from_before_the_grader_setting(tmp_path, name, refused):
+    args = bench_eval.parse_args(["--model", str(tmp_path / "m"), "--tasks", name])
     settings = bench_eval.eval_settings(args, "completion")
     assert settings.grader == "official"
-    (tmp_path / "results.jsonl").write_text(json.dumps({"task_id": "Mbpp/2"}) + "\n")
-    bench_eval.check_settings(tmp_path, settings)
-    saved = json.loads((tmp_path / "settings.json").read_text())
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "results.jsonl").write_text(json.dumps({"task_id": "t"}) + "\n")
+    bench_eval.check_settings(folder, settings)
+    saved = json.loads((folder / "settings.json").read_text())
     assert saved["grader"] == "official"
-    bench_eval.check_settings(tmp_path, settings)  # a resume
+    bench_eval.check_settings(folder, settings)  # a resume
     del saved["grader"]  # as an older version wrote it
-    (tmp_path / "settings.json").write_text(json.dumps(saved))
-    with pytest.raises(bench_eval.EvalError, match='grader: "strict" -> "official"'):
-        bench_eval.check_settings(tmp_path, settings)
+    (folder / "settings.json").write_text(json.dumps(saved))
+    if refused:
+        with pytest.raises(bench_eval.EvalError, match='grader: "strict" -> "official"'):
+            bench_eval.check_settings(folder, settings)
+    else:  # judged by their asserts: the grader never changed their results
+        bench_eval.check_settings(folder, settings)
