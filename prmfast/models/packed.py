@@ -1,19 +1,24 @@
 """Training forwards on the packed layout: S sequences as one run of N tokens with cu_seqlens.
 
-Attention never crosses a sequence boundary and positions restart at 0 in every sequence. The
-linear layers always run on the N packed tokens (no padding); attention, per implementation
+Attention never crosses a sequence boundary and positions restart at 0 in every sequence,
+except that a sequence may continue a parent (`parents`, built by `pack_shared`: a prompt that
+several responses share is packed once and each response attends to all of it, its positions
+continuing after it), which equals packing every prompt + response whole. The linear layers
+always run on the N packed tokens (no padding); attention, per implementation
 (`packed_attention_kind`, picked from the model and its device, nothing to configure):
 - "flash" (attn_implementation="flash_attention_2" / "_3", CUDA): only per-sequence
   position_ids are passed; transformers turns them into flash-attn's varlen cu_seqlens.
+  Sequences with parents run whole (each after a copy of its parent).
 - "bucketed" (sdpa or eager on the CPU, or a GPU without flash-attn; every model whose
   attention goes through transformers' AttentionInterface): inside each layer the packed
   queries, keys and values are gathered into a few right-padded [S_b, heads, T_b, D] blocks of
-  sequences of similar length (`PackedLayout`), attended with causal SDPA, and scattered back to
-  the packed order. A right-padded sequence under a causal mask never sees its padding, so the
-  result equals a padded forward of each sequence; the cost is sum over buckets of S_b * T_b^2
-  (at most 4 x sum of len^2), linear in the number of sequences, where a dense mask costs N^2.
+  sequences of similar length (`PackedLayout`), attended with causal SDPA (sequences with a
+  parent: keys are the parent's tokens then their own, under a per-row causal mask), and
+  scattered back to the packed order. A right-padded sequence under a causal mask never sees
+  its padding, so the result equals a padded forward of each sequence; the cost is linear in
+  the number of sequences, where a dense mask costs N^2.
 - "mask" (models whose attention does not dispatch through that interface): an explicit
-  block-diagonal causal mask [1, 1, N, N] built from cu_seqlens; quadratic in N.
+  block-diagonal causal mask [1, 1, N, N] built from cu_seqlens (and parents); quadratic in N.
 The numbers equal a padded forward of each sequence (tests/scale/test_packed_on_cpu.py).
 
 Log-probs go through kernels.token_logprobs on the hidden states, so the [N, V] logits never
@@ -123,8 +128,8 @@ class PackedLayout:
     buckets: the SDPA calls (`_Bucket`); sequences without a parent attend causally to
     themselves, sequences with one to all of their parent's tokens and causally to their own
     (a prompt shared by several responses is attended once per response but computed once). A
-    bucket holds the sequences (parent included) longer than half of its longest, so padding
-    at most quadruples a sequence's attention. order: [N] int64, where each packed token's row
+    bucket holds the sequences longer than half of its longest (own tokens: the queries), so
+    padding at most quadruples a sequence's attention to its own tokens. order: [N] int64, where each packed token's row
     is in the concatenation of the buckets' real rows; None when it is the packed order.
     max_length: the longest sequence, its parent included."""
     buckets: tuple[_Bucket, ...]
@@ -145,8 +150,7 @@ class PackedLayout:
         for with_parent in (False, True):
             members = [s for s in range(len(lengths))
                        if lengths[s] and (parent[s] >= 0) == with_parent]
-            for group in _length_buckets(members, [before[s] + lengths[s] for s in
-                                                   range(len(lengths))]):
+            for group in _length_buckets(members, lengths):
                 buckets.append(_bucket(group, cu, lengths, parent, before, with_parent, device))
         rows = torch.cat([b.query[b.valid] for b in buckets]) if buckets else \
             torch.zeros(0, dtype=torch.int64, device=device)
