@@ -170,7 +170,8 @@ def test_evalplus_task_without_inputs_falls_back_to_its_asserts(tmp_path):
     with gzip.open(path, "wt") as f:
         f.write(json.dumps(row) + "\n")
     (task,) = load_tasks("mbppplus", path=path, cache_dir=tmp_path)
-    assert task.tests == AssertTests("assert f(1) == 1\n") and task.meta["tests_from"] == "assertion"
+    assert task.tests == AssertTests("assert f(1) == 1\n")
+    assert task.meta["tests_from"] == "assertion"
     assert task.meta["dropped_inputs"] == {"error": 2}
 
 

@@ -18,7 +18,8 @@ BIG = 10**6
 # (got, expected, atol, EvalPlus passes): plain values against EvalPlus 0.3.1's rules.
 EVALPLUS_CASES = [
     (0, False, 0.0, True), (1, True, 0.0, True), (21.0, 21, 0.0, True),   # Python's ==
-    ([1, 2], [1.0, 2.0], 0.0, True), ({1: 2.0}, {True: 2}, 0.0, True), ({1, 2}, {2.0, 1}, 0.0, True),
+    ([1, 2], [1.0, 2.0], 0.0, True), ({1: 2.0}, {True: 2}, 0.0, True),
+    ({1, 2}, {2.0, 1}, 0.0, True),
     ((1, 2), [1, 2], 0.0, False), ("a", "b", 0.0, False), (None, 0, 0.0, False),
     (BIG * (1 + 1e-9), float(BIG), 0.0, True),          # rtol 1e-7
     (BIG * (1 + 1e-6), float(BIG), 0.0, False),
