@@ -129,9 +129,9 @@ class PackedLayout:
     themselves, sequences with one to all of their parent's tokens and causally to their own
     (a prompt shared by several responses is attended once per response but computed once). A
     bucket holds the sequences longer than half of its longest (own tokens: the queries), so
-    padding at most quadruples a sequence's attention to its own tokens. order: [N] int64, where each packed token's row
-    is in the concatenation of the buckets' real rows; None when it is the packed order.
-    max_length: the longest sequence, its parent included."""
+    padding at most quadruples a sequence's attention to its own tokens. order: [N] int64,
+    where each packed token's row is in the concatenation of the buckets' real rows; None when
+    it is the packed order. max_length: the longest sequence, its parent included."""
     buckets: tuple[_Bucket, ...]
     order: torch.Tensor | None
     max_length: int
@@ -249,8 +249,8 @@ def packed_hidden(backbone: nn.Module, input_ids: torch.Tensor, cu_seqlens: torc
     several responses to a prompt packed once (`pack_shared`): it attends to all of its
     parent's tokens and its positions continue after them; a parent has no parent itself and
     comes first. (flash-attn varlen cannot do this: there each child runs whole, after a copy
-    of its parent, as without sharing.) attention: "auto" (packed_attention_kind), or "bucketed" / "mask" to force one
-    CPU path (benchmarks and tests compare them).
+    of its parent, as without sharing.) attention: "auto" (packed_attention_kind), or
+    "bucketed" / "mask" to force one CPU path (benchmarks and tests compare them).
     """
     _check(input_ids, cu_seqlens, parents)
     if attention not in ATTENTION_CHOICES:

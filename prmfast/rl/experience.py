@@ -70,9 +70,10 @@ class PackedBatch:
     cu_seqlens [S+1] int64 delimits the response tokens of the packed layout (N in all; see
     the module docstring). `packed()` is what the forwards take, built once: a prompt that
     several sequences share is packed (and computed) once, its responses attending to it,
-    which equals packing each sequence whole (pack_shared). The right-padded views ([S, T] input_ids, attention_mask, and the [N] flat indices
-    act_index, tok_index into [S*T], targets [N]) are built on first use. Tensors live on
-    `device`, built on the CPU and moved there once."""
+    which equals packing each sequence whole (pack_shared). The right-padded views ([S, T]
+    input_ids, attention_mask, and the [N] flat indices act_index, tok_index into [S*T],
+    targets [N]) are built on first use. Tensors live on `device`, built on the CPU and moved
+    there once."""
     sequences: list[list[int]]
     prompt_lens: list[int]
     pad_id: int
