@@ -13,7 +13,7 @@ import math
 
 import torch
 from tqdm.auto import tqdm
-from transformers import StaticCache
+from transformers import DynamicCache
 
 from prmfast.device import module_device
 from prmfast.rollout.base import Sample
@@ -79,19 +79,12 @@ class HFGenerateBackend:
         return [out[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
     def _sample_batch(self, prompts, max_new_tokens, temperature, top_p, gen, device):
-        """Generate for one batch; returns tokens and log-probs, each [B, steps] (as lists).
-
-        The KV cache is a StaticCache of width + max_new_tokens positions and the attention
-        mask is built once at that length (positions past the current one are causally
-        masked): each decode step writes one position in place instead of concatenating the
-        whole cache and mask again."""
+        """Generate for one batch; returns tokens and log-probs, each [B, steps] (as lists)."""
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + max_new_tokens)
-                             for p in prompts], device=device)
-        pos = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
-        with torch.device(device):      # the cache makes its position counter on the default device
-            cache = StaticCache(config=self.model.config, max_cache_len=width + max_new_tokens)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                             cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         stop = torch.tensor(self.stop_ids, device=device)
@@ -106,6 +99,7 @@ class HFGenerateBackend:
             done |= torch.isin(tok, stop)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             logits = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                                 cache=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
