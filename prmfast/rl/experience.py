@@ -4,102 +4,155 @@ Rollouts (prompt ids + response ids) are packed into S sequences of response tok
 is its response tokens followed by EOS when the sample stopped on EOS, so N = sum of response
 lengths and `cu_seqlens` [S+1] delimits them. The policy, reference and critic forwards are
 prmfast.models.packed modules (PackedPolicy / PackedCritic, or those under a distributed engine)
-over the whole prompt + response sequences packed (`PackedBatch.packed`), read at the response
-tokens; the PRM runs on a right-padded [S, T] batch gathered at `tok_index`. Everything after the
-forwards (log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
+over the prompt + response sequences packed (`PackedBatch.packed`: a prompt that several
+samples share packed and computed once, its responses attending to it), read at the response
+tokens only; the PRM's backbone runs on the same packed inputs. Everything after the forwards
+(log-probs, values, PRM scores, KL, rewards, GAE, loss) stays packed.
 
-Position conventions (shared with prmfast.prm so a PRM score lands where it was trained):
-    act_index  the position whose hidden state predicts token t: policy / reference log-probs and
-               critic values V(s_t) (the state before action t)
-    tok_index  the position of token t itself: PRM score of the prefix ending at t, read at line
-               ends only
+Position conventions (shared with prmfast.prm so a PRM score lands where it was trained), for
+response token t (`PackedBatch.packed()`; `act_index` / `tok_index` are the same positions in
+the right-padded [S, T] view):
+    act       the position whose hidden state predicts token t (the previous token, or the
+              prompt's last): policy / reference log-probs and critic values V(s_t) (the state
+              before action t)
+    response  the position of token t itself: PRM score of the prefix ending at t, read at
+              line ends only
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 
 from prmfast import kernels
-from prmfast.models.packed import pack_sequences
+from prmfast.models.packed import (pack_sequences, pack_shared, packed_line_scores,
+                                   packed_predecessors)
 from prmfast.rl.algos import kl_estimate, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
 
 
-@dataclass
-class PackedBatch:
-    """S sequences ready for the model forwards.
+def _spans(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """starts, lengths [K] int64 -> the positions start_k .. start_k + length_k - 1, one span
+    after the other, [sum of lengths] int64."""
+    ends = torch.cumsum(lengths, 0)
+    offsets = torch.repeat_interleave(starts - (ends - lengths), lengths)
+    return offsets + torch.arange(int(ends[-1]) if len(ends) else 0, dtype=torch.int64,
+                                  device=starts.device)
 
-    input_ids, attention_mask [S, T] (right padded prompt + response); cu_seqlens [S+1] int64;
-    targets [N] int64 (the response tokens); act_index, tok_index [N] int64 (flat indices into
-    [S*T], see the module docstring). `sequences` and `prompt_lens` keep the unpadded form so
-    minibatches can be re-padded tightly. The tensors live on one device (the models'), built
-    on the CPU and moved there once."""
+
+def _whole(sequences: list[list[int]], prompt_lens: list[int]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every prompt + response packed whole, on the CPU: (input_ids [M], cu_seqlens [S+1],
+    response [N]: the packed position of every response token)."""
+    ids, cu = pack_sequences(sequences)
+    prompts = torch.tensor(prompt_lens, dtype=torch.int64, device=cu.device)
+    return ids, cu, _spans(cu[:-1] + prompts, cu.diff() - prompts)
+
+
+@dataclass(frozen=True)
+class PackedInputs:
+    """A PackedBatch as the packed forwards take it (prmfast.models.packed.pack_shared):
+    input_ids [M], cu_seqlens [G+1], parents [G] int64, response [N] (the packed position of
+    every response token, in the batch's token order) and act [N] (the position whose hidden
+    state predicts it)."""
+    input_ids: torch.Tensor
+    cu_seqlens: torch.Tensor
+    parents: torch.Tensor
+    response: torch.Tensor
+    act: torch.Tensor
+
+
+@dataclass(eq=False)
+class PackedBatch:
+    """S sequences (prompt + response token lists) ready for the model forwards.
+
+    cu_seqlens [S+1] int64 delimits the response tokens of the packed layout (N in all; see
+    the module docstring). `packed()` is what the forwards take, built once: a prompt that
+    several sequences share is packed (and computed) once, its responses attending to it,
+    which equals packing each sequence whole (pack_shared). The right-padded views ([S, T]
+    input_ids, attention_mask, and the [N] flat indices act_index, tok_index into [S*T],
+    targets [N]) are built on first use. Tensors live on `device`, built on the CPU and moved
+    there once."""
     sequences: list[list[int]]
     prompt_lens: list[int]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    pad_id: int
+    device: torch.device
     cu_seqlens: torch.Tensor
-    targets: torch.Tensor
-    act_index: torch.Tensor
-    tok_index: torch.Tensor
+    _inputs: PackedInputs = field(repr=False)
 
     @classmethod
     def from_sequences(cls, sequences: list[list[int]], prompt_lens: list[int], pad_id: int,
                        device: torch.device | str = "cpu") -> "PackedBatch":
-        cpu = torch.device("cpu")
-        n_seq = len(sequences)
-        width = max([len(s) for s in sequences] + [1])
-        input_ids = torch.full((n_seq, width), pad_id, dtype=torch.long, device=cpu)
-        attention_mask = torch.zeros((n_seq, width), dtype=torch.long, device=cpu)
-        lengths, act, targets = [], [], []
-        for i, (seq, p) in enumerate(zip(sequences, prompt_lens)):
+        for i, p in enumerate(prompt_lens):
             if p < 1:
                 raise ValueError(f"prompt_lens[{i}]: a prompt needs at least one token")
-            input_ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long, device=cpu)
-            attention_mask[i, :len(seq)] = 1
-            lengths.append(len(seq) - p)
-            act.append(torch.arange(p - 1, len(seq) - 1, device=cpu) + i * width)
-            targets.extend(seq[p:])
-        cu = torch.zeros(n_seq + 1, dtype=torch.long, device=cpu)
-        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.long, device=cpu), 0)
-        act_index = torch.cat(act) if act else torch.zeros(0, dtype=torch.long, device=cpu)
-        tensors = (input_ids, attention_mask, cu,
-                   torch.tensor(targets, dtype=torch.long, device=cpu), act_index, act_index + 1)
-        return cls(sequences, prompt_lens, *(t.to(device) for t in tensors))
-
-    @property
-    def device(self) -> torch.device:
-        return self.input_ids.device
-
-    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The whole prompt + response sequences packed for prmfast.models.packed forwards:
-        (input_ids [M], cu_seqlens [S+1], response [N]: the packed position of every response
-        token, in this batch's token order), on the batch's device."""
         cpu = torch.device("cpu")
-        ids, cu = pack_sequences(self.sequences)
-        starts = cu[:-1] + torch.tensor(self.prompt_lens, dtype=torch.long, device=cpu)
-        spans = zip(starts.tolist(), cu[1:].tolist())
-        response = [torch.arange(b, e, device=cpu) for b, e in spans]
-        response = (torch.cat(response) if response
-                    else torch.zeros(0, dtype=torch.long, device=cpu))
-        return ids.to(self.device), cu.to(self.device), response.to(self.device)
+        ids, cu, parents, response = pack_shared([s[:p] for s, p in zip(sequences, prompt_lens)],
+                                                 [s[p:] for s, p in zip(sequences, prompt_lens)])
+        cu_response = torch.zeros(len(sequences) + 1, dtype=torch.int64, device=cpu)
+        torch.cumsum(torch.tensor([len(s) - p for s, p in zip(sequences, prompt_lens)],
+                                  dtype=torch.int64, device=cpu), 0, out=cu_response[1:])
+        act = packed_predecessors(cu, parents)[response]
+        device = torch.device(device)
+        inputs = PackedInputs(*(t.to(device) for t in (ids, cu, parents, response, act)))
+        return cls(list(sequences), list(prompt_lens), pad_id, device, cu_response.to(device),
+                   inputs)
+
+    def packed(self) -> PackedInputs:
+        """The batch as the packed forwards take it, on the batch's device."""
+        return self._inputs
 
     @property
     def num_tokens(self) -> int:
-        return int(self.cu_seqlens[-1])
+        return len(self._inputs.response)
 
     def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
-        """A minibatch of the given sequences, re-padded, and the [N_mb] index of its tokens in
-        this batch's packed tensors (both on this batch's device)."""
-        cpu = torch.device("cpu")
+        """A minibatch of the given sequences, and the [N_mb] index of its tokens in this
+        batch's packed tensors (both on this batch's device)."""
         sub = PackedBatch.from_sequences([self.sequences[i] for i in seq_ids],
                                          [self.prompt_lens[i] for i in seq_ids], pad_id,
                                          self.device)
-        cu = self.cu_seqlens.tolist()
-        index = [torch.arange(cu[i], cu[i + 1], device=cpu) for i in seq_ids]
-        index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=cpu)
+        cu = self.cu_seqlens.cpu()
+        chosen = torch.tensor(seq_ids, dtype=torch.int64, device=cu.device)
+        index = _spans(cu[:-1][chosen], cu.diff()[chosen])
         return sub, index.to(self.device)
+
+    @functools.cached_property
+    def _padded(self) -> tuple[torch.Tensor, ...]:
+        """(input_ids [S, T], attention_mask [S, T], act_index [N], targets [N])."""
+        ids, cu, response = _whole(self.sequences, self.prompt_lens)
+        cpu, lengths = torch.device("cpu"), cu.diff()
+        n_seq, width = len(lengths), max(int(lengths.max()) if len(lengths) else 0, 1)
+        row = torch.repeat_interleave(torch.arange(n_seq, device=cpu), lengths)
+        flat = (row * width + torch.arange(len(ids), device=cpu)
+                - torch.repeat_interleave(cu[:-1], lengths))
+        input_ids = torch.full((n_seq * width,), self.pad_id, dtype=torch.long, device=cpu)
+        attention_mask = torch.zeros(n_seq * width, dtype=torch.long, device=cpu)
+        input_ids[flat], attention_mask[flat] = ids, 1
+        tensors = (input_ids.view(n_seq, width), attention_mask.view(n_seq, width),
+                   flat[response] - 1, ids[response])
+        return tuple(t.to(self.device) for t in tensors)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self._padded[0]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self._padded[1]
+
+    @property
+    def act_index(self) -> torch.Tensor:
+        return self._padded[2]
+
+    @property
+    def tok_index(self) -> torch.Tensor:
+        return self._padded[2] + 1
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self._padded[3]
 
 
 def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -109,27 +162,30 @@ def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     return torch.zeros(lengths.numel(), dtype=x.dtype, device=x.device).index_add_(0, seq, x)
 
 
-def _gather_hidden(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """[S, T, H] -> [N, H] at flat positions `index`."""
-    return hidden.reshape(-1, hidden.shape[-1])[index]
+def _past_the_engine(output: torch.Tensor) -> torch.Tensor:
+    """A view of an engine's forward output, so that the loss's first autograd pass
+    (prmfast.distributed.backward_per_model) stops at the view: DeepSpeed hooks the outputs
+    themselves, and a gradient reaching them starts its backward bookkeeping before the
+    engine's own backward (ZeRO-2 then reduced an empty gradient bucket)."""
+    return output.view_as(output)
 
 
 def policy_logprobs(policy, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of the response tokens. -> ([N], [N]).
 
     policy: a PackedPolicy (its temperature applies), or one under a distributed engine
-    (prmfast.distributed.Wrapped): one packed forward, read at the response tokens."""
-    ids, cu, response = batch.packed()
-    logprobs, entropy = policy(ids, cu)
-    return logprobs[response], entropy[response]
+    (prmfast.distributed.Wrapped): one packed forward, the LM head at the response tokens only."""
+    x = batch.packed()
+    logprobs, entropy = policy(x.input_ids, x.cu_seqlens, at=x.response, parents=x.parents)
+    return _past_the_engine(logprobs), _past_the_engine(entropy)
 
 
 def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
     """V(s_t) for every response token t, read at the position before t. -> [N].
 
     critic: a PackedCritic, or one under a distributed engine (prmfast.distributed.Wrapped)."""
-    ids, cu, response = batch.packed()
-    return critic(ids, cu)[response - 1]
+    x = batch.packed()
+    return _past_the_engine(critic(x.input_ids, x.cu_seqlens, at=x.act, parents=x.parents))
 
 
 def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
@@ -139,9 +195,9 @@ def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Te
     from prmfast.prm_frozen import FrozenBackbonePRM
     if isinstance(prm, FrozenBackbonePRM):
         return prm.packed_line_scores(batch, line_end)
-    hidden = prm.hidden(batch.input_ids, attention_mask=batch.attention_mask)
-    return kernels.line_scores(_gather_hidden(hidden, batch.tok_index), prm.head.weight[0],
-                               prm.head.bias, line_end)
+    x = batch.packed()
+    return packed_line_scores(prm, x.input_ids, x.cu_seqlens, line_end, at=x.response,
+                              parents=x.parents)
 
 
 @dataclass

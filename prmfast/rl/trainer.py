@@ -37,6 +37,7 @@ from prmfast.labeling.search import oracle_m_star
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.models.packed import PackedCritic, PackedPolicy
+from prmfast import profiling
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
@@ -125,9 +126,13 @@ class PPOTrainer:
             ds_config = D.load_deepspeed_config(rl.deepspeed_config,
                                                 deepspeed_overrides(self.cfg, self.device),
                                                 device=self.device)
-        engine = D.wrap_model(module, rl.engine,
-                              lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-                              max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
+        # torch's fused AdamW kernel (CPU and CUDA): a third of the per-parameter loop's time
+        # for the default policy; left off under DeepSpeed (not tried with ZeRO's wrapper)
+        fused = rl.engine != "deepspeed"
+        engine = D.wrap_model(
+            module, rl.engine,
+            lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused),
+            max_grad_norm=rl.max_grad_norm, ds_config=ds_config)
         total_updates = rl.steps * rl.ppo_epochs * rl.minibatches
         schedule = lambda i: lr_factor(rl.lr_schedule, i, total_updates, rl.lr_warmup_steps)  # noqa: E731
         return (engine, engine.optimizer,
@@ -166,6 +171,7 @@ class PPOTrainer:
         row["tokens_per_s"] = batch.num_tokens / total if total > 0 else 0.0
         row = D.all_reduce_metrics(row)     # means over ranks; throughput is their sum
         row["step"], row["tokens_per_s"] = self.step, row["tokens_per_s"] * D.get_world_size()
+        profiling.step()                    # a trace window counts iterations (--profile)
         return row
 
     def _score_rollouts(self, pairs, timer) -> tuple[PackedBatch, list]:
