@@ -14,10 +14,11 @@ tuples as lists). prmfast judges with the datasets' default ("official") grader.
 A disagreement is explained when the task is a known EvalPlus bug (EVALUATOR_BUGS), when
 EvalPlus fails the program on an input prmfast drops (an output over MAX_CASE_BYTES), or as a
 load-dependent result: both evaluators judge the task again alone (no other task's programs
-running beside it) with generous time limits and then agree, or one of them still times out. Any other is unexplained (exit status 1). Writes
-OUT/summary.json and prints per dataset agreed/total, every disagreement, and both evaluators'
-wall times on the same programs with the same number of workers (EvalPlus's `evaluate()` call
-with its ground truth cached; prmfast's cached load, sandbox start and run).
+running beside it) with generous time limits and then agree, or one of them still times out.
+Any other is unexplained (exit status 1). Writes OUT/summary.json and prints per dataset
+agreed/total, every disagreement, and both evaluators' wall times on the same programs with the
+same number of workers (EvalPlus's `evaluate()` call with its ground truth cached; prmfast's
+cached load, sandbox start and run; --repeat N times both N times, alternating).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import copy
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -273,9 +275,10 @@ def explain(sample: Sample, ours, theirs: dict, recheck: tuple | None, dropped: 
 
 
 def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int = 2,
-              timeout_s: float = SANDBOX_TIMEOUT_S) -> dict:
+              timeout_s: float = SANDBOX_TIMEOUT_S, repeat: int = 1) -> dict:
     """Judge every sample of the chosen tasks (all when None) with both evaluators; the
-    report (see the module docstring)."""
+    report (see the module docstring). `repeat` > 1 times both again, alternating (the
+    verdicts are the first run's)."""
     rows = read_jsonl(resolve(None, FILES[name]))
     if task_ids is not None:
         unknown = set(task_ids) - {r["task_id"] for r in rows}
@@ -288,6 +291,12 @@ def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int 
     samples = [s for r in rows for s in samples_for(name, r, tasks[r["task_id"]])]
     ours, ours_s = run_prmfast(name, dataset, cache, samples, workers, timeout_s)
     theirs, theirs_s = run_evalplus(name, rows, samples, folder / "evalplus", workers)
+    walls = {"evalplus": [round(theirs_s, 1)], "prmfast": [round(ours_s, 1)]}
+    for _ in range(repeat - 1):
+        walls["prmfast"].append(round(run_prmfast(name, dataset, cache, samples, workers,
+                                                  timeout_s)[1], 1))
+        walls["evalplus"].append(round(run_evalplus(name, rows, samples, folder / "evalplus",
+                                                    workers)[1], 1))
     differ = [i for i, (r, t) in enumerate(zip(ours, theirs)) if r.passed != t["passed"]]
     dropped = dropped_inputs(name, dataset, rows, cache)
     reasons = {i: explain(samples[i], ours[i], theirs[i], None, dropped[samples[i].task_id])
@@ -316,8 +325,11 @@ def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int 
             "prmfast_timeout_job_s": round(sum(r.wall_s for r in ours if r.status == "timeout"), 1),
             "disagreements": disagreements,
             "unexplained": [d for d in disagreements if d["explained"] is None],
-            "wall_s": {"evalplus": round(theirs_s, 2), "prmfast": round(ours_s, 2)},
+            "wall_s": walls,
             "workers": workers, "timeout_s": timeout_s}
+
+
+PREFIXES = {"humanevalplus": "HumanEval/", "mbppplus": "Mbpp/"}
 
 
 def main(argv=None) -> int:
@@ -325,6 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="humanevalplus,mbppplus")
     p.add_argument("--tasks", default=None, help="comma-separated task ids (default: all)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs of each evaluator")
     p.add_argument("--timeout-s", type=float, default=SANDBOX_TIMEOUT_S,
                    help="prmfast's per-job floor (python -m prmfast.eval --timeout-s)")
     p.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
@@ -332,28 +345,40 @@ def main(argv=None) -> int:
     names = args.datasets.split(",")
     if set(names) - set(FILES):
         p.error(f"--datasets: choose from {sorted(FILES)}")
+    if args.workers < 1 or args.repeat < 1 or not args.timeout_s > 0:
+        p.error("--workers and --repeat must be >= 1, --timeout-s > 0")
     ids = args.tasks.split(",") if args.tasks else None
+    chosen = {name: None if ids is None else [i for i in ids if i.startswith(PREFIXES[name])]
+              for name in names}
+    if ids is not None and sorted(sum(chosen.values(), [])) != sorted(ids):
+        p.error(f"--tasks: ids must start with {' or '.join(PREFIXES[n] for n in names)}")
     out = args.out or Path(tempfile.mkdtemp(prefix="evalplus-agreement-"))
     reports = []
     for name in names:
-        chosen = None if ids is None else [i for i in ids if i.startswith(
-            "HumanEval/" if name == "humanevalplus" else "Mbpp/")]
-        report = agreement(name, chosen, out / name, args.workers, args.timeout_s)
+        if chosen[name] == []:
+            continue
+        report = agreement(name, chosen[name], out / name, args.workers, args.timeout_s,
+                           args.repeat)
         reports.append(report)
-        print(f"{name}: agreed {report['agreed']}/{report['samples']} samples "
-              f"({report['tasks']} tasks; {report['kinds']}); pass: evalplus "
-              f"{report['evalplus_pass']}, prmfast {report['prmfast_pass']}")
-        for d in report["disagreements"]:
-            print(f"  {d['task_id']} [{d['kind']}]: prmfast {d['prmfast']}, evalplus "
-                  f"{'/'.join(d['evalplus'])}: {d['explained'] or 'UNEXPLAINED'}")
-        w = report["wall_s"]
-        print(f"  wall time, {report['workers']} workers: evalplus {w['evalplus']} s, prmfast "
-              f"{w['prmfast']} s ({w['evalplus'] / w['prmfast']:.2f}x); prmfast: "
-              f"{report['prmfast_timeouts']} timeouts at --timeout-s {report['timeout_s']:g}, "
-              f"{report['prmfast_timeout_job_s']} s of job time")
+        print_report(report)
     (out / "summary.json").write_text(json.dumps(reports, indent=1) + "\n")
     print(f"written: {out / 'summary.json'}")
     return 1 if any(r["unexplained"] for r in reports) else 0
+
+
+def print_report(report: dict) -> None:
+    print(f"{report['dataset']}: agreed {report['agreed']}/{report['samples']} samples "
+          f"({report['tasks']} tasks; {report['kinds']}); pass: evalplus "
+          f"{report['evalplus_pass']}, prmfast {report['prmfast_pass']}")
+    for d in report["disagreements"]:
+        print(f"  {d['task_id']} [{d['kind']}]: prmfast {d['prmfast']}, evalplus "
+              f"{'/'.join(d['evalplus'])}: {d['explained'] or 'UNEXPLAINED'}")
+    walls = report["wall_s"]
+    ratio = statistics.median(walls["evalplus"]) / statistics.median(walls["prmfast"])
+    print(f"  wall time, {report['workers']} workers: evalplus {walls['evalplus']} s, prmfast "
+          f"{walls['prmfast']} s (medians: {ratio:.2f}x); prmfast: {report['prmfast_timeouts']} "
+          f"timeouts at --timeout-s {report['timeout_s']:g}, {report['prmfast_timeout_job_s']} s "
+          "of job time")
 
 
 if __name__ == "__main__":
