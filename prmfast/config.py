@@ -153,7 +153,7 @@ class PRMConfig:
     response_norm: bool = False       # every response weighs equally in the MSE
     head_lr: float | None = None      # the head's learning rate (None: lr)
     early_stop: str = "loss"          # loss (val. MSE) | auc (val. line AUC) | within_task
-    # a frozen pretrained backbone with its own tokenizer instead (prmfast/prm_frozen.py):
+    # a frozen pretrained backbone with its own tokenizer instead (prmfast/prm/frozen.py):
     pretrained: str | None = None     # HF causal-LM folder or .gguf file (null: fine-tune prm.init)
     ridge: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
     layer: int | None = None          # read the backbone's layer 1..n (null: its last); cheaper

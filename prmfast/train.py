@@ -38,7 +38,7 @@ STAGES: dict[str, Stage] = {
     "rl": _lazy("prmfast.rl.stage", "run_rl"),
     "rl_baseline": _lazy("prmfast.rl.stage", "run_rl_baseline"),
     "collect": _lazy("prmfast.labeling.collect", "run"),
-    "prm": _lazy("prmfast.prm", "run"),
+    "prm": _lazy("prmfast.prm.stage", "run"),
     "rl_prm": _lazy("prmfast.rl.stage", "run_rl_prm"),
     "eval": _lazy("prmfast.report", "run_eval"),
     "report": _lazy("prmfast.report", "run_report"),
@@ -58,7 +58,7 @@ MODEL_CHECK = ("prmfast.config", "check_model_config")
 CHECKS: dict[str, tuple[str, str]] = {
     "sft": ("prmfast.config", "check_sft_config"),
     "collect": ("prmfast.labeling.collect", "check_collect_config"),
-    "prm": ("prmfast.prm", "check_prm_config"),
+    "prm": ("prmfast.prm.stage", "check_prm_config"),
     "rl": ("prmfast.rl.stage", "check_rl_config"),
     "rl_baseline": ("prmfast.rl.stage", "check_rl_baseline_config"),
     "rl_prm": ("prmfast.rl.stage", "check_rl_prm_config"),

@@ -174,8 +174,9 @@ def test_rl_iteration_creates_every_tensor_on_the_models_device_on_cpu(tiny_rl, 
 
 def test_prm_and_sft_training_create_tensors_on_the_models_device_on_cpu(tiny_rl, tmp_path,
                                                                          monkeypatch):
-    from prmfast import prm as P
     from prmfast import sft
+    from prmfast.prm import ValuePRM
+    from prmfast.prm.train import train_prm
     monkeypatch.setattr(torch.optim, "AdamW", CpuStepAdamW)
     cfg, tasks, tok, policy, prm = tiny_rl
     examples = _prm_examples(tok, tasks)
@@ -185,11 +186,11 @@ def test_prm_and_sft_training_create_tensors_on_the_models_device_on_cpu(tiny_rl
     sft_examples = sft.build_examples(tok, tasks, max_len=512)
     results = []
     for default in ("cpu", "meta"):
-        model = copy.deepcopy(prm).to(select_device(cfg.model.device))
+        model = ValuePRM.of(copy.deepcopy(prm), tok.pad_token_id).to(
+            select_device(cfg.model.device))
         with torch.device(default):
-            history = P.train_prm(model, examples[:6], examples[6:], prm_cfg, tok.pad_token_id,
-                                  progress=False)
-            scores = P.predict(model, examples, tok.pad_token_id)
+            history = train_prm(model, examples[:6], examples[6:], prm_cfg, progress=False)
+            scores = model.predict(examples)
         lm = copy.deepcopy(policy)
         with torch.device(default):
             losses = sft.train(lm, sft_examples, sft_cfg, tmp_path / default, seed=0,
@@ -205,7 +206,7 @@ def test_prm_and_sft_training_create_tensors_on_the_models_device_on_cpu(tiny_rl
 def _prm_examples(tok, tasks):
     """A PRM example per task: its reference, lines labelled +1 / -1 alternately."""
     from prmfast.lines import segment
-    from prmfast.prm import example
+    from prmfast.prm.data import example
     out = []
     for i, task in enumerate(tasks):
         prompt, response = encode(tok, task.prompt), encode(tok, task.reference)
@@ -256,15 +257,15 @@ def test_rl_iteration_on_cuda_and_its_state_resumes_on_the_cpu(tiny_rl, tmp_path
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_prm_and_sft_training_on_cuda_on_cpu_checkpoints(tiny_rl, tmp_path):
     """PRM and SFT training with the models on the GPU; SFT's checkpoint loads on the CPU."""
-    from prmfast import prm as P
     from prmfast import sft
+    from prmfast.prm import ValuePRM
+    from prmfast.prm.train import train_prm
     cfg, tasks, tok, policy, prm = tiny_rl
     gpu = select_device("cuda")
     examples = _prm_examples(tok, tasks)
-    model = copy.deepcopy(prm).to(gpu)
-    P.train_prm(model, examples[:6], examples[6:], load_config("smoke").prm, tok.pad_token_id,
-                progress=False)
-    assert all(len(s) > 0 for s in P.predict(model, examples, tok.pad_token_id))
+    model = ValuePRM.of(copy.deepcopy(prm), tok.pad_token_id).to(gpu)
+    train_prm(model, examples[:6], examples[6:], load_config("smoke").prm, progress=False)
+    assert all(len(s) > 0 for s in model.predict(examples))
     sft_cfg = load_config("smoke", sets=["sft.batch_size=4", "sft.checkpoint_every=1"]).sft
     lm = copy.deepcopy(policy).to(gpu)
     sft.train(lm, sft.build_examples(tok, tasks, 512), sft_cfg, tmp_path, seed=0, progress=False)

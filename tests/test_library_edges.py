@@ -11,18 +11,20 @@ import torch
 from prmfast.config import load_config
 from prmfast.labeling import Prober, Response, label_responses
 from prmfast.labeling.search import line_labels, m_star
-from prmfast.prm import (aggregate, collate, example, make_batch, predict, rerank,
-                         rerank_margins, roc_auc, train_prm, within_task_auc)
+from prmfast.prm.data import collate, example, make_batch
+from prmfast.prm.metrics import aggregate, rerank, rerank_margins, roc_auc, within_task_auc
+from prmfast.prm.train import train_prm
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from prmfast.models import ValueModel, build_tiny_model, encode, train_tokenizer
+    from prmfast.models import build_tiny_model, encode, train_tokenizer
+    from prmfast.prm import ValuePRM
 
     texts = ["    xs = sorted(xs)\n    return xs[:2]\n", "def f(xs):\n"]
     tok = train_tokenizer(texts * 30, vocab_size=300)
     torch.manual_seed(0)
-    prm = ValueModel.from_causal_lm(build_tiny_model(tok, load_config("smoke").model))
+    prm = ValuePRM.from_causal_lm(build_tiny_model(tok, load_config("smoke").model))
     with torch.no_grad():                  # every line scores exactly the bias
         prm.head.weight.zero_()
         prm.head.bias.fill_(0.5)
@@ -76,11 +78,11 @@ def test_predict_scores_the_same_example_object_twice_on_cpu(tiny):
     tok, prm, p, r = tiny
     e1 = example(p, r, segment(r, tok).spans, [1.0, -1.0])
     e2 = example(p, r[:3], [(0, 3)], [1.0])
-    assert predict(prm, [e1, e1], tok.pad_token_id) == [[0.5, 0.5], [0.5, 0.5]]
-    got = predict(prm, [e1, e2, e1], tok.pad_token_id, batch_size=1)
+    assert prm.predict([e1, e1]) == [[0.5, 0.5], [0.5, 0.5]]
+    got = prm.predict([e1, e2, e1], batch_size=1)
     assert got == [[0.5, 0.5], [0.5], [0.5, 0.5]]
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        predict(prm, [e1], tok.pad_token_id, batch_size=0)
+        prm.predict([e1], batch_size=0)
 
 
 def test_rerank_and_within_task_auc_reject_empty_groups_and_non_finite_scores_on_cpu():
@@ -111,12 +113,11 @@ def test_train_prm_rejects_no_examples_and_zero_batch_size_on_cpu(tiny):
     e1 = example(p, r, segment(r, tok).spans, [1.0, -1.0])
     cfg = dataclasses.replace(load_config("smoke").prm, epochs=1)
     with pytest.raises(ValueError, match="no training examples"):
-        train_prm(prm, [], [], cfg, tok.pad_token_id, progress=False)
+        train_prm(prm, [], [], cfg, progress=False)
     with pytest.raises(ValueError, match="no training examples"):
-        train_prm(prm, [], [e1], cfg, tok.pad_token_id, progress=False)
+        train_prm(prm, [], [e1], cfg, progress=False)
     with pytest.raises(ValueError, match="prm.batch_size must be >= 1, got 0"):
-        train_prm(prm, [e1], [], dataclasses.replace(cfg, batch_size=0), tok.pad_token_id,
-                  progress=False)
+        train_prm(prm, [e1], [], dataclasses.replace(cfg, batch_size=0), progress=False)
 
 
 # ---------------------------------------------------------------- labelling
@@ -189,7 +190,8 @@ def test_m_star_requires_a_search_point_within_the_code_lines_on_cpu():
 
 def test_metric_helpers_name_the_mismatched_argument_on_cpu(tiny):
     from prmfast.lines import segment
-    from prmfast.prm import comment_targets, group_by_task, validation_metrics
+    from prmfast.prm.data import comment_targets
+    from prmfast.prm.metrics import group_by_task, validation_metrics
 
     tok, _, p, r = tiny
     e = example(p, r, segment(r, tok).spans, [1.0, -1.0])

@@ -8,11 +8,13 @@ import torch
 
 from prmfast.config import load_config
 from prmfast.errors import StageError
-from prmfast.prm import (aggregate, collate, comment_targets, example, first_bad_index,
-                         group_by_task, line_metrics, line_values, localisation, loss_weights,
-                         make_batch, mse_loss, oracle_labels, predict, rerank, rerank_margins,
-                         roc_auc, score_lines, selection_key, split_by_task, train_prm,
-                         validation_metrics, with_weights, within_task_auc)
+from prmfast.prm.data import (collate, comment_targets, example, line_values, loss_weights,
+                              make_batch, with_weights)
+from prmfast.prm.metrics import (aggregate, first_bad_index, group_by_task, line_metrics,
+                                 localisation, oracle_labels, rerank, rerank_margins, roc_auc,
+                                 selection_key, validation_metrics, within_task_auc)
+from prmfast.prm.stage import split_by_task
+from prmfast.prm.train import mse_loss, train_prm
 
 
 def test_comment_targets_neutral_and_hack_on_cpu():
@@ -128,14 +130,15 @@ def test_collate_puts_targets_on_line_end_tokens_on_cpu():
 
 @pytest.fixture
 def tiny():
-    from prmfast.models import ValueModel, build_tiny_model, train_tokenizer
+    from prmfast.models import build_tiny_model, train_tokenizer
+    from prmfast.prm import ValuePRM
 
     texts = ["    xs = [x for x in xs if x > 3]\n    xs = sorted(xs)\n    # note\n    return sum(xs)\n",
              "    xs = [x * 2 for x in xs]\n    return len(xs)\n", "# Write f(xs):\ndef f(xs):\n"]
     tok = train_tokenizer(texts * 30, vocab_size=300)
     torch.manual_seed(0)
     cfg = load_config("smoke").model
-    return tok, ValueModel.from_causal_lm(build_tiny_model(tok, cfg)), texts
+    return tok, ValuePRM.from_causal_lm(build_tiny_model(tok, cfg)), texts
 
 
 def test_score_lines_api_places_scores_on_line_ends_on_cpu(tiny):
@@ -147,7 +150,7 @@ def test_score_lines_api_places_scores_on_line_ends_on_cpu(tiny):
         prm.head.bias.fill_(0.5)
     prompt, resp = encode(tok, texts[2]), [encode(tok, t) for t in texts[:2]]
     batch = make_batch([prompt, prompt], resp, tok)
-    scores = score_lines(prm, batch)
+    scores = prm.line_scores(batch.input_ids, batch.line_end, batch.attention_mask)
     assert scores.shape == batch.input_ids.shape
     assert (scores[~batch.line_end] == 0).all() and (scores[batch.line_end] != 0).all()
     values = line_values(scores, batch)
@@ -172,11 +175,11 @@ def test_prm_training_lowers_the_loss_on_cpu(tiny):
         examples.append(example(prompt, ids, spans, [1.0 if i % 2 == 0 or j == 0 else -1.0
                                                      for j in range(len(spans))]))
     cfg = load_config("smoke", sets=["prm.epochs=6", "prm.batch_size=8", "prm.lr=3e-3"]).prm
-    before = predict(prm, examples[:2], tok.pad_token_id)
-    hist = train_prm(prm, examples[:20], examples[20:], cfg, tok.pad_token_id, progress=False)
+    before = prm.predict(examples[:2])
+    hist = train_prm(prm, examples[:20], examples[20:], cfg, progress=False)
     assert hist["train_loss"][-1] < 0.5 * hist["train_loss"][0]
     assert hist["val_loss"][-1] < hist["val_loss"][0]
-    after = predict(prm, examples[:2], tok.pad_token_id)
+    after = prm.predict(examples[:2])
     assert after != before
     assert after[1][-1] < 0 < after[0][-1]
 
@@ -195,12 +198,12 @@ def test_head_lr_and_early_stop_on_a_validation_metric_on_cpu(tiny, early_stop):
                                 task="t", passed=bool(i % 2)))
     with pytest.raises(ValueError, match="early_stop"):
         train_prm(prm, examples, [], load_config("smoke", sets=["prm.early_stop=x"]).prm,
-                  tok.pad_token_id, progress=False)
+                  progress=False)
     backbone = {k: v.clone() for k, v in prm.backbone.state_dict().items()}
     cfg = load_config("smoke", sets=["prm.epochs=2", "prm.batch_size=4", "prm.lr=0",
                                      "prm.head_lr=1e-2", "prm.patience=5",
                                      f"prm.early_stop={early_stop}"]).prm
-    hist = train_prm(prm, examples[:6], examples[6:], cfg, tok.pad_token_id, progress=False)
+    hist = train_prm(prm, examples[:6], examples[6:], cfg, progress=False)
     assert all(torch.equal(v, prm.backbone.state_dict()[k]) for k, v in backbone.items())
     assert prm.head.weight.abs().sum() > 0          # only the head learned
     assert len(hist[f"val_{early_stop}"]) == hist["epochs_run"] == 2
@@ -214,8 +217,8 @@ def _spans(ids, tok):
 
 
 def test_stages_check_prerequisites_up_front_on_cpu(tmp_path):
-    from prmfast import prm
     from prmfast.labeling import collect
+    from prmfast.prm import stage as prm
 
     cfg = load_config("smoke")
     with pytest.raises(StageError, match="rl_baseline stage"):
@@ -321,7 +324,7 @@ def test_validation_metrics_and_the_three_selection_keys_on_cpu():
 
 def test_within_task_early_stop_needs_a_selection_with_passing_responses_on_cpu():
     from prmfast.config import ConfigError
-    from prmfast.prm import check_prm_config
+    from prmfast.prm.stage import check_prm_config
 
     for selection in ("full", "passed_and_revised"):
         check_prm_config(load_config("smoke", sets=[f"prm.selection={selection}",
@@ -334,7 +337,7 @@ def test_within_task_early_stop_needs_a_selection_with_passing_responses_on_cpu(
 
 def test_prm_layer_needs_a_frozen_backbone_on_cpu(tmp_path):
     from prmfast.config import ConfigError
-    from prmfast.prm import check_prm_config
+    from prmfast.prm.stage import check_prm_config
 
     with pytest.raises(ConfigError, match="prm.layer"):
         check_prm_config(load_config("smoke", sets=["prm.layer=2"]))
@@ -344,3 +347,36 @@ def test_prm_layer_needs_a_frozen_backbone_on_cpu(tmp_path):
                                                     "prm.layer=0"]))
     check_prm_config(load_config("smoke", sets=[f"prm.pretrained={tmp_path / 'backbone'}",
                                                 "prm.layer=2"]))
+
+
+def test_both_prm_kinds_score_through_one_interface_on_cpu(tiny, tmp_path):
+    """A ValuePRM's packed RL scores equal its predict at the line ends (0 elsewhere, the
+    shared prompt packed once) and load_prm gives the same PRM back from its folder."""
+    from prmfast.lines import segment
+    from prmfast.models import encode
+    from prmfast.prm import ValuePRM, load_prm
+    from prmfast.rl.experience import PackedBatch
+
+    tok, prm, texts = tiny
+    torch.manual_seed(1)
+    torch.nn.init.normal_(prm.head.weight, std=0.5)
+    prompt = encode(tok, texts[2])
+    responses = [encode(tok, texts[random.randrange(2)])[:random.randint(1, 30)]
+                 for _ in range(4)] + [[]]
+    batch = PackedBatch.from_sequences([prompt + r for r in responses], [len(prompt)] * 5,
+                                       tok.pad_token_id)
+    ends = [{b - 1 for _, b in segment(r, tok).spans} for r in responses]
+    line_end = torch.tensor([i in e for r, e in zip(responses, ends) for i in range(len(r))],
+                            dtype=torch.bool)
+    with torch.no_grad():
+        packed = prm.packed_line_scores(batch, line_end)
+    assert packed.shape == line_end.shape and (packed[~line_end] == 0).all()
+    scored = [example(prompt, r, spans, [0.0] * len(spans)) for r in responses if r
+              for spans in [segment(r, tok).spans]]
+    expected = [v for row in prm.predict(scored) for v in row]
+    assert packed[line_end].tolist() == pytest.approx(expected, abs=1e-5)
+    prm.save_pretrained(tmp_path / "prm", tok)
+    again = load_prm(tmp_path / "prm")
+    assert isinstance(again, ValuePRM) and again.pad_id == tok.pad_token_id
+    assert ([v for row in again.predict(scored) for v in row]
+            == pytest.approx(expected, abs=1e-5))

@@ -1,4 +1,4 @@
-"""prmfast.prm_frozen: line ends carried across tokenizers, the ridge head, and the frozen
+"""prmfast.prm.frozen: line ends carried across tokenizers, the ridge head, and the frozen
 pretrained-backbone PRM (fit, predict, save/load, RL dense-reward scoring) on tiny models."""
 import dataclasses
 import random
@@ -10,9 +10,9 @@ import torch
 from prmfast.config import load_config
 from prmfast.lines import segment
 from prmfast.models import build_tiny_model, encode, save_policy, train_tokenizer
-from prmfast.prm import example
-from prmfast.prm_frozen import (FrozenBackbonePRM, fit_ridge, is_frozen_prm, load_prm,
-                                map_line_ends)
+from prmfast.prm import load_prm
+from prmfast.prm.data import example
+from prmfast.prm.frozen import FrozenBackbonePRM, fit_ridge, is_frozen_prm, map_line_ends
 from prmfast.rl.experience import PackedBatch, prm_line_scores
 
 PROMPT = "# Write f(xs):\n# 1. keep every second number\ndef f(xs):\n"
@@ -180,8 +180,8 @@ def test_frozen_prm_fits_predicts_and_round_trips_on_cpu(tokenizers, backbone_di
                                                 ("within_task", 100.0)])
 def test_frozen_prm_picks_the_ridge_by_the_asked_validation_metric_on_cpu(
         tokenizers, backbone_dir, monkeypatch, early_stop, chosen):
-    import prmfast.prm_frozen as frozen_module
-    from prmfast.prm import validation_metrics
+    import prmfast.prm.frozen as frozen_module
+    from prmfast.prm.metrics import validation_metrics
 
     run_tok, _ = tokenizers
     prm = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)

@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from prmfast import prm, report
+from prmfast import report
 from prmfast.config import load_config
 from prmfast.data import DataError, Task
 from prmfast.errors import StageError
 from prmfast.labeling import collect
+from prmfast.prm import stage as prm
 from prmfast.sandbox.specs import AssertTests
 
 

@@ -41,7 +41,7 @@ def build_trainer(cfg: Config, run_dir: str | Path) -> PPOTrainer:
     from prmfast.data import split_tasks
     from prmfast.device import select_device
     from prmfast.models import ValueModel, load_policy
-    from prmfast.prm_frozen import load_prm
+    from prmfast.prm import load_prm
     from prmfast.rl.stage import check_rl_ready
     from prmfast.rollout import HFGenerateBackend
     from prmfast.sandbox import Sandbox

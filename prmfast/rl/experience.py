@@ -192,7 +192,7 @@ def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Te
     """PRM score R_phi(x, y(<=m)) at the last token of every line (fused head), 0 elsewhere.
     line_end [N] bool -> [N]. prm: a ValueModel, or a prmfast.prm_frozen.FrozenBackbonePRM
     (its own tokenizer: it re-tokenizes the sequences)."""
-    from prmfast.prm_frozen import FrozenBackbonePRM
+    from prmfast.prm.frozen import FrozenBackbonePRM
     if isinstance(prm, FrozenBackbonePRM):
         return prm.packed_line_scores(batch, line_end)
     x = batch.packed()

@@ -30,7 +30,7 @@ from prmfast.config import (Config, ConfigError, apply_overrides, check_ranges, 
 from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast.errors import StageError
-from prmfast.prm_frozen import is_frozen_prm, load_prm
+from prmfast.prm import is_frozen_prm, load_prm
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import DEEPSPEED_ON_CPU, PPOTrainer, latest_state

@@ -66,7 +66,7 @@ def test_frozen_pretrained_prm_stage_and_its_dense_reward(smoke_run, tmp_path):
     """prm.pretrained: the prm stage on a 'pretrained' backbone with its own tokenizer (a tiny
     model from config), then PPO with its dense reward; ValueInit from it is refused."""
     from prmfast.models import build_tiny_model, save_policy, train_tokenizer
-    from prmfast.prm_frozen import is_frozen_prm
+    from prmfast.prm import is_frozen_prm
 
     run, proc, _ = smoke_run
     assert proc.returncode == 0, proc.stderr[-3000:]

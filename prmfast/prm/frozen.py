@@ -1,4 +1,4 @@
-"""A PRM on a frozen pretrained backbone with its own tokenizer (config prm.pretrained).
+"""The PRM on a frozen pretrained backbone with its own tokenizer (config prm.pretrained).
 
 The paper's PRM fine-tunes a backbone initialised from the policy. On the embedded default that
 backbone is a 3-layer model trained on a few hundred tasks, and it cannot tell a right line from
@@ -14,10 +14,10 @@ m maps to the backbone token that holds the line's last non-blank character (its
 score reads the same prefix y(<=m) as the policy-side line-end token.
 
     FrozenBackbonePRM.from_backbone(path, source_tokenizer, device=None, layer=None)
-    prm.fit(train, val, cfg: PRMConfig) -> history       # examples: prmfast.prm.PRMExample
-    prm.predict(examples, batch_size) -> per example, per line scores
-    prm.packed_line_scores(batch: PackedBatch, line_end [N] bool) -> [N]   (RL dense reward)
-    prm.save(folder); load_prm(folder, device) -> this PRM or a ValueModel; is_frozen_prm(folder)
+    prm.fit(train, val, cfg: PRMConfig) -> history   # examples: prmfast.prm.data.PRMExample
+    prm.predict(examples, batch_size) / prm.packed_line_scores(batch, line_end)   (the PRM
+        interface, prmfast.prm.model)
+    prm.save(folder); FrozenBackbonePRM.load(folder, device); is_frozen_prm(folder)
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from tqdm import tqdm
 from prmfast.config import PRMConfig
 from prmfast.models import ValueModel, load_policy
 from prmfast.models.value import HEAD_FILE
-from prmfast.prm import PRMExample, selection_key, validation_metrics, with_weights
+from prmfast.prm.data import PRMExample, with_weights
+from prmfast.prm.metrics import selection_key, validation_metrics
 
 INFO_FILE = "frozen_prm.json"
 SOURCE_TOKENIZER = "source_tokenizer"
@@ -196,8 +197,8 @@ class FrozenBackbonePRM(nn.Module):
     def fit(self, train: Sequence[PRMExample], val: Sequence[PRMExample], cfg: PRMConfig,
             progress: bool = True) -> dict:
         """Fit the head on the training lines for every cfg.ridge and keep the best on the
-        validation examples (prmfast.prm.selection_key on cfg.early_stop). Loss weights as
-        prmfast.prm.with_weights. Without validation lines the middle ridge strength is kept.
+        validation examples (prmfast.prm.metrics.selection_key on cfg.early_stop). Loss weights as
+        prmfast.prm.data.with_weights. Without validation lines the middle ridge strength is kept.
         Returns the history."""
         start = time.perf_counter()
         train, val = with_weights(train, cfg), with_weights(val, cfg)
@@ -263,11 +264,5 @@ def _flat(examples: Sequence[PRMExample], field: str) -> torch.Tensor:
 
 
 def is_frozen_prm(folder: str | Path) -> bool:
+    """Whether the PRM saved in `folder` is this kind (it cannot initialise a critic)."""
     return (Path(folder) / INFO_FILE).is_file()
-
-
-def load_prm(folder: str | Path, device: torch.device | str | None = None):
-    """The PRM saved in `folder` by the prm stage: a FrozenBackbonePRM or a ValueModel."""
-    if is_frozen_prm(folder):
-        return FrozenBackbonePRM.load(folder, device)
-    return ValueModel.from_pretrained(folder, device=device)
