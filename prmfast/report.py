@@ -315,6 +315,39 @@ def prm_section(ev: dict) -> list[str]:
     return lines
 
 
+RUN_COMPARISONS = (("rl_baseline", "sft", "all"), ("rl_prm", "sft", "all"),
+                   ("rl_prm", "rl_baseline", "all"), ("rl_prm", "rl_baseline", "long"))
+
+
+def comparison_section(eval_dir: Path) -> list[str]:
+    """RL minus SFT (and RL + PRM minus RL) on the same test tasks, paired, with a bootstrap
+    interval over tasks (prmfast.table1.compare), and in plain words which hold on this run;
+    empty when the eval stage kept no per-task results."""
+    from prmfast.table1 import compare, per_task_rows
+    rows = []
+    for name in ("sft", "rl_baseline", "rl_prm"):
+        path = eval_dir / f"{name}.json"
+        raw = json.loads(path.read_text()).get("raw") if path.exists() else None
+        if raw and "tasks" in raw:
+            rows += per_task_rows(0, name, raw)
+    found = [(a, b, t, compare(rows, a, b, t)) for a, b, t in RUN_COMPARISONS]
+    found = [(a, b, t, c["pooled"]) for a, b, t, c in found if c and c["pooled"]]
+    if not found:
+        return []
+    lines = ["Paired differences on the same test tasks (pass@1 of A minus B per task, 95 % "
+             "bootstrap interval over tasks):", "", "| A - B | tasks | difference | interval | "
+             "on this run |", "|---|---|---|---|---|"]
+    for a, b, tasks, ci in found:
+        verdict = ("A better" if ci["low"] > 0 else "A worse" if ci["high"] < 0
+                   else "no difference shown")
+        tasks = "all" if tasks == "all" else "long (6+ steps)"
+        lines.append(f"| {a} - {b} | {tasks} ({ci['n']}) | {ci['mean']:+.3f} | "
+                     f"[{ci['low']:+.3f}, {ci['high']:+.3f}] | {verdict} |")
+    return lines + ["", "One run is one seed: an interval that includes 0 shows no difference on "
+                    "this run, and the method's claims need several seeds (scripts/ablation.py "
+                    "--preset paper, results/README.md).", ""]
+
+
 def report_sources(run_dir: Path) -> dict[str, bool]:
     """Per stage whose results the report shows, whether the run has them yet."""
     return {"sft": (run_dir / "sft" / "eval.json").exists(),
@@ -348,6 +381,7 @@ def write_report(run_dir: str | Path) -> Path:
                   f"buckets split at {s.get('length_threshold')} tokens.", "",
                   eval_table(ev["models"]), ""]
         lines += [f"![{p}](plots/{p})" for p in _plot_eval(plots, ev["models"])] + [""]
+        lines += comparison_section(run_dir / "eval")
     runs = {p.name: read_metrics(p) for p in sorted(run_dir.glob("rl_*")) if p.is_dir()}
     runs = {k: v for k, v in runs.items() if v}
     if runs:
@@ -393,6 +427,8 @@ def run_report(cfg, run_dir: str | Path) -> Path:
                          f"an unfinished run: python -m prmfast.report {run_dir} --write)")
     path = write_report(run_dir)
     print(f"report: {path}")
+    from prmfast.inspector import write_inspector
+    print(f"line inspector: {write_inspector(cfg, run_dir)}")
     return path
 
 
@@ -425,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
                                      description="progress of a run folder; --write: report.md")
     parser.add_argument("run_dir")
     parser.add_argument("--write", action="store_true", help="(re)write DIR/report.md")
+    parser.add_argument("--html", action="store_true",
+                        help="(re)write DIR/inspect.html, the line-level inspector")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -435,6 +473,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(progress_lines(run_dir, stages)))
         if args.write:
             print(write_report(run_dir))
+        if args.html:
+            from prmfast.config import load_config
+            from prmfast.inspector import write_inspector
+            print(write_inspector(load_config(file=run_dir / "config.json"), run_dir))
     except StageError as exc:
         raise SystemExit(f"error: {exc}") from None
 

@@ -18,9 +18,14 @@ resumes. A failing stage is recorded and the variants that depend on it are repo
 cpu_count // N threads (OMP_NUM_THREADS and friends): without that limit two torch processes on
 the same cores spin-wait on each other, and an RL iteration here took 20-64 s instead of 4-5 s.
 
-Writes OUT/ (default results/): ablation.json (per seed and mean/std per variant, per horizon
-bucket, per length bucket, best-of-K, hack metrics), ablation.md (the tables, the command and the
-accumulated wall time) and PNG plots.
+Writes OUT/ (default results/; results/paper for --preset paper): ablation.json (per seed and
+mean/std per variant, per horizon bucket, per length bucket, best-of-K, hack metrics),
+per_task.jsonl (one row per seed, variant and test task: n samples, c correct), summary.json
+(paired comparisons with bootstrap intervals over tasks, per seed and pooled, the PRM's
+within-task AUC per seed, and which of the paper's claims hold: prmfast/table1.py),
+ablation.md (the tables, the claims, the command and the accumulated wall time) and PNG plots.
+
+    .venv/bin/python scripts/ablation.py --preset paper --seeds 3 --only sft,sparse,partial,valueinit,dense,both,oracle
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from prmfast.config import ConfigError, load_config  # noqa: E402
 from prmfast.report import (HORIZONS, Evaluator, plot_best_of_k,  # noqa: E402
                             plot_pass_by_horizon, read_metrics)
 from prmfast.rl.stage import check_rl_config, variant_name  # noqa: E402
+from prmfast.table1 import per_task_rows, table  # noqa: E402
 
 BOTH = {"rl.reward": "dense", "rl.critic_init": "prm"}
 # key, label, rl.* overrides (None: no RL run), run folder suffix ("" main, "_nocomment")
@@ -211,6 +217,34 @@ def markdown(summary: dict, labels: dict[str, str], info: dict) -> str:
     return "\n".join(lines)
 
 
+def claims_markdown(table1: dict) -> str:
+    """The paired comparisons and the claims of summary.json as markdown."""
+    def fmt(ci):
+        return "-" if ci is None else f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
+    lines = ["## Paired comparisons (per-task differences, 95 % bootstrap interval over tasks)",
+             "", "| A - B | tasks | pooled over seeds | per seed |", "|---|---|---|---|"]
+    for name, c in table1["comparisons"].items():
+        if c is not None:
+            pair, tasks = name.split(":")
+            per_seed = "; ".join(f"{s}: {fmt(ci)}" for s, ci in c["per_seed"].items())
+            lines.append(f"| {pair} | {tasks} | {fmt(c['pooled'])} | {per_seed} |")
+    lines += ["", "## Which claims hold on this run", ""]
+    for claim in table1["claims"]:
+        verdict = {True: "holds", False: "does not hold", None: "not measured"}[claim["holds"]]
+        lines.append(f"- **{verdict}**: {claim['claim']} ({claim['why']})")
+    share = table1["oracle_share_long"]
+    lines += ["", "Share of the oracle's long-horizon gain over sparse that RL + both captures: "
+              + ("- (not measured, or the oracle gained nothing)" if share is None
+                 else f"{share:.2f}"), ""]
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def plots(out: Path, summary: dict, labels: dict[str, str], curves: dict[str, list[list[dict]]]):
     import matplotlib
     matplotlib.use("Agg")
@@ -243,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="ablation")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ablation"),
                         help="folder of the per-seed run folders (default runs/ablation)")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="results folder")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default results/, results/paper for --preset paper)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every stage (repeatable)")
     parser.add_argument("--only", default=None,
@@ -264,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if args.out is None:
+        args.out = str(ROOT / "results" / ("paper" if args.preset == "paper" else ""))
     variants = [v for v in VARIANTS if args.only is None or v[0] in args.only.split(",")]
     labels = {v[0]: v[1] for v in VARIANTS}
     out = Path(args.out)
@@ -271,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(args)
     per_seed: dict[str, dict[int, dict]] = {v[0]: {} for v in variants}
     curves: dict[str, list[list[dict]]] = {}
+    rows: list[dict] = []
     if not args.report_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda seed: run_seed(runner, seed, variants), range(args.seeds)))
@@ -285,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, stage_dir in found.items():
             entry = evaluator.evaluate(stage_dir / "model", cache / f"{key}.json", progress=False)
             per_seed[key][seed] = {**entry, "hack": hack_metrics(stage_dir)}
+            rows += per_task_rows(seed, key, json.loads((cache / f"{key}.json").read_text())["raw"])
             if per_seed[key][seed]["hack"]:
                 curves.setdefault(key, []).append(read_metrics(stage_dir))
     missing = [f"{k}/seed{s}" for k in per_seed for s in range(args.seeds) if s not in per_seed[k]]
@@ -301,9 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"info": info, "per_seed": per_seed, "mean": aggregate(per_seed),
                "missing": missing, "failed_stages": runner.failed}
     (out / "ablation.json").write_text(json.dumps(summary, indent=1))
+    prm = {seed: json.loads(f.read_text()) for seed in range(args.seeds)
+           if (f := Path(args.runs) / f"seed{seed}" / "prm" / "eval.json").exists()}
+    table1 = {"info": info, **table(rows, prm)}
+    write_atomic(out / "per_task.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(out / "summary.json", json.dumps(table1, indent=1))
     if per_seed:
         plots(out, summary, labels, curves)
-    (out / "ablation.md").write_text(markdown(summary, labels, info))
+    (out / "ablation.md").write_text(markdown(summary, labels, info) + claims_markdown(table1))
     print(f"[ablation] wrote {out / 'ablation.md'}; missing: {len(missing)}; "
           f"failed stages: {len(runner.failed)}")
     return 0 if not runner.failed else 1

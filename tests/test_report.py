@@ -22,3 +22,27 @@ def test_prm_section_reads_eval_json_and_tolerates_missing_figures_on_cpu():
     old["held_out"] = {k: v for k, v in ev["held_out"].items() if k != "within_task"}
     text = "\n".join(prm_section(old))
     assert "| within-task AUC | - | - |" in text and "Best-of" not in text
+
+
+def test_comparison_section_pairs_the_models_per_task(tmp_path):
+    import json
+
+    from prmfast.report import comparison_section
+
+    def write(name, passed_per_task, horizons):
+        raw = {"tasks": [{"task_id": f"t{i}", "horizon": h, "passed": p}
+                         for i, (p, h) in enumerate(zip(passed_per_task, horizons))]}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"pass@1": 0.0, "raw": raw}))
+
+    horizons = [2, 3, 6, 7] * 10
+    write("sft", [[True, False]] * 40, horizons)
+    write("rl_baseline", [[True, True]] * 40, horizons)        # +0.5 on every task
+    write("rl_prm", [[False, False]] * 40, horizons)           # -0.5 on every task
+    text = "\n".join(comparison_section(tmp_path))
+    assert "| rl_baseline - sft | all (40) | +0.500 | [+0.500, +0.500] | A better |" in text
+    assert "| rl_prm - sft | all (40) | -0.500 | [-0.500, -0.500] | A worse |" in text
+    assert "| rl_prm - rl_baseline | long (6+ steps) (20) | -1.000 |" in text
+    write("rl_prm", [[True, False], [True, True], [False, False], [True, False]] * 10, horizons)
+    assert "| rl_prm - sft | all (40) | +0.000 |" in "\n".join(comparison_section(tmp_path))
+    assert "no difference shown" in "\n".join(comparison_section(tmp_path))
+    assert comparison_section(tmp_path / "missing") == []
