@@ -40,7 +40,7 @@ STAGES: dict[str, Stage] = {
     "collect": _lazy("prmfast.labeling.collect", "run"),
     "prm": _lazy("prmfast.prm.stage", "run"),
     "rl_prm": _lazy("prmfast.rl.stage", "run_rl_prm"),
-    "eval": _lazy("prmfast.report", "run_eval"),
+    "eval": _lazy("prmfast.eval.stage", "run_eval"),
     "report": _lazy("prmfast.report", "run_report"),
 }
 PIPELINE = ("sft", "rl_baseline", "collect", "prm", "rl_prm", "eval", "report")

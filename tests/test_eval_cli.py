@@ -1,4 +1,4 @@
-"""`python -m prmfast.eval` (prmfast.bench_eval) on a tiny model and hand-made tasks: argument
+"""`python -m prmfast.eval` (prmfast.eval.benchmarks) on a tiny model and hand-made tasks: argument
 checks, one-line errors, settings of a resumed run, task time limits, seeding on resume, prompts
 over the context; and the run report's metrics.jsonl reading (`python -m prmfast.report`)."""
 import json
@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 
-from prmfast import bench_eval, report
-from prmfast.bench_eval import (Settings, build_prompts, parse_args, read_results,
-                                run_benchmark)
+from prmfast import report
 from prmfast.data import Task, format_chat_prompt
+from prmfast.eval import benchmarks
+from prmfast.eval.benchmarks import (Settings, build_prompts, parse_args, read_results,
+                                     run_benchmark)
 from prmfast.errors import StageError
 from prmfast.rl.stage import _truncate_metrics
 from prmfast.rollout import Sample
@@ -29,9 +30,9 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture
 def tasks(monkeypatch):
-    """bench_eval loads TASKS for every benchmark (a list the test may change)."""
+    """benchmarks loads TASKS for every benchmark (a list the test may change)."""
     tasks = list(TASKS)
-    monkeypatch.setattr(bench_eval, "load_tasks", lambda name: tasks)
+    monkeypatch.setattr(benchmarks, "load_tasks", lambda name: tasks)
     return tasks
 
 
@@ -53,7 +54,7 @@ def error_line(capsys) -> str:
 
 def test_resume_refuses_other_settings_and_summary_names_the_model_on_cpu(
         model_dir, tmp_path, tasks, capsys):
-    assert bench_eval.main(cli(model_dir, tmp_path)) == 0
+    assert benchmarks.main(cli(model_dir, tmp_path)) == 0
     folder = tmp_path / "humaneval"
     saved = json.loads((folder / "settings.json").read_text())
     assert saved["model"] == str(model_dir.resolve()) and saved["samples"] == 2
@@ -61,12 +62,12 @@ def test_resume_refuses_other_settings_and_summary_names_the_model_on_cpu(
     other = tmp_path / "other_model"
     shutil.copytree(model_dir, other)
     capsys.readouterr()
-    assert bench_eval.main(cli(other, tmp_path, "--samples", "3", "--temperature", "0.7")) == 2
+    assert benchmarks.main(cli(other, tmp_path, "--samples", "3", "--temperature", "0.7")) == 2
     line = error_line(capsys)
     assert f"model: \"{model_dir.resolve()}\" -> \"{other.resolve()}\"" in line
     assert "samples: 2 -> 3" in line and "temperature: 0.2 -> 0.7" in line
     # batch size, workers and limit do not change results: resuming with others is fine
-    assert bench_eval.main(cli(model_dir, tmp_path, "--batch-size", "4", "--limit", "3")) == 0
+    assert benchmarks.main(cli(model_dir, tmp_path, "--batch-size", "4", "--limit", "3")) == 0
     assert json.loads((folder / "summary.json").read_text())["n_problems"] == 3
 
 
@@ -74,17 +75,17 @@ def test_resume_refuses_weights_replaced_in_place_on_cpu(model_dir, tmp_path, ta
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     out = tmp_path / "out"
-    assert bench_eval.main(cli(model, out)) == 0
+    assert benchmarks.main(cli(model, out)) == 0
     weights = next(model.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes())                 # retrained: same path, new file
     capsys.readouterr()
-    assert bench_eval.main(cli(model, out)) == 2
+    assert benchmarks.main(cli(model, out)) == 2
     assert "model_files: " in error_line(capsys)
     # settings.json from a version that did not record model_files still resumes
     saved = json.loads((out / "humaneval" / "settings.json").read_text())
     del saved["model_files"]
     (out / "humaneval" / "settings.json").write_text(json.dumps(saved))
-    assert bench_eval.main(cli(model, out)) == 0
+    assert benchmarks.main(cli(model, out)) == 0
 
 
 # --- 2: each task's own time limit ------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_prompts_over_the_context_are_counted_on_cpu(tmp_path, tasks, capsys):
 
 def test_cli_reads_the_context_from_the_model_on_cpu(model_dir, tmp_path, tasks):
     tasks[0] = Task("long", "def f(x):\n" + "# z y q\n" * 30, TESTS, "f", None, {})
-    assert bench_eval.main(cli(model_dir, tmp_path)) == 0
+    assert benchmarks.main(cli(model_dir, tmp_path)) == 0
     summary = json.loads((tmp_path / "humaneval" / "summary.json").read_text())
     assert summary["over_context"] == {"context": 64, "n": 1, "task_ids": ["long"]}
 
@@ -187,7 +188,7 @@ def test_out_of_range_arguments_are_usage_errors_on_cpu(flag, value, capsys):
 
 def test_greedy_with_several_samples_notes_they_are_identical_on_cpu(model_dir, tmp_path, tasks,
                                                                      capsys):
-    assert bench_eval.main(cli(model_dir, tmp_path, "--temperature", "0")) == 0
+    assert benchmarks.main(cli(model_dir, tmp_path, "--temperature", "0")) == 0
     assert "note: --temperature 0 is greedy decoding: the 2 samples" in capsys.readouterr().err
     assert parse_args(["--model", "m", "--tasks", "mbpp", "--vllm-args",
                        '{"dtype": "bfloat16"}']).vllm_args == {"dtype": "bfloat16"}
@@ -210,12 +211,12 @@ def test_bad_model_or_out_is_one_error_line_on_cpu(model_dir, tmp_path, tasks, c
              tmp_path / "x.gguf": "is not a valid or complete GGUF file",
              tmp_path / "cut.gguf": "is not a valid or complete GGUF file"}
     for model, message in cases.items():
-        assert bench_eval.main(cli(model, tmp_path / "out")) == 2
+        assert benchmarks.main(cli(model, tmp_path / "out")) == 2
         line = error_line(capsys)
         assert line.startswith("error: --model: ") and message in line
-    assert bench_eval.main(cli(model_dir, tmp_path / "afile")) == 2
+    assert benchmarks.main(cli(model_dir, tmp_path / "afile")) == 2
     assert "a file is in the way" in error_line(capsys)
-    assert bench_eval.main(cli(model_dir, tmp_path / "out", "--prompt-style", "chat")) == 2
+    assert benchmarks.main(cli(model_dir, tmp_path / "out", "--prompt-style", "chat")) == 2
     assert "has no chat template" in error_line(capsys)
 
 
@@ -223,8 +224,8 @@ def test_ctrl_c_exits_130_with_a_resume_hint_on_cpu(model_dir, tmp_path, tasks, 
                                                     monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(bench_eval, "run_benchmark", interrupted)
-    assert bench_eval.main(cli(model_dir, tmp_path)) == 130
+    monkeypatch.setattr(benchmarks, "run_benchmark", interrupted)
+    assert benchmarks.main(cli(model_dir, tmp_path)) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"rerun the same command (--out {tmp_path}) to resume" in err
 
@@ -250,7 +251,7 @@ def test_prompts_keep_special_token_text_as_text_on_cpu(model_dir):
                                                      add_generation_prompt=True),
                              add_special_tokens=False)
     tok.chat_template = "{% for m in messages %}{{ m['content'] | trim }}{{ eos_token }}{% endfor %}"
-    with pytest.raises(bench_eval.EvalError, match="task s: its prompt holds special-token text"):
+    with pytest.raises(benchmarks.EvalError, match="task s: its prompt holds special-token text"):
         build_prompts([task], tok, "chat")
 
 

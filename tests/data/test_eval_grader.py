@@ -6,26 +6,26 @@ import json
 
 import pytest
 
-from prmfast import bench_eval
+from prmfast.eval import benchmarks
 
 
 @pytest.mark.parametrize("name, refused", [("mbppplus", True), ("livecodebench", True),
                                             ("humaneval", False), ("mbpp", False)])
 def test_results_from_before_the_grader_setting(tmp_path, name, refused):
-    args = bench_eval.parse_args(["--model", str(tmp_path / "m"), "--tasks", name])
-    settings = bench_eval.eval_settings(args, "completion")
+    args = benchmarks.parse_args(["--model", str(tmp_path / "m"), "--tasks", name])
+    settings = benchmarks.eval_settings(args, "completion")
     assert settings.grader == "official"
     folder = tmp_path / name
     folder.mkdir()
     (folder / "results.jsonl").write_text(json.dumps({"task_id": "t"}) + "\n")
-    bench_eval.check_settings(folder, settings)
+    benchmarks.check_settings(folder, settings)
     saved = json.loads((folder / "settings.json").read_text())
     assert saved["grader"] == "official"
-    bench_eval.check_settings(folder, settings)  # a resume
+    benchmarks.check_settings(folder, settings)  # a resume
     del saved["grader"]  # as an older version wrote it
     (folder / "settings.json").write_text(json.dumps(saved))
     if refused:
-        with pytest.raises(bench_eval.EvalError, match='grader: "strict" -> "official"'):
-            bench_eval.check_settings(folder, settings)
+        with pytest.raises(benchmarks.EvalError, match='grader: "strict" -> "official"'):
+            benchmarks.check_settings(folder, settings)
     else:  # judged by their asserts: the grader never changed their results
-        bench_eval.check_settings(folder, settings)
+        benchmarks.check_settings(folder, settings)

@@ -1,11 +1,11 @@
-"""`python -m prmfast.eval` (prmfast.bench_eval): files, resumability and the summary, with a
+"""`python -m prmfast.eval` (prmfast.eval.benchmarks): files, resumability and the summary, with a
 tiny random model on real HumanEval problems."""
 import json
 
 import pytest
 
-from prmfast import eval as prm_eval
-from prmfast.bench_eval import parse_args, summarize
+from prmfast.eval import benchmarks
+from prmfast.eval.benchmarks import parse_args, summarize
 from tests.conftest import needs_shared_data, save_tiny_model
 
 
@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory):
 def test_eval_cli_writes_and_resumes_on_cpu(tiny_model_dir, tmp_path, capsys):
     argv = ["--model", str(tiny_model_dir), "--tasks", "humaneval", "--limit", "3",
             "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path), "--workers", "2"]
-    prm_eval.main(argv)
+    benchmarks.main(argv)
     results = tmp_path / "humaneval" / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
@@ -28,7 +28,7 @@ def test_eval_cli_writes_and_resumes_on_cpu(tiny_model_dir, tmp_path, capsys):
     assert len(summary["best_of_k"]) == 2 and summary["prompt_style"] == "completion"
     assert "humaneval: 3 problems x 2 samples" in capsys.readouterr().out
     results.write_text(results.read_text() + '{"task_id": "HumanEval/9", "pas')  # torn line
-    prm_eval.main(argv[:5] + ["4"] + argv[6:])                                  # --limit 4
+    benchmarks.main(argv[:5] + ["4"] + argv[6:])                                  # --limit 4
     rows = [json.loads(line) for line in results.read_text().splitlines()[:3]]
     assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     summary = json.loads((tmp_path / "humaneval" / "summary.json").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prmfast.bench_eval import build_prompts
+from prmfast.eval.benchmarks import build_prompts
 from prmfast.config import load_config
 from prmfast.data import extract_program, load_tasks
 from prmfast.lines import segment

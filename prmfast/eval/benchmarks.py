@@ -8,7 +8,7 @@ fenced code block is extracted; other models continue the prompt (--prompt-style
 Per benchmark, DIR/<name>/results.jsonl gets one line per problem as soon as it is scored (a
 rerun skips problems already there), DIR/<name>/settings.json the settings those lines depend on
 (a rerun with other ones is refused), and DIR/<name>/summary.json the unbiased pass@k, the
-best-of-K curve and pass@1 split by response length. Estimators come from prmfast.eval.
+best-of-K curve and pass@1 split by response length. Estimators: prmfast.eval.estimators.
 Errors are one `error:` line: exit 2 for a bad argument, --model or --out (or other settings
 than the folder's), 130 on Ctrl-C (rerunning the command resumes). Outputs are compared as each
 benchmark's own evaluator does (load_tasks' default grader: EvalPlus's, LiveCodeBench's).
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from prmfast.data import extract_program, format_chat_prompt, load_tasks
 from prmfast.data.load import GRADED
 from prmfast.data.validate import job_timeout
-from prmfast.eval import best_of_k_curve, bucket_rates, length_bucket, mean_pass_at_k
+from prmfast.eval.estimators import best_of_k_curve, bucket_rates, length_bucket, mean_pass_at_k
 from prmfast.models.tokenizer import encode
 from prmfast.sandbox import Job, Sandbox
 from prmfast.sandbox.sandbox import UID_RANGE
