@@ -5,7 +5,7 @@ import torch
 from prmfast.config import ModelConfig
 from prmfast.models import build_tiny_model, encode, train_tokenizer
 from prmfast.rollout import HFGenerateBackend
-from prmfast.rollout.hf import top_p_filter
+from prmfast.rollout.hf import PreallocatedLayer, preallocate, top_p_filter
 
 PROMPTS = ["def f(xs):\n", "# 1. sort the list\ndef f(xs):\n    xs = sorted(xs)\n", "x"]
 
@@ -83,6 +83,45 @@ def test_seeded_reproducibility_on_cpu(policy):
     assert ids(a) == ids(b) and ids(a) != ids(c)
 
 
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 0.9), (1.0, 1.0), (0.0, 1.0)])
+def test_preallocated_cache_gives_the_dynamic_caches_samples_on_cpu(policy, temperature, top_p):
+    """Same seed, fresh random prompts of several lengths (left padding), several batches:
+    the same tokens, finish reasons and log-probs, bitwise."""
+    model, tok, _ = policy
+    gen = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(3, len(tok), (int(n),), generator=gen).tolist()
+               for n in torch.randint(1, 30, (6,), generator=gen)]
+    kw = dict(n=3, max_new_tokens=25, temperature=temperature, top_p=top_p, seed=5)
+    out = {kind: HFGenerateBackend(model, tok, batch_size=7, kv_cache=kind).generate(prompts, **kw)
+           for kind in HFGenerateBackend.KV_CACHES}
+    flat = {kind: [(s.response_ids, s.logprobs, s.finish_reason) for g in groups for s in g]
+            for kind, groups in out.items()}
+    assert flat["preallocated"] == flat["dynamic"]
+    assert len({tuple(ids) for ids, _, _ in flat["dynamic"]}) > 1
+
+
+def test_preallocated_layer_equals_dynamic_layer_on_cpu():
+    from transformers.cache_utils import DynamicLayer
+    torch.manual_seed(0)
+    ours, theirs = PreallocatedLayer(capacity=9), DynamicLayer()
+    for n in (5, 1, 1, 2):
+        k, v = torch.randn(2, 3, n, 4), torch.randn(2, 3, n, 4)
+        for a, b in zip(ours.update(k, v), theirs.update(k, v)):
+            assert torch.equal(a, b)
+        assert ours.get_seq_length() == theirs.get_seq_length()
+    with pytest.raises(ValueError, match="capacity of 9"):
+        ours.update(torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4))
+
+
+def test_preallocate_keeps_other_layer_kinds_on_cpu():
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    cache = DynamicCache()
+    cache.layers = [DynamicLayer(), DynamicSlidingWindowLayer(sliding_window=4)]
+    kinds = [type(layer) for layer in preallocate(cache, 10).layers]
+    assert kinds == [PreallocatedLayer, DynamicSlidingWindowLayer]
+
+
 def test_top_p_filter_on_cpu():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
     kept = torch.isfinite(top_p_filter(logits, 0.7))
@@ -98,3 +137,5 @@ def test_bad_arguments_on_cpu(policy):
         backend.generate(prompts, n=1, max_new_tokens=4, temperature=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="prompt_ids"):
         backend.generate([[]], n=1, max_new_tokens=4, temperature=1.0)
+    with pytest.raises(ValueError, match="kv_cache"):
+        HFGenerateBackend(model, tok, kv_cache="static")

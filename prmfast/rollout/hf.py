@@ -6,6 +6,12 @@ the distribution it was drawn from, and a private seeded torch.Generator (sampli
 global RNG alone, and equal seeds give equal samples for the same prompts and batch size; with
 seed=None the generator's seed is one draw from the global RNG, so torch.manual_seed makes
 unseeded calls repeatable).
+
+The KV cache and the attention mask are allocated once per batch for the prompt and every new
+token (`PreallocatedLayer`): a decode step writes one position and the model reads views of the
+filled part, where transformers' DynamicCache concatenates (copies) the whole cache of every
+layer at every step. The views hold the same numbers in the same shapes, so the samples and
+log-probs are bitwise those of the DynamicCache (tests/test_rollout.py).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from prmfast.device import module_device
 from prmfast.rollout.base import Sample
@@ -28,9 +35,17 @@ class HFGenerateBackend:
     (temperature 1, no top-p) of the chosen tokens instead.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    KV_CACHES = ("preallocated", "dynamic")
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, kv_cache: str = "preallocated"):
+        """kv_cache: "preallocated" (see the module docstring) or "dynamic" (transformers'
+        DynamicCache, concatenated every step; the same samples, slower; kept to check and time
+        the preallocated one against)."""
         if batch_size < 1:
             raise ValueError(f"batch_size: need >= 1, got {batch_size}")
+        if kv_cache not in self.KV_CACHES:
+            raise ValueError(f"kv_cache: {kv_cache!r} is not one of {list(self.KV_CACHES)}")
+        self.kv_cache = kv_cache
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -82,9 +97,14 @@ class HFGenerateBackend:
         """Generate for one batch; returns tokens and log-probs, each [B, steps] (as lists)."""
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        # the mask of the prompts and of every token to come; step t reads its first width+t+1
+        full_mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + max_new_tokens)
+                                  for p in prompts], device=device)
+        mask = full_mask[:, :width]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
+        if self.kv_cache == "preallocated":
+            preallocate(cache, width + max_new_tokens)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                             cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         stop = torch.tensor(self.stop_ids, device=device)
@@ -99,7 +119,8 @@ class HFGenerateBackend:
             done |= torch.isin(tok, stop)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            mask = full_mask[:, :width + step + 1] if self.kv_cache == "preallocated" else \
+                torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             logits = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                                 cache=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
@@ -112,6 +133,48 @@ class HFGenerateBackend:
                       logprobs=logprobs[:len(response)],
                       finish_reason="length" if end is None else "stop",
                       text=response_text(self.tokenizer, prompt, response))
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A DynamicLayer (full attention) whose keys and values are views of buffers
+    [B, kv_heads, capacity, D] allocated at the first update: an update writes its positions
+    and the layer hands back the filled part, the tensors DynamicLayer would have concatenated
+    (same values and shapes). More than `capacity` positions in all is a ValueError."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+        self._key_buffer = self._value_buffer = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.device, self.is_initialized = key_states.device, True
+            batch, heads, _, dim = key_states.shape
+            self._key_buffer = key_states.new_empty(batch, heads, self.capacity, dim)
+            self._value_buffer = value_states.new_empty(batch, value_states.shape[1],
+                                                        self.capacity, value_states.shape[3])
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise ValueError(f"PreallocatedLayer: {end} positions for a capacity of "
+                             f"{self.capacity}")
+        self._key_buffer[:, :, self.length:end] = key_states
+        self._value_buffer[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def reset(self) -> None:
+        super().reset()
+        self.length, self._key_buffer, self._value_buffer = 0, None, None
+
+
+def preallocate(cache: DynamicCache, capacity: int) -> DynamicCache:
+    """Swap each plain full-attention DynamicLayer of `cache` (unused) for a PreallocatedLayer of
+    `capacity` positions; other layer kinds (sliding windows, ...) stay as they are."""
+    cache.layers = [PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
+    return cache
 
 
 def response_text(tokenizer, prompt_ids: list[int], response_ids: list[int]) -> str:
