@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from prmfast.errors import StageError
+from prmfast.runio import read_jsonl, read_metrics
 
 HORIZONS = ("short", "medium", "long")
 CURVES = (("reward", "reward per response"), ("pass_rate", "pass rate (train)"),
@@ -30,35 +31,6 @@ HACKS = (("lines_per_response", "lines per response"), ("comment_share", "commen
          ("response_tokens", "response tokens"))
 TIME_PARTS = ("generate", "sandbox", "oracle", "lines", "policy_fwd", "ref_fwd", "critic_fwd",
               "prm_fwd", "kernels", "update")
-
-
-# --- report -----------------------------------------------------------------------------------
-
-def read_metrics(stage_dir: Path) -> list[dict]:
-    """Rows of DIR/<stage>/metrics.jsonl (empty when absent); see read_rows."""
-    return read_rows(Path(stage_dir) / "metrics.jsonl")
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL file a stage appends to (empty when absent). A last line that is not a
-    JSON row (torn by a hard kill mid-write) is left out; any other one is a StageError naming
-    the file and line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    rows = []
-    for i, line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif i != lines[-1][0]:
-            raise StageError(f"{path}, line {i}: not a JSON row ({line[:60]!r}); remove or fix "
-                             "that line")
-    return rows
 
 
 def _fmt(x) -> str:
@@ -297,7 +269,7 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## RL training", ""]
         if _plot_series(plots / "training.png", runs, CURVES):
             lines += ["![training curves](plots/training.png)", ""]
-        probes = {p.name: read_rows(p / "probe.jsonl") for p in sorted(run_dir.glob("rl_*"))}
+        probes = {p.name: read_jsonl(p / "probe.jsonl") for p in sorted(run_dir.glob("rl_*"))}
         if _plot_series(plots / "probe.png", {k: v for k, v in probes.items() if v}, PROBES):
             lines += ["pass@1 at the evaluation temperature on fixed training and validation "
                       "tasks during training (`rl.probe_every`; the pass rate above samples at "

@@ -17,7 +17,6 @@ whichever device wrote it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -34,6 +33,7 @@ from prmfast.device import module_device, select_device
 from prmfast.eval import evaluate_policy
 from prmfast.models import build_tiny_model, encode, load_policy, save_policy, train_tokenizer
 from prmfast.rollout import HFGenerateBackend
+from prmfast.runio import write_json
 from prmfast.sandbox import Sandbox
 
 CHECKPOINT = "checkpoint.pt"
@@ -67,7 +67,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
                         "final_loss": losses[-1] if losses else None,
                         "wall_s": round(t1 - t0, 1)}
     metrics["eval_wall_s"] = round(time.perf_counter() - t1, 1)
-    (out / "eval.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out / "eval.json", metrics, indent=1)
     shutil.rmtree(out / "state", ignore_errors=True)
     (out / "DONE").write_text("ok\n")
     buckets = ", ".join(f"{k} {v['pass@1']:.3f}" for k, v in metrics["by_horizon"].items())

@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from prmfast.config import ConfigError, load_config  # noqa: E402
 from prmfast.eval.stage import Evaluator  # noqa: E402
-from prmfast.report import (HORIZONS, plot_best_of_k, plot_pass_by_horizon,  # noqa: E402
-                            read_metrics)
+from prmfast.report import HORIZONS, plot_best_of_k, plot_pass_by_horizon  # noqa: E402
+from prmfast.runio import read_metrics  # noqa: E402
 from prmfast.rl.stage import check_rl_config, variant_name  # noqa: E402
 from prmfast.table1 import per_task_rows, table  # noqa: E402
 

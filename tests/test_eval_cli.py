@@ -14,6 +14,7 @@ from prmfast.eval.benchmarks import (Settings, build_prompts, parse_args, read_r
 from prmfast.errors import StageError
 from prmfast.rl.stage import _truncate_metrics
 from prmfast.rollout import Sample
+from prmfast.runio import read_metrics
 from prmfast.sandbox import CallTests, Result
 from tests.conftest import save_tiny_model
 
@@ -261,14 +262,14 @@ def test_metrics_with_a_torn_last_line_on_cpu(tmp_path):
     rows = [{"step": 1, "reward": 0.5}, {"step": 2, "reward": float("nan")}]
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "rew')
-    assert [r["step"] for r in report.read_metrics(tmp_path)] == [1, 2]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
     _truncate_metrics(metrics, 5)                   # resume: the torn line goes
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
     _truncate_metrics(metrics, 1)
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1]
     metrics.write_text('{"step": 1}\n{"step": 2, "re\n{"step": 3}\n')
     with pytest.raises(StageError, match=r"metrics\.jsonl, line 2: not a JSON row"):
-        report.read_metrics(tmp_path)
+        read_metrics(tmp_path)
     with pytest.raises(StageError, match="line 2"):
         _truncate_metrics(metrics, 3)
 

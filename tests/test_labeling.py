@@ -170,7 +170,8 @@ def label_with_interrupt(folder, responses, rounds=None, after_interrupt=lambda:
     """labels.jsonl records (wall times dropped) of label_into over `responses`, journalled in
     `folder`. With `rounds`, the first prober is interrupted (KeyboardInterrupt) after that many
     probe rounds, after_interrupt() runs, and a fresh prober resumes from the journal."""
-    from prmfast.labeling.store import label_into, read_jsonl
+    from prmfast.labeling.store import label_into
+    from prmfast.runio import read_jsonl
 
     folder.mkdir()
     labels, journal = folder / "labels.jsonl", folder / "probes.jsonl"
@@ -193,7 +194,7 @@ def label_with_interrupt(folder, responses, rounds=None, after_interrupt=lambda:
 
 
 def test_resume_after_one_round_gives_the_same_labels_on_cpu(tmp_path):
-    from prmfast.labeling.store import read_jsonl
+    from prmfast.runio import read_jsonl
 
     def nothing_labelled_yet():
         assert len(read_jsonl(tmp_path / "b" / "probes.jsonl")) > 0

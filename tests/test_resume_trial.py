@@ -62,7 +62,8 @@ def test_labels_appended_after_a_torn_record_are_kept_on_cpu(tmp_path):
     import random
     import shutil
 
-    from prmfast.labeling.store import label_into, read_jsonl
+    from prmfast.labeling.store import label_into
+    from prmfast.runio import read_jsonl
     from tests.test_labeling import FakeBackend, FakeSandbox, make_prober, make_response
 
     rng = random.Random(2)
@@ -87,14 +88,17 @@ def test_labels_appended_after_a_torn_record_are_kept_on_cpu(tmp_path):
 
 
 def tear_writes(monkeypatch):
-    """Path.write_text writes half of its text, then the process is 'killed'."""
+    """Path.write_text and Path.write_bytes write half of their data, then the process is
+    'killed'."""
     from pathlib import Path
-    real = Path.write_text
 
-    def torn(self, text, *args, **kwargs):
-        real(self, text[:len(text) // 2], *args, **kwargs)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(Path, "write_text", torn)
+    def tearing(real):
+        def torn(self, data, *args, **kwargs):
+            real(self, data[:len(data) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return torn
+    for name in ("write_text", "write_bytes"):
+        monkeypatch.setattr(Path, name, tearing(getattr(Path, name)))
 
 
 def test_a_kill_while_rewriting_config_json_keeps_the_folder_resumable_on_cpu(tmp_path,
@@ -128,7 +132,7 @@ def test_a_kill_while_truncating_rl_metrics_keeps_every_row_on_cpu(tmp_path, mon
     kill mid-rewrite lost the rows after the torn point (training curves with holes)."""
     import json
 
-    from prmfast.report import read_metrics
+    from prmfast.runio import read_metrics
     from prmfast.rl.stage import _truncate_metrics
 
     path = tmp_path / "metrics.jsonl"

@@ -31,6 +31,7 @@ from prmfast.data.load import GRADED
 from prmfast.data.validate import job_timeout
 from prmfast.eval.estimators import best_of_k_curve, bucket_rates, length_bucket, mean_pass_at_k
 from prmfast.models.tokenizer import encode
+from prmfast.runio import append_jsonl, read_jsonl, write_json
 from prmfast.sandbox import Job, Sandbox
 from prmfast.sandbox.sandbox import UID_RANGE
 from prmfast.sandbox.specs import MAX_TIMEOUT_S
@@ -117,17 +118,10 @@ def added_token_texts(tokenizer) -> list[str]:
     return [t for t in {*texts, *tokenizer.all_special_tokens} if t]
 
 
-def read_results(path: Path) -> dict[str, dict]:
-    """task_id -> its results line; a torn last line (interrupted run) is ignored."""
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["task_id"]] = row
-    return done
+def read_results(path: Path, *, repair: bool = False) -> dict[str, dict]:
+    """task_id -> its results line (prmfast.runio.read_jsonl: a torn last line, from an
+    interrupted run, is skipped, or cut from the file with repair)."""
+    return {row["task_id"]: row for row in read_jsonl(path, repair=repair)}
 
 
 def check_settings(out_dir: Path, settings: Settings) -> None:
@@ -150,7 +144,7 @@ def check_settings(out_dir: Path, settings: Settings) -> None:
         else:
             print(f"warning: {out_dir} has results but no settings.json (an older run); "
                   "assuming they were made with these settings", file=sys.stderr)
-    path.write_text(json.dumps(new, indent=2) + "\n")
+    write_json(path, new)
 
 
 def model_fingerprint(model: Path) -> str:
@@ -200,13 +194,11 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
               f"({shown})", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
-    done = read_results(results_path)
+    done = read_results(results_path, repair=True)      # appends start on a line of their own
     started = time.perf_counter()
     bar = tqdm(total=len(tasks), initial=sum(t.task_id in done for t in tasks), desc=name,
                unit="problem", disable=not progress)
-    with results_path.open("a") as sink, bar:
-        if sink.tell() and not results_path.read_bytes().endswith(b"\n"):
-            sink.write("\n")                   # end a line torn by an interrupted run
+    with bar:
         for b in range(0, len(tasks), problems_per_batch):
             chunk = tasks[b:b + problems_per_batch]
             if all(t.task_id in done for t in chunk):
@@ -217,8 +209,7 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
                                       seed=settings.seed + b)
             fresh = [(t, g) for t, g in zip(chunk, groups) if t.task_id not in done]
             for row in score(fresh, sandbox, settings.prompt_style):
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
+                append_jsonl(results_path, [row])
                 done[row["task_id"]] = row
             bar.update(len(fresh))
     summary = summarize([done[t.task_id] for t in tasks], max_k=max_k,
@@ -226,7 +217,7 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
     summary.update(benchmark=name, **asdict(settings), limit=limit,
                    over_context={"context": context, "n": len(too_long), "task_ids": too_long},
                    wall_s_this_run=round(time.perf_counter() - started, 1))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from prmfast.errors import StageError
+from prmfast.runio import write_json
 
 
 def model_dirs(run_dir: Path) -> dict[str, Path]:
@@ -42,7 +43,7 @@ def run_eval(cfg, run_dir: str | Path, *, progress: bool = True) -> Path:
     results = {name: evaluator.evaluate(path, out / f"{name}.json", progress=progress)
                for name, path in models.items()}
     summary = {"models": results, "settings": evaluator.settings()}
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    write_json(run_dir / "eval.json", summary)
     (out / "DONE").write_text("ok\n")
     return run_dir / "eval.json"
 
@@ -83,10 +84,8 @@ class Evaluator:
                 temperature=ev.temperature, max_new_tokens=cfg.sampling.max_new_tokens,
                 length_threshold=ev.length_threshold, max_k=ev.max_k, seed=cfg.seed,
                 progress=progress)
-            tmp = cache.with_name(cache.name + ".tmp")
-            tmp.write_text(json.dumps({**summarise(raw, ev.length_threshold),
-                                       "path": str(model_dir), "raw": raw}, indent=1))
-            tmp.rename(cache)
+            write_json(cache, {**summarise(raw, ev.length_threshold), "path": str(model_dir),
+                               "raw": raw}, indent=1)
         return {k: v for k, v in json.loads(cache.read_text()).items() if k != "raw"}
 
 

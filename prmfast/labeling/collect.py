@@ -13,7 +13,6 @@ rounds from the probe journal and continues with the same seeds, so it gives the
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -28,9 +27,10 @@ from prmfast.labeling.policy import Policy, list_checkpoints, make_sandbox, pick
 from prmfast.labeling.probe import ProbeRequest
 from prmfast.labeling.quality import collected_vs_oracle, compare_at_k, summarize_k
 from prmfast.labeling.search import code_lines, oracle_m_star
-from prmfast.labeling.store import label_into, read_jsonl, summarize, write_json
+from prmfast.labeling.store import label_into, summarize
 from prmfast.lines import segment
 from prmfast.models import encode
+from prmfast.runio import read_jsonl, write_json, write_jsonl
 
 SAMPLED_FIELDS = ("response", "finish_reason", "sample_wall_s", "oracle_first_error",
                   "oracle_m_star")
@@ -65,9 +65,7 @@ def sample_responses(policy: Policy, tasks: list, n: int, cfg: Config, path: Pat
                      "sample_wall_s": wall, "oracle_first_error": err,
                      "oracle_m_star": oracle_m_star(texts, res.passed, err)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_jsonl(path, rows)
     return rows
 
 

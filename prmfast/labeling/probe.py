@@ -18,11 +18,12 @@ one policy (cache keys do not name it).
 """
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from prmfast.runio import append_jsonl, read_jsonl
 
 ProbeKey = tuple[str, tuple[int, ...]]
 
@@ -71,26 +72,6 @@ def executions_for(first_pass: int | None, k: int, first_wave: int) -> int:
     return done
 
 
-def read_journal(path: Path) -> list[dict]:
-    """Rows of a probe journal. As in store.read_jsonl, a torn last line (interrupted write) ends
-    the rows; it is also cut from the file (and a missing final newline added), so rows appended
-    later start on a line of their own."""
-    data = path.read_bytes()
-    rows, good = [], 0
-    for line in data.splitlines(keepends=True):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:                    # JSONDecodeError, or a cut multi-byte character
-            break
-        good += len(line)
-    keep = data[:good]
-    if keep and not keep.endswith(b"\n"):
-        keep += b"\n"
-    if keep != data:
-        path.write_bytes(keep)
-    return rows
-
-
 class Prober:
     """Answers probe requests for one policy, batched in waves.
 
@@ -108,7 +89,7 @@ class Prober:
         self.cache: dict[ProbeKey, ProbeOutcome] = {}
         self.journal = journal
         if journal is not None and journal.exists():
-            for row in read_journal(journal):
+            for row in read_jsonl(journal, repair=True):   # a torn last row is cut
                 self.cache[(row["task_id"], tuple(row["prefix"]))] = ProbeOutcome(
                     row["first_pass"], row["completions"], row["executions"])
         self.replay: set[ProbeKey] = set()    # journalled, reported as probed when next asked
@@ -165,7 +146,5 @@ class Prober:
     def _write_journal(self, fresh: dict[ProbeKey, ProbeOutcome]) -> None:
         if self.journal is None or not fresh:
             return
-        with self.journal.open("a") as f:
-            for (task_id, prefix), out in fresh.items():
-                f.write(json.dumps({"task_id": task_id, "prefix": list(prefix), **asdict(out)})
-                        + "\n")
+        append_jsonl(self.journal, [{"task_id": task_id, "prefix": list(prefix), **asdict(out)}
+                                    for (task_id, prefix), out in fresh.items()])

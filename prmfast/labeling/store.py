@@ -1,11 +1,10 @@
-"""Label records on disk: JSONL reading, chunked labelling with resume, the summary.
+"""Label records on disk: chunked labelling with resume, the summary (files: prmfast.runio).
 
 labels.jsonl holds one record per labelled response, appended a chunk at a time; responses
 whose key is already there are skipped, so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -14,34 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prmfast.labeling.driver import Labelled, Response, label_responses
-from prmfast.labeling.probe import Prober, read_journal
+from prmfast.labeling.probe import Prober
 from prmfast.labeling.select import SELECTIONS
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file; a torn last line (interrupted write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
-def write_json(path: Path, obj) -> None:
-    """Strict JSON (NaN, e.g. an AUC without both classes, becomes null)."""
-    def clean(x):
-        if isinstance(x, float) and x != x:
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-    path.write_text(json.dumps(clean(obj), indent=2) + "\n")
+from prmfast.runio import append_jsonl, read_jsonl
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -52,10 +26,10 @@ def chunks(items: list, size: int) -> Iterator[list]:
 def label_into(path: Path, responses: list[Response], prober: Prober, chunk_size: int,
                extra: Callable[[Response], dict], bar: tqdm | None = None) -> None:
     """Label the responses not yet in `path` in chunks, appending one record per response.
-    A record torn by a hard kill mid-append is cut from the file first (read_journal), so the
-    records appended after it stay readable. The prober learns which journalled probes the
+    A record torn by a hard kill mid-append is cut from the file first (runio.read_jsonl with
+    repair), so the records appended after it stay readable. The prober learns which journalled probes the
     labelled responses asked for (Prober.settle), so a resumed chunk's costs are unchanged."""
-    records = read_journal(path) if path.exists() else []
+    records = read_jsonl(path, repair=True)
     done = {rec["key"] for rec in records}
     by_key = {r.key: r for r in responses}
     prober.settle({(resp.task.task_id, tuple(resp.prefix_ids(point)))
@@ -68,9 +42,8 @@ def label_into(path: Path, responses: list[Response], prober: Prober, chunk_size
             lambda rnd, n_open: bar.set_postfix(round=rnd, searching=n_open, refresh=True)
         labelled = label_responses(chunk, prober, on_round=on_round)
         wall = (time.perf_counter() - start) / len(chunk)
-        with path.open("a") as f:
-            for resp, lab in zip(chunk, labelled):
-                f.write(json.dumps(make_record(resp, lab, wall) | extra(resp)) + "\n")
+        append_jsonl(path, [make_record(resp, lab, wall) | extra(resp)
+                            for resp, lab in zip(chunk, labelled)])
         if bar is not None:
             bar.update(len(chunk))
 

@@ -34,6 +34,7 @@ from prmfast.prm import is_frozen_prm, load_prm
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import DEEPSPEED_ON_CPU, PPOTrainer, latest_state
+from prmfast.runio import append_jsonl, read_jsonl, write_jsonl
 
 CRITIC_INITS = ("policy", "prm")
 ENGINES = ("none", "ddp", "deepspeed")     # fsdp: not wired into the RL stage (docs/scale.md)
@@ -320,8 +321,7 @@ class Probe:
 
 
 def _append_row(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(path, [row])
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -329,13 +329,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
     that ran after the last save) and a last line torn by a hard kill (StageError for another
     line that is no JSON row). The file is replaced atomically: a kill mid-rewrite keeps every
     row."""
-    from prmfast.report import read_rows
     if not path.exists():
         return
-    rows = [row for row in read_rows(path) if row["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    tmp.replace(path)
+    write_jsonl(path, [row for row in read_jsonl(path) if row["step"] <= step])
 
 
 def run_rl_baseline(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
