@@ -162,12 +162,16 @@ class PRMConfig:
 @dataclass
 class EvalConfig:
     """Final evaluation (eval stage): pass@1 from max(samples, max_k) completions per task at
-    `temperature`, best-of-K for K <= max_k, on the first max_tasks test tasks (null: all)."""
+    `temperature`, best-of-K for K <= max_k, on the first max_tasks test tasks (null: all).
+    The report's line inspector (prmfast.inspector) samples inspect_samples responses from every
+    model on the first inspect_tasks test tasks at `temperature` (0: none)."""
     samples: int = 10
     temperature: float = 0.2
     max_k: int = 10
     length_threshold: int = 100
     max_tasks: int | None = 60
+    inspect_tasks: int = 6
+    inspect_samples: int = 2
 
 
 @dataclass
@@ -352,6 +356,8 @@ RANGES: dict[str, str] = {
     "eval.max_k": ">= 1",
     "eval.length_threshold": ">= 0",
     "eval.max_tasks": ">= 1",
+    "eval.inspect_tasks": ">= 0",
+    "eval.inspect_samples": ">= 1",
     "sandbox.workers": ">= 1",
     "sandbox.timeout_s": "in (0, 86400]",
     "sandbox.memory_mb": ">= 1",

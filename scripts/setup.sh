@@ -20,3 +20,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
   .venv/bin/python -m pip check >&2 || { echo "setup: .venv does not match requirements.lock (pip check above)" >&2; exit 1; }
   echo "$inputs" > "$stamp"
 fi
+# The line inspector's browser tests (tests/test_inspector.py) load its page in Debian's chromium;
+# installed when missing and apt is there (about 2 min and 480 MB; without it those tests skip).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium for the browser tests (apt-get, about 2 min)" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo -n"; fi
+  { $sudo apt-get update -q && $sudo apt-get install -y -q chromium; } >&2 \
+    || echo "setup: chromium not installed; the browser tests will skip" >&2
+fi

@@ -360,3 +360,26 @@ def experience_metrics(exp: Experience, kl_coef: float) -> dict[str, float]:
         "line_reward": float(line_part.sum()) / n_seq,
         "value_mean": float(exp.values.mean()) if exp.values.numel() else 0.0,
     }
+
+
+def line_view(exp: Experience, facts: list[ResponseFacts]) -> list[dict[str, list[float]]]:
+    """Per response (facts in batch order), per line: "advantage", the mean of exp.advantages
+    over the line's tokens (the PPO advantage the line's tokens were trained with), and
+    "line_reward", exp.line_scores at the token that closes the line (the reward variant's line
+    score: the PRM's for dense rewards). Lines without tokens get 0.0 for both."""
+    cu = exp.batch.cu_seqlens.tolist()
+    adv = exp.advantages.detach().float().cpu().tolist()
+    scores = exp.line_scores.detach().float().cpu().tolist()
+    out = []
+    for s, f in enumerate(facts):
+        n_lines = max(f.line_index, default=-1) + 1
+        sums, counts, ends = [0.0] * n_lines, [0] * n_lines, [0.0] * n_lines
+        for t, (m, end) in enumerate(zip(f.line_index, f.line_end)):
+            if m >= 0:
+                sums[m] += adv[cu[s] + t]
+                counts[m] += 1
+                if end:
+                    ends[m] = scores[cu[s] + t]
+        out.append({"advantage": [a / c if c else 0.0 for a, c in zip(sums, counts)],
+                    "line_reward": ends})
+    return out

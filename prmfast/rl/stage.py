@@ -2,6 +2,9 @@
 
     DIR/<name>/config.json     the effective config of the run (rl.* after the stage's overrides)
     DIR/<name>/metrics.jsonl   one row per iteration (rewards, losses, hack metrics, timings)
+    DIR/<name>/rollouts.jsonl  the last iteration's responses, per line: PPO advantage (mean over
+                               the line's tokens) and line reward (trainer.rollout_records; under
+                               several ranks rank 0's share)
     DIR/<name>/ckpt_XXXX/      policy checkpoints after evenly spaced iterations (HF folders)
     DIR/<name>/model/          the final policy
     DIR/<name>/state/          resumable state (removed once DONE is written)
@@ -249,9 +252,12 @@ def _train(trainer: PPOTrainer, cfg: Config, out: Path, progress: bool) -> Path:
     with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress or not is_main(),
               unit="it", dynamic_ncols=True) as bar:
         while trainer.step < rl.steps:
-            row = trainer.train_step()
+            last = trainer.step == rl.steps - 1
+            row = trainer.train_step(record=last)
             if is_main():
                 _append_row(metrics, row)
+                if last:
+                    write_jsonl(out / "rollouts.jsonl", trainer.last_rollouts)
             if probe is not None and (trainer.step % rl.probe_every == 0
                                       or trainer.step == rl.steps):
                 _append_row(probe_file, probe.measure(trainer))

@@ -41,8 +41,8 @@ from prmfast import profiling
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
-                                   experience_metrics, facts_from_lines, make_experience,
-                                   policy_logprobs)
+                                   experience_metrics, facts_from_lines, line_view,
+                                   make_experience, policy_logprobs)
 from prmfast.rl.loss import PPOLoss
 from prmfast.rl.rewards import REWARDS
 from prmfast.sandbox import Job
@@ -115,6 +115,7 @@ class PPOTrainer:
         self.critic_engine, self.critic_opt, self.critic_sched = self._under_engine(
             PackedCritic(critic), rl.critic_lr)
         self.step = 0                       # iterations finished
+        self.last_rollouts: list[dict] = []   # train_step(record=True)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
 
@@ -140,8 +141,10 @@ class PPOTrainer:
 
     # --- one iteration -------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        """Run iteration self.step and advance it. Returns the metrics row of the iteration."""
+    def train_step(self, *, record: bool = False) -> dict[str, float]:
+        """Run iteration self.step and advance it. Returns the metrics row of the iteration.
+        record: also keep this rank's responses of the iteration, per line, in
+        self.last_rollouts (see rollout_records; the RL stage saves the last iteration's)."""
         rl, step = self.rl, self.step
         timer = StepTimer()
         start = time.perf_counter()
@@ -158,6 +161,8 @@ class PPOTrainer:
         exp = make_experience(batch, facts, policy=self.policy_engine,
                               reference=self.reference_fwd, critic=self.critic_engine,
                               prm=self.prm, cfg=self.exp_cfg, timer=timer)
+        if record:
+            self.last_rollouts = rollout_records(pairs, facts, exp, self.tokenizer, step + 1)
         with timer("update"):
             stats = self.update(exp, train_policy=step >= rl.critic_warmup_steps)
         with timer("sync"):
@@ -344,6 +349,24 @@ DEEPSPEED_ON_CPU = ("rl.engine='deepspeed' with model.device='cpu' while CUDA is
                     "DeepSpeed would move the models to its GPU; use model.device=auto (or "
                     "cuda), or keep DeepSpeed on the CPU with DS_ACCELERATOR=cpu or "
                     "CUDA_VISIBLE_DEVICES=")
+
+
+def rollout_records(pairs, facts, exp, tokenizer, step: int) -> list[dict]:
+    """One JSON-ready row per response of an iteration (pairs of (task, sample) in batch order):
+    step, task_id, prompt, prompt_ids, response_ids, response, lines (segmented texts),
+    is_comment, passed and, per line,
+    the mean PPO advantage of its tokens and its line reward (experience.line_view)."""
+    rows = []
+    for (task, sample), fact, view in zip(pairs, facts, line_view(exp, facts)):
+        lines = segment(list(sample.response_ids), tokenizer)
+        pad = [0.0] * (len(lines.texts) - len(view["advantage"]))
+        rows.append({"step": step, "task_id": task.task_id, "prompt": task.prompt,
+                     "prompt_ids": list(sample.prompt_ids),
+                     "response_ids": list(sample.response_ids), "response": sample.text,
+                     "lines": lines.texts,
+                     "is_comment": list(lines.is_comment), "passed": fact.passed,
+                     "advantage": view["advantage"] + pad, "line_reward": view["line_reward"] + pad})
+    return rows
 
 
 def deepspeed_overrides(cfg, device: torch.device) -> dict:

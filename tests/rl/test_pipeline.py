@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from prmfast.config import load_config
 from prmfast.errors import StageError
 from prmfast.rl.stage import check_rl_ready, run_rl, variant_name
+from tests.browser import Responses, load_page, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,50 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     start = time.perf_counter()
     assert train("all", "--preset", "smoke", "--out", str(run)).returncode == 0
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_smoke_run_line_inspector_in_a_browser(smoke_run):
+    """The report stage's DIR/inspect.html of a real run, loaded in chromium: test samples of
+    every model, the collected responses with their binary-search labels and the last RL
+    iteration's responses (DIR/rl_*/rollouts.jsonl) with per-line PPO advantages; a PRM score on
+    every line."""
+    run, proc, _ = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config("smoke")
+    rollouts = {name: [json.loads(x) for x in (run / name / "rollouts.jsonl").read_text()
+                       .splitlines()] for name in ("rl_baseline", "rl_prm")}
+    for rows in rollouts.values():
+        assert len(rows) == cfg.rl.prompts_per_step * cfg.rl.samples_per_prompt
+        for r in rows:
+            assert r["step"] == cfg.rl.steps and bool(r["lines"]) == bool(r["response_ids"])
+            assert len(r["advantage"]) == len(r["line_reward"]) == len(r["lines"])
+    assert any(a != 0 for r in rollouts["rl_prm"] for a in r["advantage"])
+    dom, console = load_page(run / "inspect.html")
+    assert console == []
+    boxes = Responses(dom).boxes
+    kinds = Counter((b["attrs"]["data-model"], b["attrs"]["data-source"].split()[0])
+                    for b in boxes)
+    n_test = cfg.eval.inspect_tasks * cfg.eval.inspect_samples
+    n_labelled = len((run / "prm_data" / "labels.jsonl").read_text().splitlines())
+    assert kinds == {("sft", "test"): n_test, ("rl_baseline", "test"): n_test,
+                     ("rl_prm", "test"): n_test, ("rl_baseline", "collect"): n_labelled,
+                     ("rl_baseline", "RL"): len(rollouts["rl_baseline"]),
+                     ("rl_prm", "RL"): len(rollouts["rl_prm"])}
+    rl_lines = [[line.rstrip("\n") for line in r["lines"]] for r in rollouts["rl_baseline"]]
+    assert [[cells[-1][1] for cells in b["rows"]] for b in boxes
+            if b["attrs"]["data-source"].startswith("RL") and
+            b["attrs"]["data-model"] == "rl_baseline"] == rl_lines
+    for b in boxes:
+        source = b["attrs"]["data-source"]
+        for label, prm, _, advantage, _ in b["rows"]:
+            assert (label[1] != "") == source.startswith("collect")
+            assert (advantage[1] != "") == source.startswith("RL")
+            assert prm[1] != ""
+    oracle = [cells[2][1] for b in boxes if b["attrs"]["data-passed"] == "pass"
+              for cells in b["rows"]]
+    assert all(value in ("+1", "0") for value in oracle)   # a passing response has no error
 
 
 @pytest.mark.slow
