@@ -44,7 +44,8 @@ def packed_batch(n, dev, seqs=1024):
 def cases(args, dev):
     n = args.tokens
     b = packed_batch(n, dev)
-    kw = dict(gamma=0.99, lam=0.95, kl_coef=0.05)
+    kw = dict(gamma=0.99, lam=0.95, kl_coef=0.05, prm_coef_fail=0.25, prm_coef_pass=0.025,
+              normalize_by_lines=True)
     yield "dense_rewards_gae", lambda impl: kernels.dense_rewards_gae(**b, impl=impl, **kw)
     yield "gae", lambda impl: kernels.gae(b["prm_scores"], b["values"], b["cu_seqlens"], gamma=0.99,
                                          lam=0.95, impl=impl)
@@ -55,7 +56,8 @@ def cases(args, dev):
     def ppo_step(impl):
         lp, v = lp0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
         loss = kernels.ppo_loss(lp, ppo["old_logprobs"], ppo["advantages"], v, ppo["old_values"],
-                                ppo["returns"], ppo["cu_seqlens"], dual_clip=3.0, impl=impl)[0]
+                                ppo["returns"], ppo["cu_seqlens"], clip_low=0.2, clip_high=0.2,
+                                dual_clip=3.0, value_clip=0.2, vf_coef=0.5, impl=impl)[0]
         loss.backward()
         return loss.detach(), lp.grad, v.grad
     yield "ppo_loss fwd+bwd", ppo_step

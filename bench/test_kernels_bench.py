@@ -51,7 +51,9 @@ def test_dense_rewards_gae_numba_vs_python_loop(benchmark, report, b, t):
                                              batch["kl"], batch["line_end"])
     fast = lambda: kernels.dense_rewards_gae(values, prm, ends, kl, batch["outcome"],
                                              batch["passed"], cu, gamma=GAMMA, lam=LAM,
-                                             kl_coef=KL_COEF, impl="numba")
+                                             kl_coef=KL_COEF, prm_coef_fail=0.25,
+                                             prm_coef_pass=0.025, normalize_by_lines=True,
+                                             impl="numba")
     base = lambda: loop_rewards_gae(**batch)
     for got, expected in zip(fast(), base()):
         torch.testing.assert_close(got, expected[mask], rtol=1e-4, atol=1e-4)
@@ -90,7 +92,8 @@ def ppo_forward(kind, inputs):
     v = inputs["values"].clone().requires_grad_(True)
     args = dict(inputs, logprobs=lp, values=v)
     if kind == "fused":
-        return kernels.ppo_loss(**args, clip_low=0.2, clip_high=0.2, impl="numba")[0], lp, v
+        return kernels.ppo_loss(**args, clip_low=0.2, clip_high=0.2, dual_clip=None,
+                                value_clip=0.2, vf_coef=0.5, impl="numba")[0], lp, v
     return eager_ppo_loss(**args), lp, v
 
 

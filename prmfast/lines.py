@@ -1,4 +1,5 @@
-"""Response -> lines -> token spans, line ends and comment flags (DESIGN 3.3).
+"""Response -> lines -> token spans, line ends and comment flags (docs/design.md, "Tasks, lines
+and labels").
 
 One segmentation serves labelling, PRM training and RL, so a line's label, its PRM score and its
 dense reward all sit on the same token: the token that holds the line's newline.

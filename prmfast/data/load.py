@@ -1,4 +1,4 @@
-"""load_tasks: one entry point for every dataset (DESIGN 3.3)."""
+"""load_tasks: one entry point for every dataset (docs/design.md, "Tasks, lines and labels")."""
 from __future__ import annotations
 
 from functools import partial

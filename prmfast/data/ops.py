@@ -1,4 +1,4 @@
-"""The operation library of the synthetic suite (DESIGN 3.4).
+"""The operation library of the synthetic suite (docs/design.md, "Synthetic suite").
 
 Each operation is one step of a list pipeline: a natural-language template, a one-line code
 template over the variable `xs`, and a parameter range. Transforms map a list to a list

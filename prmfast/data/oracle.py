@@ -1,4 +1,5 @@
-"""The line-level oracle of the synthetic suite (DESIGN 3.4): the true first error of a response.
+"""The line-level oracle of the synthetic suite (docs/design.md, "Synthetic suite"): the true
+first error of a response.
 
 Definitions (kept simple so they can be stated in one breath):
 - A step of a candidate is one top-level statement of the body of its function `f`; step i of the

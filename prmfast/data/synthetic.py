@@ -1,4 +1,5 @@
-"""The synthetic long-horizon suite (DESIGN 3.4): procedural list pipelines with a horizon dial.
+"""The synthetic long-horizon suite (docs/design.md, "Synthetic suite"): procedural list
+pipelines with a horizon dial.
 
 A task of horizon H has H numbered steps: H-1 list transforms and a final return step (see
 prmfast.data.ops). Prompt (completion style) and reference response:

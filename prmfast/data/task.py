@@ -1,4 +1,5 @@
-"""The Task type shared by every dataset (DESIGN 3.3, docs/contracts.md)."""
+"""The Task type shared by every dataset (docs/design.md, "Tasks, lines and labels";
+docs/contracts.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

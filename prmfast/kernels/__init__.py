@@ -1,4 +1,5 @@
-"""prmfast.kernels: fused reward / advantage / loss ops on packed sequences (DESIGN 3.1).
+"""prmfast.kernels: fused reward / advantage / loss ops on packed sequences (docs/design.md,
+"Kernels").
 
 Each op takes impl="auto" | "torch" | "numba" | "triton"; see docs/kernels.md."""
 from prmfast.kernels.api import (IMPLS, dense_rewards, dense_rewards_gae, gae, line_scores,

@@ -1,4 +1,4 @@
-"""Public ops of DESIGN 3.1: validate the inputs, then dispatch to an implementation.
+"""Public ops of docs/design.md, "Kernels": validate the inputs, then dispatch to an implementation.
 
 Implementations are a small registry, resolved lazily (numba compiles and Triton imports only
 when first used): "torch" (reference), "numba" (CPU), "triton" (GPU, or CPU under
@@ -61,8 +61,8 @@ def _check_reward_inputs(cu_seqlens, prm_scores, line_end, kl, outcome, passed, 
 
 
 def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_coef,
-                  prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True, impl="auto"):
-    """Dense PRM rewards (DESIGN 3.1).
+                  prm_coef_fail, prm_coef_pass, normalize_by_lines, impl="auto"):
+    """Dense PRM rewards (docs/design.md, "Kernels").
 
     prm_scores, kl: [N] float; line_end: [N] bool; outcome: [S] float; passed: [S] bool
     -> rewards [N]:  -kl_coef*kl_t + line_end_t*c_s*prm_t/L_s + [t == e_s - 1]*outcome_s."""
@@ -75,8 +75,7 @@ def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_c
 
 
 def dense_rewards_gae(values, prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, gamma, lam,
-                      kl_coef, prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True,
-                      impl="auto"):
+                      kl_coef, prm_coef_fail, prm_coef_pass, normalize_by_lines, impl="auto"):
     """dense_rewards and gae in one pass per sequence.
 
     values, prm_scores, kl: [N]; line_end: [N] bool; outcome: [S]; passed: [S] bool
@@ -113,8 +112,7 @@ def line_scores(hidden, weight, bias, line_end, *, impl="auto"):
 
 
 def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens, *,
-             clip_low=0.2, clip_high=0.2, dual_clip=None, value_clip=0.2, vf_coef=0.5,
-             impl="auto"):
+             clip_low, clip_high, dual_clip, value_clip, vf_coef, impl="auto"):
     """Clipped PPO policy loss + clipped value loss, token mean over all N tokens.
 
     All tensors [N] float; cu_seqlens [S+1] -> (loss [], stats: pg_loss, vf_loss, clipfrac,

@@ -1,4 +1,5 @@
-"""The fast ops of DESIGN 3.1, built once from a backend of raw kernels (numba or Triton).
+"""The fast ops of docs/design.md, "Kernels", built once from a backend of raw kernels (numba or
+Triton).
 
 A backend module provides: name, compute_dtype(*tensors) (the dtype kernels read),
 accumulator_dtype(dtype) (the dtype kernels write), prepare(tensor, dtype), and the raw
@@ -193,7 +194,7 @@ def make_ops(backend):
         return advantages.to(out), returns.to(out)
 
     def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_coef,
-                      prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True):
+                      prm_coef_fail, prm_coef_pass, normalize_by_lines):
         dtype = backend.compute_dtype(prm_scores, kl, outcome)
         (rewards,) = _outputs(kl, dtype, 1)
         prm, k, o = (backend.prepare(t, dtype) for t in (prm_scores, kl, outcome))
@@ -203,8 +204,7 @@ def make_ops(backend):
         return rewards.to(result_dtype(prm_scores, kl, outcome))
 
     def dense_rewards_gae(values, prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, gamma,
-                          lam, kl_coef, prm_coef_fail=0.25, prm_coef_pass=0.025,
-                          normalize_by_lines=True):
+                          lam, kl_coef, prm_coef_fail, prm_coef_pass, normalize_by_lines):
         dtype = backend.compute_dtype(values, prm_scores, kl, outcome)
         rewards, advantages, returns = _outputs(values, dtype, 3)
         v, prm, k, o = (backend.prepare(t, dtype) for t in (values, prm_scores, kl, outcome))
@@ -219,7 +219,7 @@ def make_ops(backend):
         return LineScores.apply(backend, hidden, weight, bias, line_end)
 
     def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens, *,
-                 clip_low=0.2, clip_high=0.2, dual_clip=None, value_clip=0.2, vf_coef=0.5):
+                 clip_low, clip_high, dual_clip, value_clip, vf_coef):
         loss, means = PPOLoss.apply(backend, logprobs, values,
                                     (old_logprobs, advantages, old_values, returns),
                                     float(clip_low), float(clip_high),

@@ -1,5 +1,5 @@
-"""Torch reference implementations of DESIGN 3.1: exact, any float dtype (float64 included),
-differentiable through plain autograd. Half-precision inputs are computed in float32.
+"""Torch reference implementations of the ops of docs/design.md, "Kernels": exact, any float
+dtype (float64 included), differentiable through plain autograd. Half-precision inputs are computed in float32.
 
 Every function takes already-validated tensors (see api.py) and has the public signature."""
 import torch
@@ -53,7 +53,7 @@ def gae(rewards, values, cu_seqlens, *, gamma, lam):
 
 
 def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_coef,
-                  prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True):
+                  prm_coef_fail, prm_coef_pass, normalize_by_lines):
     """prm_scores, line_end (bool), kl: [N]; outcome, passed (bool): [S] -> rewards [N].
 
     r_t = -kl_coef*kl_t + line_end_t * c_s * prm_t / L_s + [t == e_s - 1] * outcome_s"""
@@ -79,7 +79,7 @@ def dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, kl_c
 
 
 def dense_rewards_gae(values, prm_scores, line_end, kl, outcome, passed, cu_seqlens, *, gamma, lam,
-                      kl_coef, prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True):
+                      kl_coef, prm_coef_fail, prm_coef_pass, normalize_by_lines):
     """dense_rewards then gae -> (rewards [N], advantages [N], returns [N])."""
     rewards = dense_rewards(prm_scores, line_end, kl, outcome, passed, cu_seqlens, kl_coef=kl_coef,
                             prm_coef_fail=prm_coef_fail, prm_coef_pass=prm_coef_pass,
@@ -101,7 +101,7 @@ def line_scores(hidden, weight, bias, line_end):
 
 
 def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens, *,
-             clip_low=0.2, clip_high=0.2, dual_clip=None, value_clip=0.2, vf_coef=0.5):
+             clip_low, clip_high, dual_clip, value_clip, vf_coef):
     """All tensors [N] -> (loss [], stats dict of detached 0-d tensors). Token mean over N."""
     dtype = result_dtype(logprobs, values)
     lp, olp, adv, v, ov, ret = (t.to(dtype) for t in

@@ -18,11 +18,11 @@ class PPOLoss(nn.Module):
     forward(logprobs [N], old_logprobs [N], advantages [N], values [N], old_values [N],
             returns [N], cu_seqlens [S+1], entropy [N] | None) -> (loss 0-d, stats dict)
     `logprobs` and `values` carry the gradients (policy and critic are separate networks, so
-    one backward of the sum updates both)."""
+    one backward of the sum updates both). The coefficients are required: their defaults live
+    in prmfast.config.RLConfig only."""
 
-    def __init__(self, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                 dual_clip: float | None = None, value_clip: float = 0.2, vf_coef: float = 0.5,
-                 entropy_coef: float = 0.0, impl: str = "auto"):
+    def __init__(self, *, clip_low: float, clip_high: float, dual_clip: float | None,
+                 value_clip: float, vf_coef: float, entropy_coef: float, impl: str = "auto"):
         super().__init__()
         self.clip_low, self.clip_high, self.dual_clip = clip_low, clip_high, dual_clip
         self.value_clip, self.vf_coef, self.entropy_coef = value_clip, vf_coef, entropy_coef

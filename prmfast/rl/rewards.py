@@ -8,7 +8,7 @@ inputs of `kernels.dense_rewards` that differ between variants:
                             (rl.normalize_by_lines) and places it on that token
     outcome     [S] float   the reward at the response's last token
 
-The KL penalty is added by the kernel for every variant. Variants (DESIGN section 1):
+The KL penalty is added by the kernel for every variant. Variants (docs/design.md, "Method"):
 
     sparse   outcome = R_UT (1 iff all tests pass); no line scores          (the paper's baseline)
     partial  outcome = fraction of tests passed; no line scores             (reviewers' control)

@@ -1,4 +1,4 @@
-"""Batched, sandboxed execution of generated code against unit tests (DESIGN 3.2)."""
+"""Batched, sandboxed execution of generated code against unit tests (docs/design.md, "Sandbox")."""
 from prmfast.sandbox.sandbox import LAYERS, Sandbox, available_layers
 from prmfast.sandbox.specs import AssertTests, CallTests, Job, Result, StdioTests, TestSpec
 

@@ -1,4 +1,4 @@
-"""Sandbox: the public entry point (DESIGN 3.2)."""
+"""Sandbox: the public entry point (docs/design.md, "Sandbox")."""
 from __future__ import annotations
 
 import fcntl

@@ -1,4 +1,4 @@
-"""Job and result types of the sandbox (DESIGN 3.2). Plain data: no execution here.
+"""Job and result types of the sandbox (docs/design.md, "Sandbox"). Plain data: no execution here.
 
 The types check their fields when built (and Sandbox.run checks them again, as a Job can be
 changed afterwards): a wrong type, a limit <= 0 or a string that is not UTF-8 raises

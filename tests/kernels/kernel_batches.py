@@ -2,6 +2,11 @@
 sequences, one sequence without line ends."""
 import torch
 
+# The coefficients these tests were written with (the paper's dense-reward weights, PPO's usual
+# clip ranges). The kernels take them as required keywords; their defaults live in prmfast.config.
+REWARD_COEFS = dict(prm_coef_fail=0.25, prm_coef_pass=0.025, normalize_by_lines=True)
+PPO_COEFS = dict(clip_low=0.2, clip_high=0.2, dual_clip=None, value_clip=0.2, vf_coef=0.5)
+
 
 def random_lengths(gen, n_seq, max_len):
     lengths = torch.randint(2, max_len + 1, (n_seq,), generator=gen)

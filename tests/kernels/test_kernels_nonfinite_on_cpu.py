@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from kernel_batches import ppo_batch, reward_batch
+from kernel_batches import PPO_COEFS, REWARD_COEFS, ppo_batch, reward_batch
 from prmfast import kernels
 
 IMPLS = ["numba", pytest.param("triton", marks=pytest.mark.skipif(
@@ -26,11 +26,11 @@ def test_nonfinite_scores_off_line_ends_do_not_leak_on_cpu(impl, bad):
     off = (~b["line_end"]).nonzero().flatten()
     b["prm_scores"][off[torch.randperm(off.numel(), generator=torch.Generator().manual_seed(0))[:5]]] = bad
     args = {k: v for k, v in b.items() if k != "values"}
-    expected = kernels.dense_rewards(**args, kl_coef=0.1, impl="torch")
+    expected = kernels.dense_rewards(**args, kl_coef=0.1, **REWARD_COEFS, impl="torch")
     assert expected.isfinite().all()
-    _same(kernels.dense_rewards(**args, kl_coef=0.1, impl=impl), expected)
-    _same(kernels.dense_rewards_gae(**b, gamma=1.0, lam=0.95, kl_coef=0.1, impl=impl)[2],
-          kernels.dense_rewards_gae(**b, gamma=1.0, lam=0.95, kl_coef=0.1, impl="torch")[2])
+    _same(kernels.dense_rewards(**args, kl_coef=0.1, **REWARD_COEFS, impl=impl), expected)
+    _same(kernels.dense_rewards_gae(**b, gamma=1.0, lam=0.95, kl_coef=0.1, **REWARD_COEFS, impl=impl)[2],
+          kernels.dense_rewards_gae(**b, gamma=1.0, lam=0.95, kl_coef=0.1, **REWARD_COEFS, impl="torch")[2])
 
 
 @pytest.mark.parametrize("impl", ["torch", *IMPLS])
@@ -55,7 +55,7 @@ def test_ppo_loss_nan_tokens_keep_their_nan_gradient_and_are_not_counted_clipped
         b["logprobs"][[3, 17]] = float("nan")
         b["values"][[5, 17]] = float("nan")
         lp, v = b["logprobs"].requires_grad_(True), b["values"].requires_grad_(True)
-        loss, stats = kernels.ppo_loss(**b, impl=name)
+        loss, stats = kernels.ppo_loss(**b, **PPO_COEFS, impl=name)
         loss.backward()
         results[name] = (lp.grad, v.grad, stats)
     (lp_ref, v_ref, st_ref), (lp_g, v_g, st) = results["torch"], results[impl]
@@ -74,5 +74,5 @@ def test_values_inside_the_clip_range_are_never_counted_clipped_on_cpu(impl):
     zeros = torch.zeros(n)
     _, stats = kernels.ppo_loss(zeros, zeros, zeros, values, old_values,
                                 torch.randn(n, generator=gen), torch.tensor([0, n]),
-                                value_clip=0.2, impl=impl)
+                                **PPO_COEFS, impl=impl)
     assert float(stats["vf_clipfrac"]) == 0.0

@@ -1,7 +1,7 @@
 """Padded [B, T] + mask wrappers agree with the packed ops."""
 import torch
 
-from kernel_batches import reward_batch
+from kernel_batches import PPO_COEFS, REWARD_COEFS, reward_batch
 from prmfast import kernels
 
 
@@ -10,7 +10,7 @@ def test_padded_wrappers_match_packed_on_cpu():
     lengths = (b["cu_seqlens"][1:] - b["cu_seqlens"][:-1])
     mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
     padded = {k: kernels.unpack(mask, b[k])[0] for k in ("values", "prm_scores", "line_end", "kl")}
-    kw = dict(gamma=0.9, lam=0.8, kl_coef=0.1)
+    kw = dict(gamma=0.9, lam=0.8, kl_coef=0.1, **REWARD_COEFS)
     got = kernels.dense_rewards_gae_padded(**padded, outcome=b["outcome"], passed=b["passed"],
                                            mask=mask, **kw)
     expected = kernels.dense_rewards_gae(**b, **kw)
@@ -22,7 +22,7 @@ def test_padded_wrappers_match_packed_on_cpu():
     cu, *packed = kernels.pack(mask, got[1], padded["values"])
     torch.testing.assert_close(cu, b["cu_seqlens"])
     loss, _ = kernels.ppo_loss_padded(padded["values"], padded["values"], got[1], padded["values"],
-                                      padded["values"], got[2], mask)
+                                      padded["values"], got[2], mask, **PPO_COEFS)
     ref, _ = kernels.ppo_loss(b["values"], b["values"], expected[1], b["values"], b["values"],
-                              expected[2], b["cu_seqlens"])
+                              expected[2], b["cu_seqlens"], **PPO_COEFS)
     torch.testing.assert_close(loss, ref)

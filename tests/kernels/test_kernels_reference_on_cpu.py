@@ -1,11 +1,11 @@
-"""The torch reference against a plain per-token Python reading of DESIGN 3.1, plus gradcheck of
-its differentiable ops."""
+"""The torch reference against a plain per-token Python reading of docs/design.md, "Kernels",
+plus gradcheck of its differentiable ops."""
 import math
 
 import pytest
 import torch
 
-from kernel_batches import ppo_batch, reward_batch
+from kernel_batches import PPO_COEFS, REWARD_COEFS, ppo_batch, reward_batch
 from prmfast import kernels
 
 
@@ -37,7 +37,8 @@ def naive_rewards_gae(b, gamma, lam, kl_coef, normalize):
 def test_reference_rewards_gae_match_definition_on_cpu(gamma, lam, normalize):
     b = reward_batch(11)
     rewards, adv, ret = kernels.dense_rewards_gae(**b, gamma=gamma, lam=lam, kl_coef=0.1,
-                                                  normalize_by_lines=normalize, impl="torch")
+                                                  **dict(REWARD_COEFS, normalize_by_lines=normalize),
+                                                  impl="torch")
     exp_r, exp_a = naive_rewards_gae(b, gamma, lam, 0.1, normalize)
     torch.testing.assert_close(rewards, exp_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(adv, exp_a, rtol=1e-12, atol=1e-12)
@@ -46,7 +47,7 @@ def test_reference_rewards_gae_match_definition_on_cpu(gamma, lam, normalize):
 
 def test_reference_ppo_loss_matches_definition_on_cpu():
     b = ppo_batch(5, n=50)
-    loss, stats = kernels.ppo_loss(**b, dual_clip=2.0, impl="torch")
+    loss, stats = kernels.ppo_loss(**b, **dict(PPO_COEFS, dual_clip=2.0), impl="torch")
     total = 0.0
     for lp, olp, a, v, ov, r in zip(*(b[k].tolist() for k in
                                       ("logprobs", "old_logprobs", "advantages", "values",
@@ -76,8 +77,8 @@ def test_reference_gradcheck_ppo_loss_on_cpu(dual_clip):
     lp, v = b["logprobs"].requires_grad_(True), b["values"].requires_grad_(True)
 
     def loss(lp, v):
-        return kernels.ppo_loss(**dict(b, logprobs=lp, values=v), dual_clip=dual_clip,
-                                impl="torch")[0]
+        return kernels.ppo_loss(**dict(b, logprobs=lp, values=v),
+                                **dict(PPO_COEFS, dual_clip=dual_clip), impl="torch")[0]
     assert torch.autograd.gradcheck(loss, (lp, v))
 
 

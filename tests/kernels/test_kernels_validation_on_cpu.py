@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernel_batches import ppo_batch, reward_batch
+from kernel_batches import PPO_COEFS, REWARD_COEFS, ppo_batch, reward_batch
 from prmfast import kernels
 
 IMPLS = ["torch", "numba", "triton"]
@@ -49,7 +49,8 @@ def test_dense_rewards_gae_rejects_bad_input_on_cpu(field, bad, match):
     b = reward_batch(1)
     b[field] = bad(b[field])
     with pytest.raises(ValueError, match=match):
-        kernels.dense_rewards_gae(**b, gamma=1.0, lam=1.0, kl_coef=0.1, impl="numba")
+        kernels.dense_rewards_gae(**b, gamma=1.0, lam=1.0, kl_coef=0.1, **REWARD_COEFS,
+                                  impl="numba")
 
 
 def test_scalar_arguments_are_checked_on_cpu():
@@ -59,12 +60,12 @@ def test_scalar_arguments_are_checked_on_cpu():
         kernels.gae(**_gae_args(), gamma=0.5, lam=0.9, impl="cuda")
     b = ppo_batch(0, n=10)
     with pytest.raises(ValueError, match="dual_clip"):
-        kernels.ppo_loss(**b, dual_clip=0.5)
+        kernels.ppo_loss(**b, **dict(PPO_COEFS, dual_clip=0.5))
     with pytest.raises(ValueError, match="returns must have shape"):
-        kernels.ppo_loss(**dict(b, returns=b["returns"][:3]))
+        kernels.ppo_loss(**dict(b, returns=b["returns"][:3]), **PPO_COEFS)
     empty = {k: (v[:0] if k != "cu_seqlens" else torch.tensor([0])) for k, v in b.items()}
     with pytest.raises(ValueError, match="at least one token"):
-        kernels.ppo_loss(**empty)
+        kernels.ppo_loss(**empty, **PPO_COEFS)
 
 
 def test_line_scores_and_token_logprobs_reject_bad_input_on_cpu():
@@ -91,12 +92,13 @@ def test_errors_name_the_argument_that_is_wrong_on_cpu():
     with pytest.raises(ValueError, match="rewards must be a torch.Tensor"):
         kernels.gae([0.0] * 6, b["values"], b["cu_seqlens"], gamma=0.9, lam=0.9)
     with pytest.raises(ValueError, match=r"logprobs must have shape \(6,\)"):
-        kernels.ppo_loss(**dict(b, logprobs=b["logprobs"][:4]))
+        kernels.ppo_loss(**dict(b, logprobs=b["logprobs"][:4]), **PPO_COEFS)
     with pytest.raises(ValueError, match="gamma must be a number, got None"):
         kernels.gae(b["returns"], b["values"], b["cu_seqlens"], gamma=None, lam=0.9)
     r = reward_batch(2)
     with pytest.raises(ValueError, match="kl_coef must be a number"):
-        kernels.dense_rewards(**{k: v for k, v in r.items() if k != "values"}, kl_coef="0.1x")
+        kernels.dense_rewards(**{k: v for k, v in r.items() if k != "values"}, kl_coef="0.1x",
+                              **REWARD_COEFS)
     h, w, ends = torch.randn(5, 4), torch.randn(4), torch.ones(5, dtype=torch.bool)
     with pytest.raises(ValueError, match="bias must be a number"):
         kernels.line_scores(h, w, None, ends)

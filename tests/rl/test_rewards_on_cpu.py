@@ -1,4 +1,4 @@
-"""Reward variants against hand-computed rewards (DESIGN section 1 formulas)."""
+"""Reward variants against hand-computed rewards (docs/design.md, "Method": the rewards)."""
 import pytest
 import torch
 
@@ -23,6 +23,7 @@ def rewards(variant, *, neutral=True, normalize=True, kl=None, kl_coef=0.0, firs
     scores, outcome = line_rewards(variant, inp, neutral_comments=neutral)
     kl = torch.zeros(8) if kl is None else kl
     return kernels.dense_rewards(scores, LINE_END, kl, outcome, inp.passed, CU, kl_coef=kl_coef,
+                                 prm_coef_fail=0.25, prm_coef_pass=0.025,
                                  normalize_by_lines=normalize, impl="torch").tolist()
 
 

@@ -57,7 +57,8 @@ def run_mode(mode: str, lengths: list[int]) -> dict:
         tok_lp = logp[:, :-1].gather(2, padded[:, 1:, None])[..., 0]
         lp = torch.cat([tok_lp.new_zeros(len(seqs), 1), tok_lp], 1)[mask]
         values = critic.values(padded, mask.long())[mask]
-    loss, _ = kernels.ppo_loss(lp, old_lp, adv, values, old_v, ret, cu)
+    loss, _ = kernels.ppo_loss(lp, old_lp, adv, values, old_v, ret, cu, clip_low=0.2,
+                               clip_high=0.2, dual_clip=None, value_clip=0.2, vf_coef=0.5)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
