@@ -69,17 +69,20 @@ def _test_samples(cfg, run_dir: Path, models: dict[str, Path]) -> list[dict]:
     from prmfast.data import split_tasks
     from prmfast.labeling.collect import sample_responses
     from prmfast.labeling.policy import Policy, make_sandbox
+    from prmfast.labeling.store import read_jsonl
     tasks = split_tasks(cfg, "test")[:cfg.eval.inspect_tasks]
     by_id = {t.task_id: t for t in tasks}
-    out = []
-    with make_sandbox(cfg) as sandbox:
-        for name, path in models.items():
-            cache = run_dir / "inspect" / f"{name}.jsonl"
-            rows = (sample_responses(Policy(path, cfg, sandbox), tasks, cfg.eval.inspect_samples,
-                                     cfg, cache, cfg.eval.temperature))
-            out += [{**_common(r), "prompt": by_id[r["task_id"]].prompt, "model": name,
-                     "source": "test sample"} for r in rows]
-    return out
+    caches = {name: run_dir / "inspect" / f"{name}.jsonl" for name in models}
+    missing = [name for name, cache in caches.items() if not cache.exists()]
+    if missing:
+        with make_sandbox(cfg) as sandbox:
+            for name in missing:
+                sample_responses(Policy(models[name], cfg, sandbox), tasks,
+                                 cfg.eval.inspect_samples, cfg, caches[name],
+                                 cfg.eval.temperature)
+    return [{**_common(r), "prompt": by_id[r["task_id"]].prompt, "model": name,
+             "source": "test sample"} for name, cache in caches.items()
+            for r in read_jsonl(cache) if r["task_id"] in by_id]
 
 
 def _add_oracle(cfg, records: list[dict]) -> None:
