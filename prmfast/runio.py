@@ -17,11 +17,13 @@ the old one, so a reader sees the old file or the new one, never a part.
     write_jsonl(path, rows)              # atomic replacement
     write_json(path, obj, indent=2)      # atomic; NaN written as null (strict JSON)
     read_metrics(stage_dir) -> rows of stage_dir/metrics.jsonl
+    save_whole(folder, write)            # a folder (a saved model) written whole, then swapped in
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,3 +117,14 @@ def _replace_bytes(path: Path, data: bytes) -> None:
 def read_metrics(stage_dir: str | Path) -> list[dict]:
     """Rows of DIR/<stage>/metrics.jsonl (empty when absent), under the policy above."""
     return read_jsonl(Path(stage_dir) / "metrics.jsonl")
+
+
+def save_whole(folder: str | Path, write) -> None:
+    """write(path) into a temporary folder, then swapped in: a kill mid-save never leaves a
+    partial model folder for the next stages (they start from DIR/sft/model, DIR/prm/model)."""
+    folder = Path(folder)
+    tmp = folder.with_name(".tmp_" + folder.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)

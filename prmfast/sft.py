@@ -33,7 +33,7 @@ from prmfast.device import module_device, select_device
 from prmfast.eval import evaluate_policy
 from prmfast.models import build_tiny_model, encode, load_policy, save_policy, train_tokenizer
 from prmfast.rollout import HFGenerateBackend
-from prmfast.runio import write_json
+from prmfast.runio import save_whole, write_json
 from prmfast.sandbox import Sandbox
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,16 +74,6 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     print(f"sft: pass@1 {metrics['pass@1']:.3f}{f' ({buckets})' if buckets else ''}; stop rate "
           f"{metrics['stop_rate']:.2f}; train {t1 - t0:.0f}s, eval {metrics['eval_wall_s']:.0f}s")
     return out
-
-
-def save_whole(folder: Path, write) -> None:
-    """write(path) into a temporary folder, then swapped in: a kill mid-save never leaves a
-    partial model folder for the next stages (they start from DIR/sft/model, DIR/prm/model)."""
-    tmp = folder.with_name(".tmp_" + folder.name)
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
 
 
 def _sandbox(cfg: Config) -> Sandbox:

@@ -75,3 +75,26 @@ def test_whole_file_writes_replace_atomically_and_write_strict_json_on_cpu(tmp_p
     assert json.loads(doc.read_text()) == {"auc": None, "xs": [1.5, None], "n": {"k": 1}}
     assert "NaN" not in doc.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, doc.name])
+
+
+def test_save_whole_swaps_a_finished_folder_in_and_keeps_the_old_one_on_a_crash_on_cpu(tmp_path):
+    from prmfast.runio import save_whole
+
+    def write(n):
+        def fill(folder):
+            folder.mkdir()
+            (folder / "weights").write_text(str(n))
+        return fill
+
+    save_whole(tmp_path / "model", write(1))
+    assert (tmp_path / "model" / "weights").read_text() == "1"
+
+    def crash(folder):
+        write(2)(folder)
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        save_whole(tmp_path / "model", crash)
+    assert (tmp_path / "model" / "weights").read_text() == "1"     # the old folder, whole
+    save_whole(tmp_path / "model", write(3))                        # the leftover is replaced
+    assert (tmp_path / "model" / "weights").read_text() == "3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

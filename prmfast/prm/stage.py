@@ -17,7 +17,7 @@ from prmfast.errors import StageError
 from prmfast.labeling.select import SELECTIONS, keeps_passing, select
 from prmfast.lines import segment
 from prmfast.prm.model import PRM
-from prmfast.runio import read_jsonl, write_json
+from prmfast.runio import read_jsonl, save_whole, write_json
 from prmfast.prm.data import example, example_from_record
 from prmfast.prm.metrics import (EARLY_STOPS, group_by_task, oracle_labels, rerank,
                                  rerank_margins, response_metrics, within_task_all)
@@ -150,7 +150,6 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     from prmfast.prm.frozen import FrozenBackbonePRM
     from prmfast.prm.model import ValuePRM
     from prmfast.prm.train import train_prm
-    from prmfast.sft import save_whole
 
     stage_dir = out_dir / "prm"
     stage_dir.mkdir(parents=True, exist_ok=True)
