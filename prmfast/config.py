@@ -5,6 +5,8 @@ defaults; a config file (JSON or TOML) and `--set` overrides are applied after t
 Unknown keys, values of the wrong type and non-finite numbers fail at start with a message
 naming the key. Value ranges (RANGES) and the model / SFT rules are checked by the check_*
 functions here, which the CLI runs before any work with the stages' own checks.
+One module on purpose, though past 450 lines: every default of every stage lives here and only
+here (docs/layers.md), next to the checks of its values.
 """
 from __future__ import annotations
 

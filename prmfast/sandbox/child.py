@@ -22,7 +22,7 @@ SERVE, SCRIPT = 0, 1  # modes: answer the judge's requests / run as a script (st
 PROGRAM_FD = 4  # a sealed memfd holding the program (UTF-8, surrogates passed through)
 SOURCE_NAME = "main.py"  # the program's __file__; the judge writes a copy there
 # A global whose value encodes to more than this crosses to the judge as a reference, not as
-# a copy: the judge bounds what it reads (judge.MAX_FRAME), and the tests rarely read one.
+# a copy: the judge bounds what it reads (channel.MAX_FRAME), and the tests rarely read one.
 MANIFEST_VALUE_BYTES = 1 << 20
 
 
