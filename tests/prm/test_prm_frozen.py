@@ -83,7 +83,7 @@ def test_line_ends_on_random_code_like_texts_on_cpu(tokenizers):
             assert start <= last < stop, (response, pos)
 
 
-GGUF = (Path(__file__).resolve().parents[2] / "shared" / "models" / "smollm2-135m-instruct"
+GGUF = (Path(__file__).resolve().parents[3] / "shared" / "models" / "smollm2-135m-instruct"
         / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
