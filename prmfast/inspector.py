@@ -38,7 +38,7 @@ def gather(cfg, run_dir: Path) -> list[dict]:
     response_ids, passed, and where known oracle_m_star (1-based segmented line), labels (per
     line), advantage and line_reward (per line). StageError when the run has no model yet."""
     from prmfast.eval.stage import model_dirs
-    from prmfast.labeling.store import read_jsonl
+    from prmfast.runio import read_jsonl
     run_dir = Path(run_dir)
     models = model_dirs(run_dir)
     if not models:
@@ -69,7 +69,7 @@ def _test_samples(cfg, run_dir: Path, models: dict[str, Path]) -> list[dict]:
     from prmfast.data import split_tasks
     from prmfast.labeling.collect import sample_responses
     from prmfast.labeling.policy import Policy, make_sandbox
-    from prmfast.labeling.store import read_jsonl
+    from prmfast.runio import read_jsonl
     tasks = split_tasks(cfg, "test")[:cfg.eval.inspect_tasks]
     by_id = {t.task_id: t for t in tasks}
     caches = {name: run_dir / "inspect" / f"{name}.jsonl" for name in models}
