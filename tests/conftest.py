@@ -1,8 +1,19 @@
 """Test-wide setup. TRITON_INTERPRET must be set before any Triton kernel module is imported."""
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# verl's wheel (and evalplus's dependency stop-sequencer) install a top-level `tests` package,
+# which would win over this folder (a namespace package) in `from tests.x import y`: bind the
+# name to this folder first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in list(getattr(sys.modules.get("tests"), "__path__", [])):
+    _spec = importlib.util.spec_from_loader("tests", None, is_package=True)
+    _spec.submodule_search_locations = [_HERE]
+    sys.modules["tests"] = importlib.util.module_from_spec(_spec)
 
 
 def needs_shared_data(relative: str):
