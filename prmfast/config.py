@@ -1,7 +1,7 @@
 """Configuration: one nested dataclass per stage, presets, file and `--set key=value` overrides.
 
 Every option has a default here; a preset is a small dict of dotted overrides on top of the
-defaults; a config file (JSON or TOML) and `--set` overrides are applied after the preset.
+defaults; a config file (JSON, TOML or YAML) and `--set` overrides are applied after the preset.
 Unknown keys, values of the wrong type and non-finite numbers fail at start with a message
 naming the key. Value ranges (RANGES) and the model / SFT rules are checked by the check_*
 functions here, which the CLI runs before any work with the stages' own checks.
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 @dataclass
@@ -184,6 +186,15 @@ class SandboxConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers every stage logs its metric rows and evaluation summaries to
+    (prmfast/trackers.py): any of tensorboard, wandb (offline), mlflow (local file store),
+    trackio; their files stay in the run folder. Each is an optional extra
+    (pip install -e '.[tensorboard]')."""
+    backends: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     seed: int = 0
     out: str | None = None
@@ -196,6 +207,7 @@ class Config:
     prm: PRMConfig = field(default_factory=PRMConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -267,7 +279,8 @@ class ConfigError(ValueError):
 
 def load_config(preset: str = "default", file: str | Path | None = None,
                 sets: list[str] | None = None) -> Config:
-    """Defaults, then the preset, then the file (JSON or TOML), then `key=value` overrides."""
+    """Defaults, then the preset, then the file (JSON, TOML or YAML: by its suffix, .toml /
+    .yaml / .yml, else JSON), then `key=value` overrides."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = Config()
@@ -497,9 +510,19 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config file {name} cannot be read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {name} does not parse: {exc}") from None
+    except yaml.YAMLError as exc:                    # its message spans lines: one line here
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"config file {name} does not parse: "
+                          f"{getattr(exc, 'problem', None) or exc}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {name} must hold an object of sections and keys "
                           f'(e.g. {{"sft": {{"epochs": 2}}}}), got {type(data).__name__}')

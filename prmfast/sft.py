@@ -17,16 +17,19 @@ whichever device wrote it.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
+from prmfast import trackers
 from prmfast.config import Config, SFTConfig
 from prmfast.data import drop_failing_references, split_tasks
 from prmfast.device import module_device, select_device
@@ -54,7 +57,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     examples = build_examples(tokenizer, train_split, max_len=model.config.max_position_embeddings)
     losses: list[float] = []                 # every step's loss, those before a resume too
     train(model, examples, cfg.sft, out / "state", seed=cfg.seed, progress=progress,
-          history=losses)
+          history=losses, log_row=functools.partial(trackers.log, cfg, run_dir, "sft"))
     save_whole(out / "model", lambda folder: save_policy(model, tokenizer, folder))
     t1 = time.perf_counter()
     with _sandbox(cfg) as sandbox:
@@ -121,11 +124,13 @@ def build_examples(tokenizer, tasks, max_len: int) -> list[tuple[list[int], list
 
 
 def train(model, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, state_dir: Path,
-          *, seed: int, progress: bool = True, history: list[float] | None = None) -> list[float]:
+          *, seed: int, progress: bool = True, history: list[float] | None = None,
+          log_row: Callable[[dict], None] | None = None) -> list[float]:
     """Train in place for ceil(epochs * steps_per_epoch) steps, checkpointing to state_dir every
     cfg.checkpoint_every steps and at the end; resumes from state_dir's checkpoint when present.
     Returns the losses of the steps run by this call; `history`, when given, is filled with the
-    loss of every step from the first (the checkpoint keeps those before a resume)."""
+    loss of every step from the first (the checkpoint keeps those before a resume). log_row, when
+    given, gets {"step", "loss", "lr"} after every step (the trackers, log.backends)."""
     batch_size = min(cfg.batch_size, len(examples))
     per_epoch = len(examples) // batch_size
     total = max(1, math.ceil(cfg.epochs * per_epoch))
@@ -152,6 +157,8 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, st
             losses.append(loss.item())
             history.append(losses[-1])
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if log_row is not None:
+                log_row({"step": step, "loss": losses[-1], "lr": sched.get_last_lr()[0]})
             bar.update()
             if step % cfg.checkpoint_every == 0 or step == total:
                 save_checkpoint(state_dir, step, model, opt, sched, history)

@@ -55,6 +55,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 DATA_CHECK = ("prmfast.data.load", "check_data_config")
 DEVICE_CHECK = ("prmfast.device", "check_device_config")
 MODEL_CHECK = ("prmfast.config", "check_model_config")
+LOG_CHECK = ("prmfast.trackers", "check_log_config")
 CHECKS: dict[str, tuple[str, str]] = {
     "sft": ("prmfast.config", "check_sft_config"),
     "collect": ("prmfast.labeling.collect", "check_collect_config"),
@@ -66,7 +67,7 @@ CHECKS: dict[str, tuple[str, str]] = {
 RL_LAUNCH_CHECK = ("prmfast.rl.stage", "check_rl_launch")  # how the process was started
 # Rerunning a command on a run folder resumes it, so the settings must be those its outputs were
 # made with (check_rerun). Keys that cannot change results may differ:
-NEUTRAL_KEYS = ("out", "model.device", "sandbox.workers", "rl.vllm_python")
+NEUTRAL_KEYS = ("out", "model.device", "sandbox.workers", "rl.vllm_python", "log.backends")
 # The sections only one stage's outputs depend on (named like the stage; rl: the RL stages) may
 # differ between commands on one folder (`rl --set rl.reward=partial` next to rl_baseline, a PRM
 # variant) until the stage's folder exists; DIR/config.json keeps them as their stage last ran.
@@ -88,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
                         help="named set of overrides on the defaults (default: default)")
     parser.add_argument("--out", help="run folder (default: runs/<timestamp>)")
-    parser.add_argument("--config", help="JSON or TOML file of overrides, applied after the preset")
+    parser.add_argument("--config", help="JSON, TOML or YAML file of overrides, applied after "
+                        "the preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set rl.steps=10 (repeatable; last wins)")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
@@ -109,7 +111,8 @@ def torch_threads() -> int:
 def check_config(cfg: Config, stages: tuple[str, ...]) -> None:
     """Every value check of the stages, before any work; ConfigError names the key."""
     check_ranges(cfg, *COMMON_SECTIONS, *(s for name in stages for s in SECTIONS[name]))
-    checks = [DATA_CHECK, DEVICE_CHECK, MODEL_CHECK] + [CHECKS[n] for n in stages if n in CHECKS]
+    checks = [DATA_CHECK, DEVICE_CHECK, MODEL_CHECK, LOG_CHECK]
+    checks += [CHECKS[n] for n in stages if n in CHECKS]
     if any(n in RL_STAGES for n in stages):
         checks.append(RL_LAUNCH_CHECK)
     for module, function in checks:
@@ -218,13 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
     torch.set_num_threads(torch_threads())
     hf_logging.disable_progress_bar()  # a bar per model load / save would bury the stage bars
-    from prmfast import profiling
+    from prmfast import profiling, trackers
     profiling.configure(nvtx=args.nvtx)
     try:
         with profiling.profile_trace(args.profile):
             for name in stages:
                 with profiling.nvtx_range(name):
-                    STAGES[name](cfg, run_dir)
+                    pending = trackers.summary_pending(run_dir, name)
+                    try:
+                        STAGES[name](cfg, run_dir)
+                        if pending:             # its eval.json, to the trackers (log.backends)
+                            trackers.log_summary(cfg, run_dir, name)
+                    finally:
+                        trackers.close_all()    # the stage's tracker runs
     except (StageError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -32,7 +32,9 @@ fi
 echo "check_latest: building $env_dir from pyproject.toml's ranges" >&2
 "$python_bin" -m venv "$env_dir"
 "$env_dir/bin/python" -m pip install -q --upgrade pip setuptools wheel
-"$env_dir/bin/python" -m pip install -q -e ".[test]"
+# the extras CI runs the tests of (requirements.lock holds them; mlflow and trackio stay out)
+extras="test,deepspeed,tensorboard,wandb"
+"$env_dir/bin/python" -m pip install -q -e ".[$extras]"
 "$env_dir/bin/python" -m pip check
 echo "check_latest: resolved" >&2
 "$env_dir/bin/python" -m pip list --format=freeze --exclude-editable |
@@ -42,7 +44,7 @@ TRITON_INTERPRET=1 "$env_dir/bin/python" -m pytest -q -p no:cacheprovider --time
 if [ "$write_lock" = 1 ]; then
   {
     echo "# requirements.lock: every Python package of a CPU install of prmfast with its test tools"
-    echo "# (pip install -e .[test]), resolved for Linux x86_64 and CPython 3.11 on $(date -u +%F)."
+    echo "# (pip install -e .[$extras]), resolved for Linux x86_64 and CPython 3.11 on $(date -u +%F)."
     echo "# Installed by scripts/setup.sh (and so by CI). Refresh: bash scripts/check_latest.sh --write-lock"
     "$env_dir/bin/python" -m pip freeze --all --exclude-editable
   } > requirements.lock

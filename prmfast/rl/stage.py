@@ -32,6 +32,7 @@ from prmfast.config import (Config, ConfigError, apply_overrides, check_ranges, 
                             save_config)
 from prmfast.device import resolve_device, select_device
 from prmfast.distributed import deepspeed_config_path, get_rank, is_main
+from prmfast import trackers
 from prmfast.errors import StageError
 from prmfast.prm import is_frozen_prm, load_prm
 from prmfast.rl.algos import LR_SCHEDULES, checkpoint_steps
@@ -149,8 +150,8 @@ def check_rl_launch(cfg: Config) -> None:
 
 def _check_deepspeed_config(path: str) -> None:
     if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("rl.engine: 'deepspeed' needs the deepspeed package "
-                          "(pip install deepspeed)")
+        raise ConfigError("rl.engine: 'deepspeed' needs the deepspeed package, an optional "
+                          "extra: pip install -e '.[deepspeed]'")
     file = deepspeed_config_path(path)
     if not file.is_file():
         raise ConfigError(f"rl.deepspeed_config: {path!r} is not a file")
@@ -247,7 +248,7 @@ def _train(trainer: PPOTrainer, cfg: Config, out: Path, progress: bool) -> Path:
         _truncate_metrics(probe_file, trainer.step)
     probe = Probe(cfg) if rl.probe_every and is_main() else None
     if probe is not None and trainer.step == 0:
-        _append_row(probe_file, probe.measure(trainer))
+        _record(cfg, out, probe_file, probe.measure(trainer))
     ckpts = set(checkpoint_steps(rl.steps, rl.num_checkpoints))
     with tqdm(total=rl.steps, initial=trainer.step, desc=name, disable=not progress or not is_main(),
               unit="it", dynamic_ncols=True) as bar:
@@ -255,12 +256,12 @@ def _train(trainer: PPOTrainer, cfg: Config, out: Path, progress: bool) -> Path:
             last = trainer.step == rl.steps - 1
             row = trainer.train_step(record=last)
             if is_main():
-                _append_row(metrics, row)
+                _record(cfg, out, metrics, row)
                 if last:
                     write_jsonl(out / "rollouts.jsonl", trainer.last_rollouts)
             if probe is not None and (trainer.step % rl.probe_every == 0
                                       or trainer.step == rl.steps):
-                _append_row(probe_file, probe.measure(trainer))
+                _record(cfg, out, probe_file, probe.measure(trainer))
             if trainer.step in ckpts:       # saves: every rank (ZeRO-3 gathers), rank 0 writes
                 trainer.save_policy(out / f"ckpt_{trainer.step:04d}")
             if trainer.step % rl.save_every == 0 or trainer.step in ckpts:
@@ -324,6 +325,12 @@ class Probe:
             row[f"{split}_pass@1"] = summary["pass@1"]
         row["time_probe"] = round(time.perf_counter() - start, 3)
         return row
+
+
+def _record(cfg: Config, out: Path, path: Path, row: dict) -> None:
+    """Append row to the stage's JSONL file `path` and log it to the trackers (log.backends)."""
+    _append_row(path, row)
+    trackers.log(cfg, out.parent, out.name, row)
 
 
 def _append_row(path: Path, row: dict) -> None:
