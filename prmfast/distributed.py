@@ -21,6 +21,7 @@ Single process (no launcher): everything degrades to plain local behaviour.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -270,22 +271,31 @@ def wrap_model(model: nn.Module, backend: str,
 
 
 def backward_per_model(loss: torch.Tensor,
-                       outputs: Sequence[tuple[Wrapped, Sequence[torch.Tensor | None]]]) -> None:
+                       outputs: Sequence[tuple[Wrapped, Sequence[torch.Tensor | None]]],
+                       run_all: Callable[[list[Callable[[], None]]], Any] | None = None) -> None:
     """Backward of a loss that sums terms of several models' outputs, one engine backward per
     model (DeepSpeed reduces a model's gradients in its own engine's backward).
 
     outputs: (wrapped model, the outputs of its forward the loss uses; None entries skipped).
     One autograd pass through the loss alone gives d loss / d output; each model then runs
     backward((output * grad).sum()), which gives its parameters exactly loss.backward()'s
-    gradients.
+    gradients. run_all(jobs) runs the models' backwards (a list of no-argument callables; e.g.
+    prmfast.rl.pairs.PairRunner.run_all, side by side); default: one after the other.
     """
     tensors = [t for _, ts in outputs for t in ts if t is not None]
     grads = dict(zip(map(id, tensors), torch.autograd.grad(loss, tensors, allow_unused=True)))
-    for wrapped, ts in outputs:
+
+    def backward(wrapped, ts):
         terms = [(t * grads[id(t)]).sum() for t in ts
                  if t is not None and grads[id(t)] is not None]
         if terms:
             wrapped.backward(torch.stack(terms).sum())
+    jobs = [functools.partial(backward, wrapped, ts) for wrapped, ts in outputs]
+    if run_all is None:
+        for job in jobs:
+            job()
+    else:
+        run_all(jobs)
 
 
 @contextlib.contextmanager

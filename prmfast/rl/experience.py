@@ -277,19 +277,15 @@ class ExperienceConfig:
 
 @torch.no_grad()
 def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, reference,
-                    critic, prm, cfg: ExperienceConfig, timer) -> Experience:
+                    critic, prm, cfg: ExperienceConfig, timer, run_pair=None) -> Experience:
     """Forwards (policy, reference, critic, PRM if the reward needs it), then the reward
     variant's line scores and outcome, then `kernels.dense_rewards_gae` in one pass (the
     kernels run on the batch's device: Triton on a GPU, numba on the CPU). Every tensor is
     created on the batch's device, which must be the models'. `timer(name)` is a context manager
-    that records the time of each part."""
+    that records the time of each part. run_pair(first, second) -> (first(), second()) runs the
+    policy and reference forwards, then the critic and PRM forwards (e.g. side by side:
+    prmfast.rl.pairs.PairRunner.run; their timed parts then overlap); default: in order."""
     variant = REWARDS[cfg.reward]
-    with timer("policy_fwd"):
-        old_logprobs, _ = policy_logprobs(policy, batch)
-    with timer("ref_fwd"):
-        ref_logprobs, _ = policy_logprobs(reference, batch)
-    with timer("critic_fwd"):
-        values = critic_values(critic, batch)
     device = batch.device
     line_end = torch.tensor([b for f in facts for b in f.line_end], dtype=torch.bool,
                             device=device)
@@ -297,12 +293,24 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
                                device=device)
     if line_end.numel() != batch.num_tokens:
         raise ValueError(f"facts: {line_end.numel()} per-token entries for {batch.num_tokens} tokens")
-    prm_scores = None
+    if variant.needs_prm and prm is None:
+        raise ValueError("rl.reward='dense' needs a PRM (run the prm stage first)")
+    run_pair = run_pair or (lambda first, second: (first(), second()))
+
+    def timed(name, fn):
+        def job():
+            with timer(name):
+                return fn()
+        return job
+    (old_logprobs, _), (ref_logprobs, _) = run_pair(
+        timed("policy_fwd", lambda: policy_logprobs(policy, batch)),
+        timed("ref_fwd", lambda: policy_logprobs(reference, batch)))
+    critic_job = timed("critic_fwd", lambda: critic_values(critic, batch))
     if variant.needs_prm:
-        if prm is None:
-            raise ValueError("rl.reward='dense' needs a PRM (run the prm stage first)")
-        with timer("prm_fwd"):
-            prm_scores = prm_line_scores(prm, batch, line_end)
+        values, prm_scores = run_pair(
+            critic_job, timed("prm_fwd", lambda: prm_line_scores(prm, batch, line_end)))
+    else:
+        values, prm_scores = critic_job(), None
     passed = torch.tensor([f.passed for f in facts], dtype=torch.bool, device=device)
     frac_passed = torch.tensor([f.frac_passed for f in facts], dtype=torch.float32,
                                device=device)

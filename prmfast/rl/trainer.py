@@ -44,6 +44,7 @@ from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
                                    experience_metrics, facts_from_lines, line_view,
                                    make_experience, policy_logprobs)
 from prmfast.rl.loss import PPOLoss
+from prmfast.rl.pairs import PairRunner
 from prmfast.rl.rewards import REWARDS
 from prmfast.sandbox import Job
 
@@ -114,6 +115,9 @@ class PPOTrainer:
             PackedPolicy(policy, temperature=temperature), rl.policy_lr)
         self.critic_engine, self.critic_opt, self.critic_sched = self._under_engine(
             PackedCritic(critic), rl.critic_lr)
+        # independent passes of two models (policy / critic, policy / reference, critic / PRM)
+        # side by side on a CPU with >= 2 torch threads; not under an engine (their collectives)
+        self.pairs = PairRunner(self.device, allowed=rl.engine == "none")
         self.step = 0                       # iterations finished
         self.last_rollouts: list[dict] = []   # train_step(record=True)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -160,7 +164,8 @@ class PPOTrainer:
         batch, facts = self._score_rollouts(pairs, timer)
         exp = make_experience(batch, facts, policy=self.policy_engine,
                               reference=self.reference_fwd, critic=self.critic_engine,
-                              prm=self.prm, cfg=self.exp_cfg, timer=timer)
+                              prm=self.prm, cfg=self.exp_cfg, timer=timer,
+                              run_pair=self.pairs.run)
         if record:
             self.last_rollouts = rollout_records(pairs, facts, exp, self.tokenizer, step + 1)
         with timer("update"):
@@ -242,10 +247,12 @@ class PPOTrainer:
         token mean over all ranks' tokens. Each engine runs its own backward."""
         mb, idx = exp.batch.select(seq_ids, self.pad_id)
         if train_policy:
-            logprobs, entropy = policy_logprobs(self.policy_engine, mb)
+            (logprobs, entropy), values = self.pairs.run(
+                lambda: policy_logprobs(self.policy_engine, mb),
+                lambda: critic_values(self.critic_engine, mb))
         else:
             logprobs, entropy = exp.old_logprobs[idx], None
-        values = critic_values(self.critic_engine, mb)
+            values = critic_values(self.critic_engine, mb)
         loss, stats = self.loss_fn(logprobs, exp.old_logprobs[idx], exp.advantages[idx], values,
                                    exp.values[idx], exp.returns[idx], mb.cu_seqlens, entropy)
         engines = [("critic", self.critic_engine, self.critic_sched)]
@@ -253,7 +260,8 @@ class PPOTrainer:
         if train_policy:
             engines.append(("policy", self.policy_engine, self.policy_sched))
             outputs.append((self.policy_engine, [logprobs, entropy]))
-        D.backward_per_model(loss * D.token_mean_scale(mb.num_tokens), outputs)
+        D.backward_per_model(loss * D.token_mean_scale(mb.num_tokens), outputs,
+                             run_all=self.pairs.run_all)
         for name, engine, sched in engines:
             norm = engine.step()
             if norm is not None:
