@@ -94,10 +94,25 @@ def compute_line_gae_advantage_return(token_level_rewards: torch.Tensor, respons
     if passed is None or tuple(passed.shape) != (mask.shape[0],):
         got = None if passed is None else tuple(passed.shape)
         raise ValueError(f"passed must be a bool tensor of shape ({mask.shape[0]},), got {got}")
-    outcome = torch.zeros(mask.shape[0], dtype=token_level_rewards.dtype, device=mask.device)
-    _, advantages, returns = kernels.dense_rewards_gae_padded(
-        values, line_scores, line_end, -token_level_rewards, outcome, passed, mask, gamma=gamma,
-        lam=lam, kl_coef=1.0, impl=impl, **_coefficients(config))
+    options = dict(gamma=gamma, lam=lam, kl_coef=1.0, impl=impl, **_coefficients(config))
+    b, t = mask.shape
+    lengths = mask.sum(1)
+    if bool((mask == (torch.arange(t, device=mask.device) < lengths[:, None])).all()):
+        # right-padded (verl's layout): the [B*T] buffers as they are, each row a sequence of
+        # its response tokens then one of its padding (zeroed below), no gather or scatter
+        starts = torch.arange(b, device=mask.device) * t
+        cu_seqlens = torch.cat([torch.stack([starts, starts + lengths], 1).flatten(),
+                                starts.new_full((1,), b * t)])
+        outcome = torch.zeros(2 * b, dtype=token_level_rewards.dtype, device=mask.device)
+        _, advantages, returns = kernels.dense_rewards_gae(
+            values.reshape(-1), line_scores.reshape(-1), line_end.reshape(-1),
+            -token_level_rewards.reshape(-1), outcome, passed.repeat_interleave(2), cu_seqlens,
+            **options)
+        advantages, returns = advantages.view(b, t) * mask, returns.view(b, t) * mask
+    else:   # masked spans inside responses (multi-turn): gather the mask tokens, scatter back
+        outcome = torch.zeros(b, dtype=token_level_rewards.dtype, device=mask.device)
+        _, advantages, returns = kernels.dense_rewards_gae_padded(
+            values, line_scores, line_end, -token_level_rewards, outcome, passed, mask, **options)
     return verl_F.masked_whiten(advantages, mask) * mask, returns
 
 
