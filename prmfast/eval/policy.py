@@ -14,7 +14,7 @@ from prmfast.sandbox import Job
 
 
 def evaluate_policy(backend, tokenizer, tasks, sandbox, *, samples: int, temperature: float,
-                    max_new_tokens: int, top_p: float = 1.0, length_threshold: int = 100,
+                    max_new_tokens: int, length_threshold: int, top_p: float = 1.0,
                     max_k: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """Sample `samples` completions per task, run them in the sandbox, and summarise.
 

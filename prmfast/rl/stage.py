@@ -321,7 +321,8 @@ class Probe:
             summary = evaluate_policy(
                 trainer.backend, trainer.tokenizer, tasks, trainer.sandbox,
                 samples=self.cfg.eval.samples, temperature=self.cfg.eval.temperature,
-                max_new_tokens=self.cfg.sampling.max_new_tokens, seed=self.cfg.seed)
+                max_new_tokens=self.cfg.sampling.max_new_tokens,
+                length_threshold=self.cfg.eval.length_threshold, seed=self.cfg.seed)
             row[f"{split}_pass@1"] = summary["pass@1"]
         row["time_probe"] = round(time.perf_counter() - start, 3)
         return row
