@@ -22,7 +22,7 @@ def new_buffer(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-class LineScores(torch.autograd.Function):
+class LineScoresFunction(torch.autograd.Function):
     """scores = line_end * (hidden @ weight + bias); fused backward writes grad_hidden once and
     reduces grad_weight / grad_bias over line-end rows only."""
 
@@ -50,7 +50,7 @@ class LineScores(torch.autograd.Function):
                 grad_bias.to(bias_dtype).reshape(bias_shape), None)
 
 
-class PPOLoss(torch.autograd.Function):
+class PPOLossFunction(torch.autograd.Function):
     """loss = mean(pg) + vf_coef * mean(vf). The forward computes d loss / d logprobs and
     d loss / d values per token in the same pass and saves only those two [N] tensors."""
 
@@ -115,7 +115,7 @@ def _logits_chunk(buffer, h, w, rows, cols, inv_temperature):
     return out
 
 
-class TokenLogprobs(torch.autograd.Function):
+class TokenLogprobsFunction(torch.autograd.Function):
     """Per-token log p(target) and entropy under softmax(hidden @ weight.T / temperature) without
     the [N, V] logits: row chunks x vocabulary chunks with an online log-sum-exp. Saves hidden,
     weight, targets and two floats per token (lse, entropy); the backward recomputes each logits
@@ -216,20 +216,21 @@ def make_ops(backend):
         return rewards.to(out), advantages.to(out), returns.to(out)
 
     def line_scores(hidden, weight, bias, line_end):
-        return LineScores.apply(backend, hidden, weight, bias, line_end)
+        return LineScoresFunction.apply(backend, hidden, weight, bias, line_end)
 
     def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, cu_seqlens, *,
                  clip_low, clip_high, dual_clip, value_clip, vf_coef):
-        loss, means = PPOLoss.apply(backend, logprobs, values,
-                                    (old_logprobs, advantages, old_values, returns),
-                                    float(clip_low), float(clip_high),
-                                    -1.0 if dual_clip is None else float(dual_clip),
-                                    float(value_clip), float(vf_coef))
+        loss, means = PPOLossFunction.apply(backend, logprobs, values,
+                                            (old_logprobs, advantages, old_values, returns),
+                                            float(clip_low), float(clip_high),
+                                            -1.0 if dual_clip is None else float(dual_clip),
+                                            float(value_clip), float(vf_coef))
         names = ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl")
         return loss, {name: means[i].detach() for i, name in enumerate(names)}
 
     def token_logprobs(hidden, weight, targets, *, temperature=1.0, chunk_size=None):
-        return TokenLogprobs.apply(backend, hidden, weight, targets, float(temperature), chunk_size)
+        return TokenLogprobsFunction.apply(backend, hidden, weight, targets, float(temperature),
+                                           chunk_size)
 
     return SimpleNamespace(name=backend.name, gae=gae, dense_rewards=dense_rewards,
                            dense_rewards_gae=dense_rewards_gae, line_scores=line_scores,
