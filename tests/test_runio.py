@@ -45,7 +45,7 @@ def test_damage_before_the_last_line_is_refused_naming_file_and_line_on_cpu(tmp_
     original = _text(ROWS[:1]) + bad + "\n\n" + _text(ROWS[1:])
     path.write_text(original)
     for repair in (False, True):
-        with pytest.raises(RunFileError, match=rf"labels\.jsonl, line 2: not a JSON row"):
+        with pytest.raises(RunFileError, match=r"labels\.jsonl, line 2: not a JSON row"):
             read_jsonl(path, repair=repair)
     assert path.read_text() == original                    # nothing cut, nothing lost
     assert issubclass(RunFileError, StageError)            # the CLI prints it as one line

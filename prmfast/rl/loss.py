@@ -1,7 +1,6 @@
 """The PPO objective as a small module over the packed layout (wraps `kernels.ppo_loss`)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from prmfast import kernels
