@@ -270,6 +270,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval.max_k": 4,
         "eval.max_tasks": 48,
     },
+    # scripts/ablation.py --preset paper: the paper's Table 1 with power (issue 17): every test
+    # task of 500 x 10 samples at temperature 0.2, RL runs of 48 x 64 responses; the default
+    # preset's collection (collect.k 8) and PRM
+    "paper": {
+        "data.n_test": 500,
+        "collect.k": 8,
+        "collect.quality_ks": [2, 4, 8],
+        "rl.steps": 48,
+        "rl.prompts_per_step": 16,
+        "rl.samples_per_prompt": 4,
+        "rl.probe_every": 0,
+        "eval.samples": 10,
+        "eval.max_k": 10,
+        "eval.max_tasks": None,
+    },
 }
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from prmfast.config import ConfigError, load_config  # noqa: E402
 from prmfast.eval.stage import Evaluator  # noqa: E402
 from prmfast.report import HORIZONS, plot_best_of_k, plot_pass_by_horizon  # noqa: E402
-from prmfast.runio import read_metrics  # noqa: E402
+from prmfast.runio import read_metrics, write_json, write_jsonl  # noqa: E402
 from prmfast.rl.stage import check_rl_config, variant_name  # noqa: E402
 from prmfast.table1 import per_task_rows, table  # noqa: E402
 
@@ -240,12 +240,6 @@ def claims_markdown(table1: dict) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def plots(out: Path, summary: dict, labels: dict[str, str], curves: dict[str, list[list[dict]]]):
     import matplotlib
     matplotlib.use("Agg")
@@ -344,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     prm = {seed: json.loads(f.read_text()) for seed in range(args.seeds)
            if (f := Path(args.runs) / f"seed{seed}" / "prm" / "eval.json").exists()}
     table1 = {"info": info, **table(rows, prm)}
-    write_atomic(out / "per_task.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    write_atomic(out / "summary.json", json.dumps(table1, indent=1))
+    write_jsonl(out / "per_task.jsonl", rows)
+    write_json(out / "summary.json", table1, indent=1)
     if per_seed:
         plots(out, summary, labels, curves)
     (out / "ablation.md").write_text(markdown(summary, labels, info) + claims_markdown(table1))

@@ -61,3 +61,15 @@ def test_two_seeds_in_parallel_on_the_smoke_preset(tmp_path):
     assert summary["missing"] == [] and summary["failed_stages"] == {}
     assert (runs / "seed1" / "rl_baseline" / "DONE").exists()
     assert "| SFT | 2 |" in (out / "ablation.md").read_text()
+    # per_task.jsonl: one row per seed, variant and test task, in the committed schema
+    from prmfast.table1 import check_rows
+    rows = check_rows(json.loads(line) for line in (out / "per_task.jsonl").read_text().splitlines())
+    assert len(rows) == 2 * 2 * 8                   # smoke: eval.max_tasks = 8
+    assert {(r["seed"], r["variant"]) for r in rows} == {(s, v) for s in (0, 1)
+                                                         for v in ("sft", "sparse")}
+    table1 = json.loads((out / "summary.json").read_text())
+    sparse = table1["comparisons"]["sparse-sft:all"]
+    assert sorted(sparse["per_seed"]) == ["0", "1"] and sparse["pooled"]["n"] == 8
+    claims = {c["claim"].split(".")[0]: c["holds"] for c in table1["claims"]}
+    assert claims["1"] is None and claims["5"] is False and claims["1b"] in (True, False)
+    assert "## Which claims hold on this run" in (out / "ablation.md").read_text()
