@@ -355,9 +355,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.write:
             print(write_report(run_dir))
         if args.html:
-            from prmfast.config import load_config
+            from prmfast.config import ConfigError, load_config
             from prmfast.inspector import write_inspector
-            print(write_inspector(load_config(file=run_dir / "config.json"), run_dir))
+            try:
+                cfg = load_config(file=run_dir / "config.json")
+            except ConfigError as exc:
+                raise StageError(f"{exc}: --html reads the run's config, which python -m "
+                                 "prmfast.train writes there") from None
+            print(write_inspector(cfg, run_dir))
     except StageError as exc:
         raise SystemExit(f"error: {exc}") from None
 

@@ -110,3 +110,12 @@ def test_page_is_self_contained_and_escapes_its_data():
     assert "<link" not in html and "@import" not in html
     assert html.count("</script>") == 2            # the data's "</script>" is escaped
     assert "<title>&lt;title&gt;</title>" in html
+
+
+def test_html_of_a_folder_without_config_or_model_says_what_is_missing(tmp_path):
+    from prmfast.report import main
+    with pytest.raises(SystemExit, match="config.json' does not exist: --html reads the run's"):
+        main([str(tmp_path), "--html"])
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"no finished model under .* \(run the sft stage"):
+        main([str(tmp_path), "--html"])
