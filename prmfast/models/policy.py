@@ -62,13 +62,19 @@ def load_policy(path: str | Path, dtype: str = "float32", device: torch.device |
     model = load_complete(AutoModelForCausalLM, path, dtype=torch_type)
     if device is not None:
         model.to(device)
+    return model, load_tokenizer(path)
+
+
+def load_tokenizer(path: str | Path):
+    """The HF folder's tokenizer, with a pad token (EOS when it has none of its own); ValueError
+    when none loads."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: no tokenizer that loads ({one_line(exc)})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def check_model_folder(path: str | Path) -> None:

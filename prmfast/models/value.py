@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, AutoModelForTokenClassification, PreTrainedModel
 
 from prmfast import kernels
 from prmfast.models.policy import check_model_folder, load_complete, one_line
@@ -40,10 +41,16 @@ class ValueModel(nn.Module):
                         device: torch.device | str | None = None) -> "ValueModel":
         """Load a folder written by save_pretrained (on the CPU, then moved to `device` when
         given). A causal-LM folder without a head file gives its backbone with a zero head (PRM
-        initialised from a policy checkpoint). FileNotFoundError when `path` is no model folder,
-        ValueError when its weights lack some of the backbone's tensors."""
+        initialised from a policy checkpoint). A one-label token-classification folder
+        (is_token_classifier, e.g. to_token_classifier's) gives its base model and its `score`
+        head. FileNotFoundError when `path` is no model folder, ValueError when its weights lack
+        some of the backbone's tensors."""
         path = Path(path)
         check_model_folder(path)
+        if is_token_classifier(path):
+            classifier = load_complete(AutoModelForTokenClassification, path)
+            model = cls(classifier.base_model, classifier.score)
+            return model if device is None else model.to(device)
         model = cls(load_complete(AutoModel, path))
         if (path / HEAD_FILE).exists():
             try:
@@ -62,6 +69,24 @@ class ValueModel(nn.Module):
                   str(path / HEAD_FILE))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))
+
+    def to_token_classifier(self, **config_fields) -> PreTrainedModel:
+        """The same network as a standard Transformers model with one label, which
+        AutoModelForTokenClassification loads: the backbone under its base-model prefix, the
+        head as `score` (classifier dropout 0); its logits [B, T, 1] are values() [B, T].
+        config_fields are set on its config (saved in config.json). ValueError when transformers
+        has no token-classification class for the backbone's model type."""
+        config = copy.deepcopy(self.backbone.config)
+        config.num_labels = 1
+        config.id2label, config.label2id = {0: "score"}, {"score": 0}
+        config.classifier_dropout = 0.0
+        for key, value in config_fields.items():
+            setattr(config, key, value)
+        classifier = AutoModelForTokenClassification.from_config(config)
+        classifier.base_model.load_state_dict(self.backbone.state_dict())
+        classifier.score.load_state_dict(self.head.state_dict())
+        first = next(self.backbone.parameters())
+        return classifier.to(device=first.device, dtype=first.dtype).eval()
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,6 +118,20 @@ class ValueModel(nn.Module):
         scores = kernels.line_scores(h.reshape(b * t, d), self.head.weight[0], self.head.bias,
                                      line_end.reshape(b * t))
         return scores.reshape(b, t)
+
+
+def is_token_classifier(path: str | Path) -> bool:
+    """Whether the HF folder `path` holds a token-classification model with one label (the
+    standard format of a PRM or critic: ValueModel.to_token_classifier)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    architectures = config.get("architectures") or []
+    return (any(str(a).endswith("ForTokenClassification") for a in architectures)
+            and len(config.get("id2label") or {}) == 1)
 
 
 def check_ids(input_ids: torch.Tensor) -> None:

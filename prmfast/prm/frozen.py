@@ -33,7 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from prmfast.config import PRMConfig
-from prmfast.models import ValueModel, load_policy
+from prmfast.models import ValueModel, is_token_classifier, load_policy
+from prmfast.models.policy import load_tokenizer
 from prmfast.models.value import HEAD_FILE
 from prmfast.prm.data import PRMExample, with_weights
 from prmfast.prm.metrics import selection_key, validation_metrics
@@ -106,11 +107,17 @@ class FrozenBackbonePRM(nn.Module):
     def from_backbone(cls, path: str | Path, source_tokenizer,
                       device: torch.device | str | None = None,
                       layer: int | None = None) -> "FrozenBackbonePRM":
-        """The pretrained causal LM at `path` (HF folder or .gguf) with a zero head. layer: keep
-        only the first `layer` decoder layers (the final norm stays), so the head reads that
-        layer's states and the forward runs layer of the n decoder layers; None: all."""
-        causal_lm, tokenizer = load_policy(path, device=device)
-        backbone = causal_lm.base_model
+        """The pretrained causal LM at `path` (HF folder or .gguf), or the backbone of a PRM in
+        the standard format (a one-label token-classification folder, e.g. DIR/prm/hf), with a
+        zero head. layer: keep only the first `layer` decoder layers (the final norm stays), so
+        the head reads that layer's states and the forward runs layer of the n decoder layers;
+        None: all."""
+        if is_token_classifier(path):
+            backbone = ValueModel.from_pretrained(path, device=device).backbone
+            tokenizer = load_tokenizer(path)
+        else:
+            causal_lm, tokenizer = load_policy(path, device=device)
+            backbone = causal_lm.base_model
         if layer is not None:
             n = len(backbone.layers)
             if not 1 <= layer <= n:

@@ -1,6 +1,8 @@
 """The "prm" stage: select the collected labels, train the PRM (fine-tuned or on a frozen
 backbone, prm.pretrained), save it to DIR/prm/model and evaluate it into DIR/prm/eval.json
-(held-out line metrics, reranking and within-task AUC on fresh test samples); DONE last.
+(held-out line metrics, reranking and within-task AUC on fresh test samples); DONE last. The
+fine-tuned kind is also saved in the standard format, DIR/prm/hf (a one-label
+AutoModelForTokenClassification folder with a model card: ValuePRM.save_token_classifier).
 
     check_prm_config(cfg)            # the CLI's value checks of the prm.* keys
     run(cfg, run_dir) -> DIR/prm
@@ -175,6 +177,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
         prm = ValuePRM.load(init_path(cfg, out_dir), device, pad)
         history = train_prm(prm, train_ex, val_ex, cfg.prm, cfg.seed)
         save_whole(stage_dir / "model", lambda folder: prm.save_pretrained(folder, tokenizer))
+        save_whole(stage_dir / "hf", lambda folder: prm.save_token_classifier(folder, tokenizer))
 
     if cfg.prm.early_stop == "within_task" and all(
             math.isnan(x) for x in history.get("val_within_task") or [math.nan]):
