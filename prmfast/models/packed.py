@@ -23,6 +23,8 @@ The numbers equal a padded forward of each sequence (tests/scale/test_packed_on_
 
 Log-probs go through kernels.token_logprobs on the hidden states, so the [N, V] logits never
 exist; values and PRM line scores come from the ValueModel's head on the packed hidden states.
+Past 450 lines on purpose: the three attention paths and the forwards built on them share one
+packing contract (cu_seqlens, parents, at) that is clearest read in one place.
 """
 from __future__ import annotations
 
