@@ -10,7 +10,9 @@ core_algos = pytest.importorskip(
     "verl.trainer.ppo.core_algos",
     reason="verl is an optional extra: pip install --no-deps -r requirements-verl.txt "
            "(docs/integrations.md)")
+from omegaconf import OmegaConf  # noqa: E402
 from verl import DataProto  # noqa: E402
+from verl.trainer.ppo.reward import get_custom_reward_fn  # noqa: E402
 from verl.utils.torch_functional import masked_whiten  # noqa: E402
 
 from prmfast import kernels  # noqa: E402
@@ -99,7 +101,7 @@ def test_line_scores_equal_the_float64_reference(b, t, holes):
         coefs = {k: option.get(k, getattr(defaults, k))
                  for k in ("prm_coef_fail", "prm_coef_pass", "normalize_by_lines")}
         expected = float64_reference(batch, 0.99, 0.95, **coefs)
-        got = adapter(batch, 0.99, 0.95, config={"prmfast": option})
+        got = adapter(batch, 0.99, 0.95, config=OmegaConf.create({"gamma": 0.99, "prmfast": option}))
         mask = batch["response_mask"].bool()
         for g, e in zip(got, expected):
             torch.testing.assert_close(g.double()[mask], e[mask], rtol=1e-4, atol=1e-5)
@@ -112,7 +114,9 @@ def test_dataproto_and_verls_trainer_function():
     """compute_advantage on a DataProto (ragged non-tensor line lists); patch_ray_trainer routes
     verl's own ray_trainer.compute_advantage through it and leaves 'gae' to verl."""
     ray_trainer = pytest.importorskip("verl.trainer.ppo.ray_trainer",
-                                      reason="verl's trainer module needs torchdata, peft, ...")
+                                      reason="verl.trainer.ppo.ray_trainer needs verl's trainer dependencies "
+                                             "(torchdata, peft, accelerate, ...) beyond "
+                                             "requirements-verl.txt")
     batch = random_batch(6, 40, seed=3, holes=True)
     expected = float64_reference(batch, 1.0, 0.95, **{k: getattr(RLConfig(), k) for k in
                                  ("prm_coef_fail", "prm_coef_pass", "normalize_by_lines")})
@@ -196,8 +200,13 @@ def test_reward_function_runs_programs_in_the_sandbox():
         assert result["passed"] is (status == "passed")
         assert result["score"] == float(status == "passed")
         assert result["frac_passed"] == pytest.approx(frac)
-    # verl's signature, through the process-wide sandbox
-    assert pv.compute_score("prmfast", "    return x * x\n", truths[2], extra_info={})["passed"]
+    # loaded as verl loads a custom reward function, run through the process-wide sandbox
+    cfg = OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": "pkg://prmfast.integrations.verl", "name": "compute_score", "reward_kwargs": {}}}})
+    score = get_custom_reward_fn(cfg)
+    assert score(data_source="prmfast", solution_str="    return x * x\n", ground_truth=truths[2],
+                 extra_info={}) == {"score": 1.0, "passed": True, "frac_passed": 1.0,
+                                    "status": "passed"}
 
 
 def test_ground_truth_round_trip_and_errors():
