@@ -17,6 +17,7 @@ close_all() when a stage ends. A resumed stage opens a new tracker run holding t
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -193,10 +194,9 @@ def summary_pending(run_dir: str | Path, stage: str) -> bool:
 
 
 def log_summary(cfg: Config, run_dir: str | Path, stage: str) -> None:
-    """Log a finished stage's summary file (SUMMARIES): the per-epoch lists under "history" (the
-    PRM's losses and AUCs) as rows at steps 1..n, then every other number at the stage's last
-    logged step (0 when it logged none)."""
-    import json
+    """Log a finished stage's summary file (SUMMARIES): the lists under "history" as rows at
+    steps 1..n (the PRM's losses and AUCs per epoch; a frozen-backbone PRM's per ridge strength),
+    then every other number at the stage's last logged step (0 when it logged none)."""
     if not cfg.log.backends or stage not in SUMMARIES:
         return
     path = Path(run_dir) / SUMMARIES[stage][0]
