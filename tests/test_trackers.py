@@ -168,3 +168,30 @@ def test_a_smoke_run_logs_every_stage_to_every_installed_tracker(tmp_path):
     assert (run / "tb" / "rl_baseline").is_dir()
     assert ("wandb" not in backends) or glob.glob(str(run / "wandb" / "offline-run-*"))
     assert ("mlflow" not in backends) or (run / "mlruns").is_dir()
+
+
+def test_trackio_logs_into_the_run_folder(tmp_path):
+    """trackio (not in requirements.lock: its releases since 0.2 need another huggingface_hub
+    than the lock's; this ran with trackio 0.43.0 in a venv of its own): the rows land in
+    DIR/trackio/<run folder name>.db with their steps. A fresh process: trackio reads
+    TRACKIO_DIR when imported."""
+    pytest.importorskip("trackio", reason="trackio is not installed (pip install -e '.[trackio]'"
+                                          " in an environment without requirements.lock)")
+    run = tmp_path / "runA"
+    code = f"""
+from pathlib import Path
+from prmfast.trackers import TrackioTracker
+t = TrackioTracker(Path({str(run)!r}), "rl_x", {{"seed": 0}})
+for s in (1, 2, 3):
+    t.log({{"reward": s * 0.5, "pass@1": 0.25}}, s)
+t.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import sqlite3
+    with sqlite3.connect(run / "trackio" / "runA.db") as db:
+        rows = db.execute("select run_name, step, metrics from metrics order by step").fetchall()
+    assert [(name, step, json.loads(m)) for name, step, m in rows] == [
+        ("rl_x", s, {"reward": s * 0.5, "pass@1": 0.25}) for s in (1, 2, 3)]
