@@ -9,8 +9,8 @@ On a verl batch of B responses padded to T tokens it computes, per response s,
     r_t = token_level_rewards_t + line_end_t * c_s * line_score_t / L_s        (c_s: prm_coef_pass
     A, R = GAE(r, values) over the response_mask tokens of the row             if s passed, else
                                                                                prm_coef_fail)
-with `kernels.dense_rewards_gae_padded` (one pass per response), then whitens A over the batch
-as verl's own "gae" estimator does. With all line scores zero it is verl's "gae".
+with prmfast's fused `kernels.dense_rewards_gae` (one pass per response), then whitens A over the
+batch as verl's own "gae" estimator does. With all line scores zero it is verl's "gae".
 
 Where the line data come from (verl's non-tensor batch, one entry per response; documented keys):
     LINE_ENDS_KEY   "line_ends"    token positions (0-based, in the response) that end a line
@@ -34,7 +34,6 @@ from enum import Enum
 
 import numpy as np
 import torch
-import verl.utils.torch_functional as verl_F
 from verl.trainer.ppo import core_algos
 
 from prmfast import kernels
@@ -113,7 +112,21 @@ def compute_line_gae_advantage_return(token_level_rewards: torch.Tensor, respons
         outcome = torch.zeros(b, dtype=token_level_rewards.dtype, device=mask.device)
         _, advantages, returns = kernels.dense_rewards_gae_padded(
             values, line_scores, line_end, -token_level_rewards, outcome, passed, mask, **options)
-    return verl_F.masked_whiten(advantages, mask) * mask, returns
+    return _whiten(advantages, mask), returns
+
+
+def _whiten(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """verl's masked_whiten (mean and unbiased variance over the mask, then (A - mean) *
+    rsqrt(var + 1e-8)) for advantages [B, T] that are zero off the mask; zero off it after.
+    Sums in float64, two passes (verl's takes six)."""
+    n = int(mask.sum())
+    if n < 2:
+        raise ValueError(f"response_mask must hold at least 2 tokens to whiten the advantages "
+                         f"(as verl's masked_whiten), got {n}")
+    mean = (advantages.sum(dtype=torch.float64) / n).to(advantages.dtype)
+    centered = (advantages - mean) * mask
+    var = centered.square().sum(dtype=torch.float64) / (n - 1)
+    return centered * torch.rsqrt(var + 1e-8).to(advantages.dtype)
 
 
 def _mask(response_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -131,7 +144,8 @@ def line_tensors(line_ends, line_scores, response_mask: torch.Tensor):
         if len(rows) != b:
             raise ValueError(f"non_tensor_batch[{name!r}] must hold one entry per response "
                              f"({b}), got {len(rows)}")
-    rows, cols, scores = [], [], []
+    empty = np.zeros(0, np.int64)
+    rows, cols, scores = [empty], [empty], [np.zeros(0, np.float32)]
     for i, (ends, row_scores) in enumerate(zip(line_ends, line_scores)):
         ends, row_scores = np.asarray(ends, dtype=np.int64), np.asarray(row_scores, np.float32)
         if ends.shape != row_scores.shape or ends.ndim != 1:
@@ -140,7 +154,9 @@ def line_tensors(line_ends, line_scores, response_mask: torch.Tensor):
         if ends.size and (ends.min() < 0 or ends.max() >= t):
             raise ValueError(f"response {i}: {LINE_ENDS_KEY!r} must be token positions in [0, {t}), "
                              f"got {ends.tolist()}")
-        rows.append(np.full(ends.size, i)), cols.append(ends), scores.append(row_scores)
+        rows.append(np.full(ends.size, i))
+        cols.append(ends)
+        scores.append(row_scores)
     rows, cols = torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(cols))
     line_end = torch.zeros(b, t, dtype=torch.bool)
     line_end[rows, cols] = True

@@ -156,6 +156,10 @@ def test_bad_input_is_a_clear_error():
             response_mask=batch["response_mask"], config={}, index=np.arange(4))
     with pytest.raises(ValueError, match="algorithm.prmfast.prm_coef is not an option"):
         adapter(batch, 1.0, 0.95, config={"prmfast": {"prm_coef": 1.0}})
+    one_token = dict(batch, response_mask=torch.zeros_like(batch["response_mask"]))
+    one_token["response_mask"][2, 0] = 1
+    with pytest.raises(ValueError, match="at least 2 tokens to whiten the advantages .*got 1"):
+        adapter(one_token, 1.0, 0.95)
     mask = torch.ones(2, 5, dtype=torch.long)
     mask[1, 3:] = 0
     with pytest.raises(ValueError, match="response 1: line end at token 4 lies outside"):
