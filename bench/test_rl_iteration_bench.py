@@ -16,8 +16,12 @@ what it needs). Per size, one trainer (prmfast.rl.bench.build_trainer):
   packed with shared prompts (the trainer's layout), whole sequences with bucketed attention,
   a right-padded [S, T] batch, and the dense [N, N] block mask (the path before issue 18),
   results compared;
-- generation: our HF backend vs plain `model.generate` on the iteration's prompts, same seed
-  (the samples come out identical), generated tokens per second.
+- side by side: the update and the experience's four forwards with the two models' passes side
+  by side on two threads (prmfast.rl.pairs) against in order, on the same experience, arms
+  alternating (skipped when torch has one thread: then they are the same code);
+- generation: our HF backend (preallocated KV cache) vs the same loop on transformers'
+  DynamicCache (the same samples, asserted) and plain `model.generate` on the iteration's
+  prompts, generated tokens per second.
 Each run appends one JSON row (machine, date, commit, versions, load, figures) to
 bench/results/rl_iteration.jsonl.
 """
@@ -36,6 +40,7 @@ from prmfast import kernels
 from prmfast.models import encode
 from prmfast.models.packed import pack_sequences, packed_logprobs
 from prmfast.rl.bench import bench_config, build_trainer
+from prmfast.rollout import HFGenerateBackend
 
 RUN = Path(os.environ.get("PRMFAST_RL_BENCH_RUN", "runs/bench"))
 RESULTS = Path(__file__).parent / "results" / "rl_iteration.jsonl"
@@ -239,6 +244,58 @@ def test_attention_padded_vs_packed(benchmark, report, trainer):
     report(f"policy fwd+bwd on {len(mb.sequences)} sequences", **figures)
 
 
+def experience_inputs(trainer):
+    """(batch, facts) of the trainer's last experience, for make_experience again."""
+    from prmfast.rl.experience import ResponseFacts
+    exp = trainer.captured["exp"]
+    cu, ends, comments = (t.tolist() for t in (exp.batch.cu_seqlens, exp.line_end,
+                                               exp.comment_end))
+    facts = []
+    for s in range(len(cu) - 1):
+        line_end = ends[cu[s]:cu[s + 1]]
+        index = [sum(line_end[:t]) for t in range(len(line_end))]
+        facts.append(ResponseFacts(line_end, index, comments[cu[s]:cu[s + 1]],
+                                   bool(exp.passed[s]), float(exp.frac_passed[s])))
+    return exp.batch, facts
+
+
+def test_side_by_side_against_in_order(benchmark, report, trainer):
+    """The update and the experience's four forwards, the two models' passes side by side on two
+    threads against one after the other (torch's threads inside each operation), same
+    experience, 5 alternating rounds (medians and the median of the per-round ratios)."""
+    from prmfast.rl.experience import make_experience
+    from prmfast.rl.trainer import StepTimer
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch has one thread: side by side and in order are the same code")
+    n = trainer.rl.prompts_per_step * trainer.rl.samples_per_prompt
+    exp = trainer.captured["exp"]
+    batch, facts = experience_inputs(trainer)
+    parts = {"update": lambda: trainer.update(exp),
+             "forwards": lambda: make_experience(
+                 batch, facts, policy=trainer.policy_engine, reference=trainer.reference_fwd,
+                 critic=trainer.critic_engine, prm=trainer.prm, cfg=trainer.exp_cfg,
+                 timer=StepTimer(), run_pair=trainer.pairs.run)}
+    times = {(arm, part): [] for arm in ("side_by_side", "in_order") for part in parts}
+    try:
+        for i in range(5):
+            for arm in (("side_by_side", "in_order") if i % 2 else ("in_order", "side_by_side")):
+                trainer.pairs.allowed = arm == "side_by_side"
+                for part, fn in parts.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[(arm, part)].append(time.perf_counter() - start)
+    finally:
+        trainer.pairs.allowed = True
+    benchmark.pedantic(parts["update"], rounds=1, iterations=1)
+    figures = {}
+    for part in parts:
+        new, old = times[("side_by_side", part)], times[("in_order", part)]
+        figures.update({f"{part}_side_by_side_s": median(new), f"{part}_in_order_s": median(old),
+                        f"{part}_ratio": median([a / b for a, b in zip(new, old)])})
+    ROW[f"side_by_side_{n}"] = figures
+    report(f"side by side vs in order, {n} responses", **figures)
+
+
 def test_generation_against_hf_generate(benchmark, report, trainer):
     """Generated tokens per second: our backend (prmfast.rollout.hf) and plain model.generate
     with the same sampling settings on the same prompts and global seed."""
@@ -248,11 +305,22 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
     samples = trainer.rl.samples_per_prompt
     max_new = cfg.sampling.max_new_tokens
 
-    def ours():
-        groups = trainer.backend.generate(prompts, n=samples, max_new_tokens=max_new,
-                                          temperature=cfg.sampling.temperature,
-                                          top_p=cfg.sampling.top_p, seed=0)
+    dynamic = HFGenerateBackend(model, tok, batch_size=cfg.sampling.batch_size,
+                                kv_cache="dynamic")
+
+    def sample(backend):
+        return backend.generate(prompts, n=samples, max_new_tokens=max_new,
+                                temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                                seed=0)
+
+    def count(groups):
         return sum(len(s.response_ids) + (s.finish_reason == "stop") for g in groups for s in g)
+
+    def ours():
+        return count(sample(trainer.backend))
+
+    def ours_dynamic():
+        return count(sample(dynamic))
 
     def plain():
         torch.manual_seed(0)
@@ -273,10 +341,13 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
             generated += int(((stopped.cumsum(1) - stopped) == 0).sum())
         return generated
 
-    counts = {"ours": ours(), "generate": plain()}
-    times = {"ours": [], "generate": []}
+    assert ([s.response_ids for g in sample(trainer.backend) for s in g]
+            == [s.response_ids for g in sample(dynamic) for s in g])
+    arms = {"ours": ours, "ours_dynamic": ours_dynamic, "generate": plain}
+    counts = {name: fn() for name, fn in arms.items()}
+    times = {name: [] for name in arms}
     for _ in range(5):                                   # interleaved
-        for name, fn in (("ours", ours), ("generate", plain)):
+        for name, fn in arms.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -284,5 +355,6 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
     figures = {f"{name}_tokens": counts[name] for name in counts}
     figures.update({f"{name}_tok_s": counts[name] / median(times[name]) for name in counts})
     figures["ours_vs_generate"] = figures["ours_tok_s"] / figures["generate_tok_s"]
+    figures["ours_vs_dynamic_cache"] = figures["ours_tok_s"] / figures["ours_dynamic_tok_s"]
     ROW[f"generation_{n}"] = figures
     report(f"generation, {n} responses", **figures)
