@@ -262,7 +262,7 @@ def experience_inputs(trainer):
 def test_side_by_side_against_in_order(benchmark, report, trainer):
     """The update and the experience's four forwards, the two models' passes side by side on two
     threads against one after the other (torch's threads inside each operation), same
-    experience, 5 alternating rounds (medians and the median of the per-round ratios)."""
+    experience, MEASURED alternating rounds (medians and the median of the per-round ratios)."""
     from prmfast.rl.experience import make_experience
     from prmfast.rl.trainer import StepTimer
     if torch.get_num_threads() < 2:
@@ -277,7 +277,7 @@ def test_side_by_side_against_in_order(benchmark, report, trainer):
                  timer=StepTimer(), run_pair=trainer.pairs.run)}
     times = {(arm, part): [] for arm in ("side_by_side", "in_order") for part in parts}
     try:
-        for i in range(5):
+        for i in range(MEASURED):
             for arm in (("side_by_side", "in_order") if i % 2 else ("in_order", "side_by_side")):
                 trainer.pairs.allowed = arm == "side_by_side"
                 for part, fn in parts.items():
