@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import needs_shared_data
+
 core_algos = pytest.importorskip(
     "verl.trainer.ppo.core_algos",
     reason="verl is an optional extra: pip install --no-deps -r requirements-verl.txt "
@@ -17,6 +19,7 @@ from verl.utils.torch_functional import masked_whiten  # noqa: E402
 
 from prmfast import kernels  # noqa: E402
 from prmfast.config import RLConfig  # noqa: E402
+from prmfast.data import load_tasks  # noqa: E402
 from prmfast.data.task import Task  # noqa: E402
 from prmfast.integrations import verl as pv  # noqa: E402
 from prmfast.sandbox import AssertTests, CallTests, Sandbox, StdioTests  # noqa: E402
@@ -222,3 +225,24 @@ def test_ground_truth_round_trip_and_errors():
         pv.compute_score("x", "pass", '{"prompt": "", "tests": {"kind": "Nope", "fields": []}}')
     with pytest.raises(ValueError, match="solutions and ground_truths must have one length"):
         pv.score_responses(["a"], [])
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=needs_shared_data(folder)) for name, folder in
+    [("humanevalplus", "evalplus"), ("mbppplus", "evalplus"), ("livecodebench", "livecodebench"),
+     ("mbpp", "mbpp")]])
+def test_dataset_tasks_survive_the_ground_truth(name):
+    """Every task of prmfast's datasets comes back from its ground truth with equal tests,
+    prompt and harness; the first 40 references pass through score_responses."""
+    tasks = load_tasks(name, "test")
+    for task in tasks:
+        back, style = pv._task_of(pv.task_ground_truth(task))
+        assert (back.tests, back.prompt, back.meta, style) == (
+            task.tests, task.prompt,
+            {k: task.meta[k] for k in ("preamble", "harness") if k in task.meta},
+            "completion"), task.task_id
+    sample = [t for t in tasks if t.reference is not None][:40]
+    with Sandbox(workers=2) as sb:
+        got = pv.score_responses([t.reference for t in sample],
+                                 [pv.task_ground_truth(t) for t in sample], sandbox=sb)
+    assert [(t.task_id, g["status"]) for t, g in zip(sample, got) if not g["passed"]] == []
