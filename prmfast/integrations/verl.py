@@ -65,13 +65,14 @@ def _coefficients(config) -> dict:
 
 
 @core_algos.register_adv_est(ESTIMATOR)
-def compute_line_gae_advantage_return(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+def compute_line_gae_advantage_return(token_level_rewards: torch.Tensor,
+                                      response_mask: torch.Tensor,
                                       values: torch.Tensor | None = None,
                                       line_end: torch.Tensor | None = None,
                                       line_scores: torch.Tensor | None = None,
-                                      passed: torch.Tensor | None = None, gamma: float = 1.0,
-                                      lam: float = 1.0, config=None, impl: str = "auto",
-                                      **verl_kwargs):
+                                      passed: torch.Tensor | None = None,
+                                      gamma: float | None = None, lam: float | None = None,
+                                      config=None, impl: str = "auto", **verl_kwargs):
     """Dense line rewards + GAE, advantages whitened over the batch (verl's "gae" convention).
 
     token_level_rewards, values, response_mask [B, T]; line_end [B, T] bool (a subset of the
@@ -83,10 +84,14 @@ def compute_line_gae_advantage_return(token_level_rewards: torch.Tensor, respons
                          f"critic.enable=True); verl's trainer passes them to its 'gae' only, so "
                          f"call prmfast.integrations.verl.patch_ray_trainer() in the process "
                          f"that runs RayPPOTrainer.fit")
+    if gamma is None or lam is None:
+        raise ValueError(f"gamma and lam: the {ESTIMATOR} estimator needs them (verl's "
+                         f"algorithm.gamma and algorithm.lam), got {gamma} and {lam}")
     mask = _mask(response_mask, token_level_rewards)
     for name, t in (("values", values), ("line_end", line_end), ("line_scores", line_scores)):
         if t is None:
-            raise ValueError(f"{name}: the {ESTIMATOR} estimator needs it (shape {tuple(mask.shape)})")
+            raise ValueError(f"{name}: the {ESTIMATOR} estimator needs it "
+                             f"(shape {tuple(mask.shape)})")
         if tuple(t.shape) != tuple(mask.shape):
             raise ValueError(f"{name} must have token_level_rewards' shape {tuple(mask.shape)}, "
                              f"got {tuple(t.shape)}")
@@ -152,8 +157,8 @@ def line_tensors(line_ends, line_scores, response_mask: torch.Tensor):
             raise ValueError(f"response {i}: {LINE_ENDS_KEY!r} and {LINE_SCORES_KEY!r} must be "
                              f"lists of one length, got shapes {ends.shape} and {row_scores.shape}")
         if ends.size and (ends.min() < 0 or ends.max() >= t):
-            raise ValueError(f"response {i}: {LINE_ENDS_KEY!r} must be token positions in [0, {t}), "
-                             f"got {ends.tolist()}")
+            raise ValueError(f"response {i}: {LINE_ENDS_KEY!r} must be token positions in "
+                             f"[0, {t}), got {ends.tolist()}")
         rows.append(np.full(ends.size, i))
         cols.append(ends)
         scores.append(row_scores)
@@ -185,7 +190,8 @@ def compute_advantage(data, adv_estimator, gamma: float = 1.0, lam: float = 1.0,
     name = adv_estimator.value if isinstance(adv_estimator, Enum) else adv_estimator
     if name != ESTIMATOR:
         from verl.trainer.ppo import ray_trainer
-        original = getattr(ray_trainer.compute_advantage, "verl_original", ray_trainer.compute_advantage)
+        original = getattr(ray_trainer.compute_advantage, "verl_original",
+                           ray_trainer.compute_advantage)
         return original(data, adv_estimator, gamma=gamma, lam=lam, num_repeat=num_repeat,
                         norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo, config=config)
     batch = data.batch
@@ -240,9 +246,9 @@ def _task_of(truth) -> tuple[Task, str]:
                     None, dict(spec.get("meta", {})))
         return task, spec.get("style", "completion")
     except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"ground_truth must be what prmfast.integrations.verl.task_ground_truth(task) "
-                         f"writes (JSON with prompt, tests.kind in {sorted(_TESTS)}, tests.fields): "
-                         f"{type(e).__name__}: {e}") from None
+        raise ValueError(f"ground_truth must be what prmfast.integrations.verl."
+                         f"task_ground_truth(task) writes (JSON with prompt, tests.kind in "
+                         f"{sorted(_TESTS)}, tests.fields): {type(e).__name__}: {e}") from None
 
 
 _SANDBOX: dict = {}

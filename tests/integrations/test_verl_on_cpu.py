@@ -104,7 +104,8 @@ def test_line_scores_equal_the_float64_reference(b, t, holes):
         coefs = {k: option.get(k, getattr(defaults, k))
                  for k in ("prm_coef_fail", "prm_coef_pass", "normalize_by_lines")}
         expected = float64_reference(batch, 0.99, 0.95, **coefs)
-        got = adapter(batch, 0.99, 0.95, config=OmegaConf.create({"gamma": 0.99, "prmfast": option}))
+        config = OmegaConf.create({"gamma": 0.99, "prmfast": option})
+        got = adapter(batch, 0.99, 0.95, config=config)
         mask = batch["response_mask"].bool()
         for g, e in zip(got, expected):
             torch.testing.assert_close(g.double()[mask], e[mask], rtol=1e-4, atol=1e-5)
@@ -116,10 +117,9 @@ def test_line_scores_equal_the_float64_reference(b, t, holes):
 def test_dataproto_and_verls_trainer_function():
     """compute_advantage on a DataProto (ragged non-tensor line lists); patch_ray_trainer routes
     verl's own ray_trainer.compute_advantage through it and leaves 'gae' to verl."""
-    ray_trainer = pytest.importorskip("verl.trainer.ppo.ray_trainer",
-                                      reason="verl.trainer.ppo.ray_trainer needs verl's trainer dependencies "
-                                             "(torchdata, peft, accelerate, ...) beyond "
-                                             "requirements-verl.txt")
+    ray_trainer = pytest.importorskip(
+        "verl.trainer.ppo.ray_trainer", reason="verl.trainer.ppo.ray_trainer needs verl's trainer "
+        "dependencies (torchdata, peft, accelerate, ...) beyond requirements-verl.txt")
     batch = random_batch(6, 40, seed=3, holes=True)
     expected = float64_reference(batch, 1.0, 0.95, **{k: getattr(RLConfig(), k) for k in
                                  ("prm_coef_fail", "prm_coef_pass", "normalize_by_lines")})
@@ -157,6 +157,8 @@ def test_bad_input_is_a_clear_error():
         core_algos.get_adv_estimator_fn(pv.ESTIMATOR)(
             token_level_rewards=batch["token_level_rewards"],
             response_mask=batch["response_mask"], config={}, index=np.arange(4))
+    with pytest.raises(ValueError, match="gamma and lam: .* needs them"):
+        adapter(batch, None, 0.95)
     with pytest.raises(ValueError, match="algorithm.prmfast.prm_coef is not an option"):
         adapter(batch, 1.0, 0.95, config={"prmfast": {"prm_coef": 1.0}})
     one_token = dict(batch, response_mask=torch.zeros_like(batch["response_mask"]))
