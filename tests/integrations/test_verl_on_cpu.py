@@ -1,12 +1,10 @@
 """prmfast.integrations.verl against the real verl package: the estimator equals verl's own GAE
 when every line score is zero and prmfast's float64 reference otherwise (fresh random batches,
-ragged masks), through verl's registry, a DataProto and verl's trainer function; the reward
-function runs real programs in the real sandbox; bad input is a clear error."""
+ragged masks), through verl's registry, a DataProto and verl's trainer function; compute_score
+loads through verl's reward-function loader; bad input is a clear error."""
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import needs_shared_data
 
 core_algos = pytest.importorskip(
     "verl.trainer.ppo.core_algos",
@@ -19,10 +17,10 @@ from verl.utils.torch_functional import masked_whiten  # noqa: E402
 
 from prmfast import kernels  # noqa: E402
 from prmfast.config import RLConfig  # noqa: E402
-from prmfast.data import load_tasks  # noqa: E402
 from prmfast.data.task import Task  # noqa: E402
 from prmfast.integrations import verl as pv  # noqa: E402
-from prmfast.sandbox import AssertTests, CallTests, Sandbox, StdioTests  # noqa: E402
+from prmfast.integrations.rewards import task_ground_truth  # noqa: E402
+from prmfast.sandbox import AssertTests  # noqa: E402
 
 SHAPES = [(1, 5), (3, 7), (8, 33), (16, 200)]   # verl's whitening needs 2+ tokens
 
@@ -177,74 +175,15 @@ def test_bad_input_is_a_clear_error():
         pv.line_tensors([[1]], [[1.0], []], mask)
 
 
-# ---- the reward function: real programs in the real sandbox ---------------------------------
-
-def tasks():
-    call = Task("add", "def add(a, b):\n", CallTests("add", [([1, 2], 3), ([2, 2], (4,))]),
-                "add", None)
-    asserts = Task("sq", "def sq(x):\n", AssertTests("assert sq(2) == 4\nassert sq(3) == 9\n"),
-                   "sq", None)
-    stdio = Task("echo", "", StdioTests([("3\n", "6\n")]), None, None)
-    return call, asserts, stdio
-
-
-def test_reward_function_runs_programs_in_the_sandbox():
-    call, asserts, stdio = tasks()
-    cases = [  # (task, style, response, expected status, expected frac_passed)
-        (call, "completion", "    return a + b if a != 2 else (4,)\n", "passed", 1.0),
-        (call, "completion", "    return a + b\n", "failed", 0.5),
-        (asserts, "completion", "    return x * x\n", "passed", 1.0),
-        (asserts, "completion", "    return x * x if x == 2 else 0\n", "failed", 0.5),
-        (asserts, "completion", "    import os\n    os.abort()\n", "crashed", 0.0),
-        (asserts, "completion", "    while True:\n        pass\n", "timeout", 0.0),
-        (asserts, "completion", "    return x *\n", "error", 0.0),
-        (stdio, "chat", "Here:\n```python\nprint(int(input()) * 2)\n```\n", "passed", 1.0),
-        (stdio, "chat", "```python\nprint(int(input()) + 2)\n```", "failed", 0.0),
-    ]
-    truths = [pv.task_ground_truth(task, style) for task, style, *_ in cases]
-    with Sandbox(workers=2, timeout_s=1.0, memory_mb=512) as sb:
-        got = pv.score_responses([c[2] for c in cases], truths, sandbox=sb)
-    for (task, style, text, status, frac), result in zip(cases, got):
-        assert result["status"] == status, (task.task_id, text, result)
-        assert result["passed"] is (status == "passed")
-        assert result["score"] == float(status == "passed")
-        assert result["frac_passed"] == pytest.approx(frac)
-    # loaded as verl loads a custom reward function, run through the process-wide sandbox
+def test_compute_score_loads_as_a_verl_reward_function():
+    """verl's own loader (reward.custom_reward_function, a pkg:// path) finds compute_score; it
+    runs the response in the process-wide sandbox (the cases: tests/integrations/test_rewards)."""
+    task = Task("sq", "def sq(x):\n", AssertTests("assert sq(2) == 4\nassert sq(3) == 9\n"),
+                "sq", None)
     cfg = OmegaConf.create({"reward": {"custom_reward_function": {
         "path": "pkg://prmfast.integrations.verl", "name": "compute_score", "reward_kwargs": {}}}})
     score = get_custom_reward_fn(cfg)
-    assert score(data_source="prmfast", solution_str="    return x * x\n", ground_truth=truths[2],
-                 extra_info={}) == {"score": 1.0, "passed": True, "frac_passed": 1.0,
-                                    "status": "passed"}
-
-
-def test_ground_truth_round_trip_and_errors():
-    call, _, _ = tasks()
-    task, style = pv._task_of(pv.task_ground_truth(call, "chat"))
-    assert style == "chat" and task.tests == call.tests and task.prompt == call.prompt
-    assert task.tests.cases[1][1] == (4,) and isinstance(task.tests.cases[1][1], tuple)
-    with pytest.raises(ValueError, match="ground_truth must be what .*task_ground_truth"):
-        pv.compute_score("x", "pass", '{"prompt": "", "tests": {"kind": "Nope", "fields": []}}')
-    with pytest.raises(ValueError, match="solutions and ground_truths must have one length"):
-        pv.score_responses(["a"], [])
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=needs_shared_data(folder)) for name, folder in
-    [("humanevalplus", "evalplus"), ("mbppplus", "evalplus"), ("livecodebench", "livecodebench"),
-     ("mbpp", "mbpp")]])
-def test_dataset_tasks_survive_the_ground_truth(name):
-    """Every task of prmfast's datasets comes back from its ground truth with equal tests,
-    prompt and harness; the first 40 references pass through score_responses."""
-    tasks = load_tasks(name, "test")
-    for task in tasks:
-        back, style = pv._task_of(pv.task_ground_truth(task))
-        assert (back.tests, back.prompt, back.meta, style) == (
-            task.tests, task.prompt,
-            {k: task.meta[k] for k in ("preamble", "harness") if k in task.meta},
-            "completion"), task.task_id
-    sample = [t for t in tasks if t.reference is not None][:40]
-    with Sandbox(workers=2) as sb:
-        got = pv.score_responses([t.reference for t in sample],
-                                 [pv.task_ground_truth(t) for t in sample], sandbox=sb)
-    assert [(t.task_id, g["status"]) for t, g in zip(sample, got) if not g["passed"]] == []
+    for text, expected in (("    return x * x\n", 1.0), ("    return x + x\n", 0.0)):
+        got = score(data_source="prmfast", solution_str=text,
+                    ground_truth=task_ground_truth(task), extra_info={})
+        assert (got["score"], got[pv.PASSED_KEY]) == (expected, bool(expected))
