@@ -104,6 +104,8 @@ class RLConfig:
     gamma: float = 1.0
     lam: float = 0.95
     whiten_advantages: bool = True
+    outcome_baseline: str = "none"    # none | prompt_mean (docs/rl.md, "Baselines")
+    freeze_embeddings: bool = False   # the policy's token embeddings (and a tied LM head) frozen
     max_grad_norm: float = 1.0
     critic_warmup_steps: int = 0
     probe_every: int = 8              # iterations between probes of pass@1 at eval.temperature

@@ -9,6 +9,7 @@ import torch
 from prmfast.distributed import global_mean_std
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
+OUTCOME_BASELINES = ("none", "prompt_mean")
 _WHITEN_RTOL = 1e-5    # std below this share of |mean| is rounding noise (float32 eps ~1.2e-7)
 
 
@@ -22,6 +23,18 @@ def whiten(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         return x - mean
     negligible = std <= eps + _WHITEN_RTOL * mean.abs()   # a tensor test: no host sync
     return torch.where(negligible, x - mean, (x - mean) / (std + eps))
+
+
+def prompt_mean_baseline(outcome: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each response's outcome minus the mean outcome of its prompt's samples: outcome [S] with
+    the group_size samples of each prompt consecutive -> [S]. A prompt whose samples all pass or
+    all fail then gives no outcome reward, so how hard a prompt is does not reach its tokens'
+    advantages (a per-prompt baseline, as in RLOO / GRPO, applied before GAE)."""
+    if group_size < 1 or outcome.numel() % group_size:
+        raise ValueError(f"{outcome.numel()} outcomes do not split into prompts of "
+                         f"{group_size} samples")
+    groups = outcome.reshape(-1, group_size)
+    return (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 from prmfast import kernels
 from prmfast.models.packed import (pack_sequences, pack_shared, packed_line_scores,
                                    packed_predecessors)
-from prmfast.rl.algos import kl_estimate, whiten
+from prmfast.rl.algos import kl_estimate, prompt_mean_baseline, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
 
 
@@ -267,12 +267,14 @@ class ExperienceConfig:
     normalize_by_lines: bool
     neutral_comments: bool
     whiten_advantages: bool
+    outcome_baseline: str             # none | prompt_mean (prmfast.rl.algos.prompt_mean_baseline)
+    samples_per_prompt: int           # the batch's responses: prompts of this many samples
 
     @classmethod
     def from_rl(cls, rl) -> "ExperienceConfig":
         return cls(rl.reward, rl.kl_coef, rl.gamma, rl.lam, rl.prm_coef_fail,
                    rl.prm_coef_pass, rl.normalize_by_lines, rl.neutral_comments,
-                   rl.whiten_advantages)
+                   rl.whiten_advantages, rl.outcome_baseline, rl.samples_per_prompt)
 
 
 @torch.no_grad()
@@ -323,6 +325,8 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
             first_error_line=[f.first_error_line for f in facts] if variant.needs_oracle else None,
             prm_scores=prm_scores)
         scores, outcome = line_rewards(cfg.reward, inputs, neutral_comments=cfg.neutral_comments)
+        if cfg.outcome_baseline == "prompt_mean":
+            outcome = prompt_mean_baseline(outcome, cfg.samples_per_prompt)
         _check_finite(frac_passed=frac_passed, prm_scores=prm_scores, outcome=outcome)
         kl = kl_estimate(old_logprobs, ref_logprobs)
         rewards, advantages, returns = kernels.dense_rewards_gae(

@@ -96,6 +96,8 @@ class PPOTrainer:
             if frozen is not None:
                 frozen.requires_grad_(False).eval()
         policy.eval()                       # no dropout in rollouts and in the ratio
+        if rl.freeze_embeddings:            # a tied LM head is the same tensor: frozen too
+            policy.get_input_embeddings().requires_grad_(False)
         critic.eval()
         self.device = module_device(policy)
         for name, model in (("reference", reference), ("critic", critic), ("prm", prm)):

@@ -100,3 +100,46 @@ def test_experience_rewards_and_metrics_on_cpu(models, random_batch):
         trainer.exp_cfg.reward = "dense"
         make_experience(batch, facts, policy=trainer.policy_engine,
                         reference=trainer.reference_fwd, critic=trainer.critic_engine, prm=None, cfg=trainer.exp_cfg, timer=timer)
+
+
+def test_prompt_mean_baseline_by_hand_on_cpu():
+    from prmfast.rl.algos import prompt_mean_baseline
+    outcome = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    got = prompt_mean_baseline(outcome, 3)
+    # prompts of 3 samples: [1, 0, 0] -> mean 1/3; [0, 1, 1] -> 2/3; [0, 0, 0] -> 0
+    expected = torch.tensor([2 / 3, -1 / 3, -1 / 3, -2 / 3, 1 / 3, 1 / 3, 0.0, 0.0, 0.0])
+    assert torch.allclose(got, expected)
+    assert torch.equal(prompt_mean_baseline(outcome, 1), torch.zeros(9))
+    with pytest.raises(ValueError, match="do not split"):
+        prompt_mean_baseline(outcome, 2)
+
+
+def test_outcome_baseline_centres_each_prompts_outcomes_on_cpu(models, random_batch):
+    """With rl.outcome_baseline=prompt_mean the outcome reward of a prompt's samples sums to 0
+    (samples_per_prompt consecutive responses per prompt); with none it is R_UT."""
+    batch, facts = random_batch(models[1], n_seq=6, seed=5)
+    outcomes = {}
+    for baseline in ("none", "prompt_mean"):
+        trainer = _trainer(models, outcome_baseline=baseline, samples_per_prompt=3)
+        exp = make_experience(batch, facts, policy=trainer.policy_engine,
+                              reference=trainer.reference_fwd, critic=trainer.critic_engine,
+                              prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
+        outcomes[baseline] = exp.outcome
+    passed = torch.tensor([float(f.passed) for f in facts])
+    assert torch.equal(outcomes["none"].float(), passed)
+    groups = passed.reshape(2, 3)
+    assert torch.allclose(outcomes["prompt_mean"], (groups - groups.mean(1, keepdim=True)).reshape(-1))
+
+
+def test_frozen_embeddings_stay_while_the_rest_learns_on_cpu(models, random_batch):
+    trainer = _trainer(models, policy_lr=1e-3, freeze_embeddings=True)
+    batch, facts = random_batch(models[1], n_seq=8, seed=1)
+    exp = make_experience(batch, facts, policy=trainer.policy_engine,
+                          reference=trainer.reference_fwd, critic=trainer.critic_engine,
+                          prm=None, cfg=trainer.exp_cfg, timer=StepTimer())
+    embeddings = trainer.policy.get_input_embeddings().weight.detach().clone()
+    before = copy.deepcopy(trainer.policy.state_dict())
+    trainer.update(exp)
+    assert torch.equal(trainer.policy.get_input_embeddings().weight, embeddings)
+    changed = [k for k, v in before.items() if not torch.equal(v, trainer.policy.state_dict()[k])]
+    assert changed and not any("embed" in k for k in changed)
