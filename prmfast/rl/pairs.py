@@ -5,8 +5,9 @@ nor do the experience's policy and reference forwards, or its critic and PRM for
 operation a model this small splits poorly over threads (a fork / join per operation, matmuls 96
 or 256 wide; on a busy machine the threads spin against other jobs: BENCHMARKS.md), so on a CPU
 with torch set to two or more threads `PairRunner` runs the two jobs each on one thread, side by
-side (torch releases the GIL inside its operations); anywhere else, one after the other. Each job computes exactly what it computes alone on one thread. Grad mode is per
-thread in torch: the helper thread takes the caller's.
+side (torch releases the GIL inside its operations); anywhere else, one after the other. Each
+job computes exactly what it computes alone on one thread. Grad mode is per thread in torch:
+the helper thread takes the caller's.
 """
 from __future__ import annotations
 
