@@ -18,7 +18,9 @@ running beside it) with generous time limits and then agree, or one of them stil
 Any other is unexplained (exit status 1). Writes OUT/summary.json and prints per dataset
 agreed/total, every disagreement, and both evaluators' wall times on the same programs with the
 same number of workers (EvalPlus's `evaluate()` call with its ground truth cached; prmfast's
-cached load, sandbox start and run; --repeat N times both N times, alternating).
+cached load, sandbox start and run; --repeat N times both N times, alternating). prmfast's jobs
+stop at their first failing input (Job.stop_on_failure, as python -m prmfast.eval runs them and
+as EvalPlus does); --all-cases runs every input, as the RL partial reward needs.
 """
 from __future__ import annotations
 
@@ -233,15 +235,16 @@ def run_evalplus(name: str, rows: list[dict], samples: list[Sample], folder: Pat
 
 
 def run_prmfast(name: str, dataset: Path, cache: Path, samples: list[Sample], workers: int,
-                timeout_s: float = SANDBOX_TIMEOUT_S):
+                timeout_s: float = SANDBOX_TIMEOUT_S, all_cases: bool = False):
     """prmfast's results on `samples`, in order, and the wall time of loading the tasks (from
     the expected-output cache in `cache`, which must exist), starting the sandbox and running
-    them."""
+    them (each job up to its first failing input unless `all_cases`)."""
     start = time.perf_counter()
     tasks = {t.task_id: t for t in load_tasks(name, path=dataset, cache_dir=cache)}
     with Sandbox(workers=workers, timeout_s=timeout_s) as sandbox:
         jobs = [Job(s.solution + tasks[s.task_id].meta.get("harness", ""), tasks[s.task_id].tests,
-                    timeout_s=job_timeout(tasks[s.task_id], timeout_s)) for s in samples]
+                    timeout_s=job_timeout(tasks[s.task_id], timeout_s),
+                    stop_on_failure=not all_cases) for s in samples]
         results = sandbox.run(jobs)
     return results, time.perf_counter() - start
 
@@ -275,10 +278,11 @@ def explain(sample: Sample, ours, theirs: dict, recheck: tuple | None, dropped: 
 
 
 def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int = 2,
-              timeout_s: float = SANDBOX_TIMEOUT_S, repeat: int = 1) -> dict:
+              timeout_s: float = SANDBOX_TIMEOUT_S, repeat: int = 1,
+              all_cases: bool = False) -> dict:
     """Judge every sample of the chosen tasks (all when None) with both evaluators; the
     report (see the module docstring). `repeat` > 1 times both again, alternating (the
-    verdicts are the first run's)."""
+    verdicts are the first run's); `all_cases`: prmfast runs every input of a job."""
     rows = read_jsonl(resolve(None, FILES[name]))
     if task_ids is not None:
         unknown = set(task_ids) - {r["task_id"] for r in rows}
@@ -289,12 +293,12 @@ def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int 
     cache = folder / "prmfast-cache"
     tasks = {t.task_id: t for t in load_tasks(name, path=dataset, cache_dir=cache)}
     samples = [s for r in rows for s in samples_for(name, r, tasks[r["task_id"]])]
-    ours, ours_s = run_prmfast(name, dataset, cache, samples, workers, timeout_s)
+    ours, ours_s = run_prmfast(name, dataset, cache, samples, workers, timeout_s, all_cases)
     theirs, theirs_s = run_evalplus(name, rows, samples, folder / "evalplus", workers)
     walls = {"evalplus": [round(theirs_s, 1)], "prmfast": [round(ours_s, 1)]}
     for _ in range(repeat - 1):
         walls["prmfast"].append(round(run_prmfast(name, dataset, cache, samples, workers,
-                                                  timeout_s)[1], 1))
+                                                  timeout_s, all_cases)[1], 1))
         walls["evalplus"].append(round(run_evalplus(name, rows, samples, folder / "evalplus",
                                                     workers)[1], 1))
     differ = [i for i, (r, t) in enumerate(zip(ours, theirs)) if r.passed != t["passed"]]
@@ -305,7 +309,7 @@ def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int 
     for task_id in dict.fromkeys(samples[i].task_id for i in pending):  # one task at a time
         again = [i for i in pending if samples[i].task_id == task_id]
         ours2, _ = run_prmfast(name, dataset, cache, [samples[i] for i in again], workers,
-                               GENEROUS_TIMEOUT_S)
+                               GENEROUS_TIMEOUT_S, all_cases)
         theirs2, _ = run_evalplus(name, rows, [samples[i] for i in again],
                                   folder / "recheck" / task_id.replace("/", "_"), workers,
                                   GENEROUS_EVALPLUS)
@@ -326,7 +330,7 @@ def agreement(name: str, task_ids: list[str] | None, folder: Path, workers: int 
             "disagreements": disagreements,
             "unexplained": [d for d in disagreements if d["explained"] is None],
             "wall_s": walls,
-            "workers": workers, "timeout_s": timeout_s}
+            "workers": workers, "timeout_s": timeout_s, "all_cases": all_cases}
 
 
 PREFIXES = {"humanevalplus": "HumanEval/", "mbppplus": "Mbpp/"}
@@ -341,6 +345,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout-s", type=float, default=SANDBOX_TIMEOUT_S,
                    help="prmfast's per-job floor (python -m prmfast.eval --timeout-s)")
     p.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--all-cases", action="store_true",
+                   help="prmfast runs every input of a job (as the RL partial reward does) "
+                        "instead of stopping at the first failing one")
     args = p.parse_args(argv)
     names = args.datasets.split(",")
     if set(names) - set(FILES):
@@ -358,7 +365,7 @@ def main(argv=None) -> int:
         if chosen[name] == []:
             continue
         report = agreement(name, chosen[name], out / name, args.workers, args.timeout_s,
-                           args.repeat)
+                           args.repeat, args.all_cases)
         reports.append(report)
         print_report(report)
     (out / "summary.json").write_text(json.dumps(reports, indent=1) + "\n")

@@ -223,9 +223,10 @@ def run_benchmark(name: str, backend, tokenizer, sandbox: Sandbox, out_dir: Path
 
 def score(groups, sandbox: Sandbox, style: str) -> list[dict]:
     """(task, samples) pairs -> one results row per task; each job gets the task's own time
-    limit when it is above the sandbox's (data.validate.job_timeout)."""
+    limit when it is above the sandbox's (data.validate.job_timeout) and stops at its first
+    failing case (only the verdict is kept)."""
     jobs = [Job(extract_program(task, s.text, style), task.tests,
-                timeout_s=job_timeout(task, sandbox.timeout_s))
+                timeout_s=job_timeout(task, sandbox.timeout_s), stop_on_failure=True)
             for task, group in groups for s in group]
     outcome = iter(sandbox.run(jobs))
     return [{"task_id": task.task_id,

@@ -27,8 +27,8 @@ def evaluate_policy(backend, tokenizer, tasks, sandbox, *, samples: int, tempera
     prompts = [encode(tokenizer, t.prompt) for t in tasks]
     groups = backend.generate(prompts, n=samples, max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, seed=seed, progress=progress)
-    jobs = [Job(build_program(task, s.text), task.tests) for task, group in zip(tasks, groups)
-            for s in group]
+    jobs = [Job(build_program(task, s.text), task.tests, stop_on_failure=True)
+            for task, group in zip(tasks, groups) for s in group]  # only the verdicts are kept
     results = iter(sandbox.run(jobs))
     per_task = []
     for task, group in zip(tasks, groups):

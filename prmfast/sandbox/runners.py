@@ -4,8 +4,12 @@ compared here) and stdio (the program run per stdin, stdout compared here). Ever
 decided here, from plain data.
 
     RUNNERS[kind](cfg, public, secret_reader, case_timeout, job_deadline) -> result dict
-    verdict(tests, statuses, stop, child, case_detail) -> {"status", "tests", "first_failure",
-                                                          "stderr"}
+    verdict(tests, statuses, stop, child, case_detail) -> {"status", "tests", "statuses",
+                                                          "first_failure", "stderr"}
+
+With public["stop_on_failure"] (Job.stop_on_failure) a runner stops at the first case that
+does not pass: the verdict's passed and first_failure are a full run's, and the cases after it
+are NOT_RUN.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from prmfast.sandbox import codec
 from prmfast.sandbox.channel import Child, Stop, exit_stop
 from prmfast.sandbox.compare import stdout_matches, values_match
 from prmfast.sandbox.remote import called_names, namespace_from, unpack_reply
+from prmfast.sandbox.specs import NOT_RUN
 
 def describe(exc: BaseException, stopped: Stop | None) -> str:
     """One line on why a case did not pass, for the result's stderr."""
@@ -108,7 +113,7 @@ def run_assert(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
                 continue
             tests.append(status == "passed")
             statuses.append(status)
-            if ch.stopped:
+            if ch.stopped or (status != "passed" and public.get("stop_on_failure")):
                 break
     except Stop as stop:
         return verdict(tests + [False] * (n_cases - len(tests)), statuses, stop, ch)
@@ -140,8 +145,8 @@ def run_call(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
             first_detail = first_detail or detail
             tests.append(status == "passed")
             statuses.append(status)
-            if ch.stopped:
-                break
+            if ch.stopped or (status != "passed" and public.get("stop_on_failure")):
+                break  # closing the child below kills it, with the cases it has not answered
         stop = ch.stopped  # why the remaining cases did not run (its detail goes to stderr)
     except Stop as exc:
         stop = exc
@@ -168,8 +173,10 @@ def pad(tests: list, cases: list) -> list:
 
 
 def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
-    runs, last, detail = [], None, ""
-    for stdin in public["stdin"]:
+    secret = secret_reader()  # read by the judge only; no child of the job sees it
+    expected, grader = secret["stdout"], secret["grader"]
+    tests, statuses, last, detail = [], [], None, ""
+    for stdin, want in zip(public["stdin"], expected):
         ch = Child(cfg, child_side.SCRIPT, stdin.encode())
         ch.deadline = min(job_deadline, time.monotonic() + case_timeout)
         try:
@@ -179,24 +186,20 @@ def run_stdio(cfg, public, secret_reader, case_timeout, job_deadline) -> dict:
             stop = exc
         ch.close()
         if stop is not None and not detail:
-            detail = f"case {len(runs)}: {stop.status} {stop.detail}".strip()
-        runs.append((stop, bytes(ch.stdout)))
+            detail = f"case {len(tests)}: {stop.status} {stop.detail}".strip()
         last = ch
-        if stop is not None and stop.status == "timeout" and time.monotonic() >= job_deadline:
-            break
-    secret = secret_reader()
-    expected, grader = secret["stdout"], secret["grader"]
-    tests, statuses = [], []
-    for (stop, out), want in zip(runs, expected):
         if stop is not None:
             status = stop.status
         else:
-            got = out.decode("utf-8", errors="replace")
+            got = bytes(ch.stdout).decode("utf-8", errors="replace")
             status = "passed" if stdout_matches(got, want, grader) else "failed"
         tests.append(status == "passed")
         statuses.append(status)
-    tests += [False] * (len(expected) - len(tests))
-    statuses += ["timeout"] * (len(expected) - len(statuses))
+        if status != "passed" and public.get("stop_on_failure"):
+            break
+        if stop is not None and stop.status == "timeout" and time.monotonic() >= job_deadline:
+            statuses += ["timeout"] * (len(expected) - len(statuses))
+            break
     return verdict(tests, statuses, None, last, detail)
 
 
@@ -215,6 +218,7 @@ def verdict(tests, statuses, stop: Stop | None, ch: Child | None, case_detail: s
     if status == "error" and not statuses and not detail and not stderr:
         stderr = "no test cases"
     return {"status": status, "tests": tests,
+            "statuses": statuses[:len(tests)] + [NOT_RUN] * (len(tests) - len(statuses)),
             "first_failure": bad[0] if bad else (0 if stop is not None and not tests else None),
             "stderr": stderr[-2000:]}
 

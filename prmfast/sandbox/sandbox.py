@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from prmfast import _sandbox
 from prmfast.sandbox import cgroups, codec
-from prmfast.sandbox.specs import (AssertTests, CallTests, Job, Result, StdioTests, check_count,
-                                   check_seconds)
+from prmfast.sandbox.specs import (NOT_RUN, AssertTests, CallTests, Job, Result, StdioTests,
+                                   check_count, check_seconds)
 
 LAYERS = ("userns", "pidns", "ipcns", "netns", "setuid", "landlock", "seccomp", "rlimits", "cgroup")
 NAMESPACE_LAYERS = ("pidns", "ipcns", "netns")  # need root or the userns layer
@@ -206,7 +206,8 @@ class Sandbox:
                       cpu_s=max(1, int(timeout + 0.999)),
                       memory_mb=int(job.memory_mb if job.memory_mb is not None else self.memory_mb))
         tests = job.tests
-        public = {"program": job.program, "limits": limits}
+        public = {"program": job.program, "limits": limits,
+                  "stop_on_failure": job.stop_on_failure}
         if isinstance(tests, AssertTests):
             public.update(kind="assert", entry_point=tests.entry_point)
             secret = {"code": tests.code}
@@ -243,13 +244,15 @@ class Sandbox:
         tests = [bool(t) for t in data.get("tests", [])]
         if n_cases and len(tests) < n_cases:
             tests += [False] * (n_cases - len(tests))
+        statuses = [str(s) for s in data.get("statuses", [])][:len(tests)]
+        statuses += [NOT_RUN] * (len(tests) - len(statuses))
         status = data.get("status", "error")
         first = data.get("first_failure")
         if status != "passed" and first is None:
             first = next((i for i, ok in enumerate(tests) if not ok), 0)
         return Result(passed=status == "passed", status=status, tests=tests,
                       first_failure=None if status == "passed" else first,
-                      stderr=data.get("stderr", ""), wall_s=outcome.wall_s)
+                      stderr=data.get("stderr", ""), wall_s=outcome.wall_s, statuses=statuses)
 
     def _sweep(self) -> None:
         """Remove job folders a killed server could not (after a batch, none is in use).

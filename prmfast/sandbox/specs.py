@@ -178,11 +178,15 @@ TestSpec = AssertTests | StdioTests | CallTests
 @dataclass
 class Job:
     """A program and its tests; timeout_s and memory_mb, when given, override the Sandbox's
-    (seconds in (0, MAX_TIMEOUT_S], a positive number of MB)."""
+    (seconds in (0, MAX_TIMEOUT_S], a positive number of MB). stop_on_failure=True ends the
+    job at its first failing case (when only the verdict is needed): `passed` and
+    `first_failure` are those of a full run, the cases after it have status NOT_RUN (and
+    `tests` False); keep it False wherever the fraction of cases passed is used."""
     program: str
     tests: TestSpec
     timeout_s: float | None = None
     memory_mb: int | None = None
+    stop_on_failure: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -201,9 +205,13 @@ class Job:
             check_seconds(self.timeout_s, "Job.timeout_s")
         if self.memory_mb is not None:
             check_count(self.memory_mb, "Job.memory_mb")
+        if not isinstance(self.stop_on_failure, bool):
+            raise TypeError(f"Job.stop_on_failure must be True or False, not "
+                            f"{type(self.stop_on_failure).__name__} {self.stop_on_failure!r}")
 
 
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed", "output_limit")
+NOT_RUN = "not_run"  # a case's status (Result.statuses) when the job ended before it ran
 
 
 @dataclass
@@ -214,3 +222,4 @@ class Result:
     first_failure: int | None = None
     stderr: str = ""
     wall_s: float = 0.0
+    statuses: list[str] = field(default_factory=list)  # per case: a STATUSES entry or NOT_RUN

@@ -50,3 +50,39 @@ def test_summarize_on_cpu():
 def test_unknown_benchmark_is_rejected_on_cpu():
     with pytest.raises(SystemExit):
         parse_args(["--model", "m", "--tasks", "humaneval,apps"])
+
+
+@needs_shared_data("mbpp/sanitized-mbpp.json")
+def test_score_gives_the_verdicts_of_full_runs_on_cpu():
+    """score() stops each job at its first failing case (Job.stop_on_failure): its verdicts
+    equal those of jobs that run every case, on references and random one-operator mutants."""
+    import random
+
+    from prmfast.data import build_program, load_tasks
+    from prmfast.rollout.base import Sample
+    from prmfast.sandbox import Job, Sandbox
+
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    tasks = rng.sample([t for t in load_tasks("mbpp")
+                        if t.reference and not t.meta.get("known_failure")], 8)
+    swaps = [("+", "-"), ("<", ">"), ("==", "!="), (" 1", " 2"), ("[0]", "[-1]"), ("and", "or")]
+
+    def mutant(text):
+        found = [(a, b) for a, b in swaps if a in text]
+        if not found:
+            return text + "\n    return None\n"
+        a, b = rng.choice(found)
+        i = rng.choice([k for k in range(len(text)) if text.startswith(a, k)])
+        return text[:i] + b + text[i + len(a):]
+
+    groups = [(t, [Sample([], [1], [0.0], "stop", text)
+                   for text in (t.reference, mutant(t.reference), mutant(t.reference))])
+              for t in tasks]
+    with Sandbox(workers=2, timeout_s=10.0) as sb:
+        rows = benchmarks.score(groups, sb, "completion")
+        full = sb.run([Job(build_program(t, s.text), t.tests) for t, group in groups
+                       for s in group])
+    assert [ok for r in rows for ok in r["passed"]] == [r.passed for r in full], seed
+    assert all(r["passed"][0] for r in rows), seed  # the references
