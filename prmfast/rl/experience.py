@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prmfast import kernels
-from prmfast.models.packed import (pack_sequences, pack_shared, packed_line_scores,
+from prmfast.models.packed import (pack_sequences, pack_shared,
                                    packed_predecessors)
 from prmfast.rl.algos import kl_estimate, prompt_mean_baseline, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
@@ -188,18 +188,6 @@ def critic_values(critic, batch: PackedBatch) -> torch.Tensor:
     return _past_the_engine(critic(x.input_ids, x.cu_seqlens, at=x.act, parents=x.parents))
 
 
-def prm_line_scores(prm, batch: PackedBatch, line_end: torch.Tensor) -> torch.Tensor:
-    """PRM score R_phi(x, y(<=m)) at the last token of every line (fused head), 0 elsewhere.
-    line_end [N] bool -> [N]. prm: a ValueModel, or a prmfast.prm_frozen.FrozenBackbonePRM
-    (its own tokenizer: it re-tokenizes the sequences)."""
-    from prmfast.prm.frozen import FrozenBackbonePRM
-    if isinstance(prm, FrozenBackbonePRM):
-        return prm.packed_line_scores(batch, line_end)
-    x = batch.packed()
-    return packed_line_scores(prm, x.input_ids, x.cu_seqlens, line_end, at=x.response,
-                              parents=x.parents)
-
-
 @dataclass
 class Experience:
     """One iteration's packed experience. Token tensors [N]: old_logprobs, ref_logprobs,
@@ -310,7 +298,7 @@ def make_experience(batch: PackedBatch, facts: list[ResponseFacts], *, policy, r
     critic_job = timed("critic_fwd", lambda: critic_values(critic, batch))
     if variant.needs_prm:
         values, prm_scores = run_pair(
-            critic_job, timed("prm_fwd", lambda: prm_line_scores(prm, batch, line_end)))
+            critic_job, timed("prm_fwd", lambda: prm.packed_line_scores(batch, line_end)))
     else:
         values, prm_scores = critic_job(), None
     passed = torch.tensor([f.passed for f in facts], dtype=torch.bool, device=device)

@@ -13,7 +13,7 @@ from prmfast.models import build_tiny_model, encode, save_policy, train_tokenize
 from prmfast.prm import load_prm
 from prmfast.prm.data import example
 from prmfast.prm.frozen import FrozenBackbonePRM, fit_ridge, is_frozen_prm, map_line_ends
-from prmfast.rl.experience import PackedBatch, prm_line_scores
+from prmfast.rl.experience import PackedBatch
 
 PROMPT = "# Write f(xs):\n# 1. keep every second number\ndef f(xs):\n"
 GOOD = "    xs = xs[::2]\n    # keep it\n\n    return sum(xs[:3])\n"
@@ -115,7 +115,7 @@ def test_frozen_smollm2_prm_maps_and_scores_real_code_on_cpu(tokenizers):
     line_end = torch.zeros(int(batch.cu_seqlens[-1]), dtype=torch.bool)
     for s, (e, plen) in enumerate(zip(examples[:3], prompt_lens)):
         line_end[[int(batch.cu_seqlens[s]) + pos - plen for pos in e.line_ends]] = True
-    packed = prm_line_scores(prm, batch, line_end)
+    packed = prm.packed_line_scores(batch, line_end)
     assert packed[line_end].tolist() == pytest.approx([v for s in scores for v in s], abs=1e-4)
 
 
@@ -204,7 +204,7 @@ def test_frozen_prm_picks_the_ridge_by_the_asked_validation_metric_on_cpu(
 
 
 def test_frozen_prm_scores_packed_rl_batches_like_predict_on_cpu(tokenizers, backbone_dir):
-    """The dense-reward path (prm_line_scores on a PackedBatch, EOS and empty responses
+    """The dense-reward path (packed_line_scores on a PackedBatch, EOS and empty responses
     included) puts each line's score on its line-end token and 0 elsewhere."""
     run_tok, _ = tokenizers
     prm = FrozenBackbonePRM.from_backbone(backbone_dir, run_tok)
@@ -219,7 +219,7 @@ def test_frozen_prm_scores_packed_rl_batches_like_predict_on_cpu(tokenizers, bac
                                           run_tok).spans}
         line_end += [i in ends for i in range(len(r))]
     line_end = torch.tensor(line_end, dtype=torch.bool)
-    scores = prm_line_scores(prm, batch, line_end)
+    scores = prm.packed_line_scores(batch, line_end)
     assert scores.shape == line_end.shape and (scores[~line_end] == 0).all()
     expected = prm.predict([_example(run_tok, GOOD), _example(run_tok, BAD)])
     assert scores[line_end].tolist() == pytest.approx(expected[0] + expected[1], abs=1e-5)

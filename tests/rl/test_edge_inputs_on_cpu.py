@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from prmfast.models import ValueModel
+from prmfast.prm import ValuePRM
 from prmfast.rl.algos import whiten
 from prmfast.rl.experience import make_experience
 from prmfast.rl.rewards import RewardInputs, oracle_reward
@@ -79,7 +80,7 @@ def test_make_experience_rejects_non_finite_rewards_on_cpu(models, random_batch,
         facts[0].frac_passed = math.nan
     else:
         trainer.exp_cfg.reward = "dense"
-        prm = ValueModel.from_causal_lm(policy)
+        prm = ValuePRM.of(ValueModel.from_causal_lm(policy))
         with torch.no_grad():
             prm.head.bias.fill_(math.nan)
     with pytest.raises(ValueError, match=field):

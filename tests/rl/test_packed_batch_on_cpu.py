@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from prmfast.rl.experience import PackedBatch, critic_values, policy_logprobs, prm_line_scores
+from prmfast.prm import ValuePRM
+from prmfast.rl.experience import PackedBatch, critic_values, policy_logprobs
 from prmfast.models.packed import PackedCritic, PackedPolicy
 
 
@@ -70,7 +71,7 @@ def test_packed_forwards_equal_the_padded_batch_on_cpu(models, seed):
     with torch.no_grad():
         lp, ent = policy_logprobs(PackedPolicy(policy, temperature=0.7), batch)
         values = critic_values(PackedCritic(critic), batch)
-        scores = prm_line_scores(critic, batch, line_end)
+        scores = ValuePRM.of(critic).packed_line_scores(batch, line_end)
         logits = policy(input_ids=batch.input_ids,
                         attention_mask=batch.attention_mask).logits / 0.7
         logp = logits.log_softmax(-1).reshape(-1, logits.shape[-1])[batch.act_index]

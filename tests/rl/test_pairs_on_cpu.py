@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prmfast.models import ValueModel
+from prmfast.prm import ValuePRM
 from prmfast.rl.experience import make_experience
 from prmfast.rl.pairs import PairRunner
 from prmfast.rl.trainer import PPOTrainer, StepTimer
@@ -79,7 +80,7 @@ def test_experience_and_update_side_by_side_equal_in_order(models, random_batch,
     torch.manual_seed(3)
     for p in models[4].parameters():            # a critic unlike the policy, a live value head
         torch.nn.init.normal_(p, std=0.1)
-    prm = ValueModel.from_causal_lm(models[2])
+    prm = ValuePRM.of(ValueModel.from_causal_lm(models[2]))
     torch.nn.init.normal_(prm.head.weight, std=0.3)
     batch, facts = random_batch(models[1], n_seq=8, seed=4)
     results = {}

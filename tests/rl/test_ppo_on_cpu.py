@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from prmfast.models.packed import PackedCritic, PackedPolicy
-from prmfast.rl.experience import (critic_values, experience_metrics, make_experience,
-                                   policy_logprobs, prm_line_scores)
+from prmfast.prm import ValuePRM
+from prmfast.rl.experience import critic_values, experience_metrics, make_experience, policy_logprobs
 from prmfast.rl.trainer import PPOTrainer, StepTimer
 
 
@@ -31,13 +31,14 @@ def test_forwards_do_not_depend_on_padding_on_cpu(models, random_batch):
     with torch.no_grad():
         lp, _ = policy_logprobs(PackedPolicy(policy, temperature=0.7), batch)
         v = critic_values(PackedCritic(critic), batch)
-        s = prm_line_scores(critic, batch, line_end)
+        prm = ValuePRM.of(critic)
+        s = prm.packed_line_scores(batch, line_end)
         for i in range(len(facts)):
             one, idx = batch.select([i], tok.pad_token_id)
             lp1, _ = policy_logprobs(PackedPolicy(policy, temperature=0.7), one)
             assert torch.allclose(lp[idx], lp1, atol=1e-5)
             assert torch.allclose(v[idx], critic_values(PackedCritic(critic), one), atol=1e-5)
-            assert torch.allclose(s[idx], prm_line_scores(critic, one, line_end[idx]), atol=1e-5)
+            assert torch.allclose(s[idx], prm.packed_line_scores(one, line_end[idx]), atol=1e-5)
 
 
 def _trainer(models, **rl):
