@@ -37,6 +37,7 @@ from prmfast.labeling.search import oracle_m_star
 from prmfast.lines import segment
 from prmfast.models import ValueModel, encode, load_policy, save_policy
 from prmfast.models.packed import PackedCritic, PackedPolicy
+from prmfast.prm import ValuePRM
 from prmfast import profiling
 from prmfast.profiling import nvtx_range
 from prmfast.rl.algos import lr_factor, step_seed
@@ -74,7 +75,9 @@ class PPOTrainer:
     tasks: the training prompts (prmfast.data.Task); backend: a RolloutBackend around `policy`;
     sandbox: a prmfast.sandbox.Sandbox; oracle: first_error_lines(tasks, response_texts) ->
     0-based first wrong line per response, or None (needed by the oracle reward only).
-    policy, reference, critic and prm must be on one device (the trainer's `device`).
+    prm: a PRM of prmfast.prm (load_prm), or a bare ValueModel, taken as the fine-tuned kind
+    (ValuePRM, its parameters shared). policy, reference, critic and prm must be on one device
+    (the trainer's `device`).
     Joins the launcher's process group for rl.engine (nothing without a launcher)."""
 
     def __init__(self, cfg, *, policy, reference, critic, tokenizer, tasks, backend, sandbox,
@@ -85,6 +88,8 @@ class PPOTrainer:
         if REWARDS[rl.reward].needs_oracle and oracle is None:
             raise ValueError("rl.reward='oracle' needs the synthetic suite's oracle")
         self.cfg, self.rl = cfg, rl
+        if isinstance(prm, ValueModel) and not isinstance(prm, ValuePRM):
+            prm = ValuePRM.of(prm)
         self.policy, self.reference, self.critic, self.prm = policy, reference, critic, prm
         self.tokenizer, self.tasks = tokenizer, tasks
         self.backend, self.sandbox, self.oracle = backend, sandbox, oracle
