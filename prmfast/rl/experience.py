@@ -1,4 +1,4 @@
-"""Experience for one PPO iteration in the packed layout (DESIGN section 2).
+"""Experience for one PPO iteration in the packed layout (docs/design.md, "Packed layout").
 
 Rollouts (prompt ids + response ids) are packed into S sequences of response tokens: sequence s
 is its response tokens followed by EOS when the sample stopped on EOS, so N = sum of response
