@@ -118,39 +118,21 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
            prm: dict[int, dict]) -> list[dict]:
     """Each target of issue 17 as {"claim", "holds" (True/False/None: not measured), "why"}.
     comparisons: {"A-B:tasks": compare(...)}; prm: {seed: the PRM's eval.json}."""
-    def get(name):
-        return comparisons.get(name)
-
-    def fmt(ci):
-        return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] (n={ci['n']})"
-
     out = []
-    both = get("both-sft:all")
-    if both is None:
-        out.append({"claim": "1. RL + both beats SFT by >= 0.05 in every seed", "holds": None,
-                    "why": "not measured"})
-    else:
-        ok = all(ci["mean"] >= MIN_GAIN_BOTH_VS_SFT and ci["low"] > 0
-                 for ci in both["per_seed"].values())
-        out.append({"claim": f"1. RL + both beats SFT by >= {MIN_GAIN_BOTH_VS_SFT} pass@1, "
-                             "interval above 0, in every seed", "holds": ok,
-                    "why": "; ".join(f"seed {s}: {fmt(ci)}" for s, ci in both["per_seed"].items())})
-    sparse = get("sparse-sft:all")
-    out.append({"claim": "1b. RL sparse beats SFT, pooled interval above 0",
-                "holds": None if sparse is None or sparse["pooled"] is None
-                else sparse["pooled"]["low"] > 0,
-                "why": "not measured" if sparse is None or sparse["pooled"] is None
-                else f"pooled over seeds {sparse['seeds']}: {fmt(sparse['pooled'])}"})
-    oracle = get("oracle-sparse:long")
-    pooled = None if oracle is None else oracle["pooled"]
-    out.append({"claim": f"2. oracle dense beats sparse on long horizons by >= "
-                         f"{MIN_GAIN_ORACLE_VS_SPARSE_LONG}, interval above 0",
-                "holds": None if pooled is None else
-                pooled["mean"] >= MIN_GAIN_ORACLE_VS_SPARSE_LONG and pooled["low"] > 0,
-                "why": "not measured" if pooled is None else
-                f"pooled over seeds {oracle['seeds']}: {fmt(pooled)}"})
-    aucs = {s: e.get("test", {}).get("within_task", {}).get("min", {}).get("auc")
-            for s, e in prm.items()}
+    both = comparisons.get("both-sft:all")
+    out.append({"claim": f"1. RL + both beats SFT by >= {MIN_GAIN_BOTH_VS_SFT} pass@1, "
+                         "interval above 0, in every seed",
+                "holds": None if both is None else
+                all(ci["mean"] >= MIN_GAIN_BOTH_VS_SFT and ci["low"] > 0
+                    for ci in both["per_seed"].values()),
+                "why": "not measured" if both is None else
+                "; ".join(f"seed {s}: {_fmt(ci)}" for s, ci in both["per_seed"].items())})
+    out.append(_pooled_claim(comparisons.get("sparse-sft:all"), 0.0,
+                             "1b. RL sparse beats SFT, pooled interval above 0"))
+    out.append(_pooled_claim(comparisons.get("oracle-sparse:long"), MIN_GAIN_ORACLE_VS_SPARSE_LONG,
+                             f"2. oracle dense beats sparse on long horizons by >= "
+                             f"{MIN_GAIN_ORACLE_VS_SPARSE_LONG}, interval above 0"))
+    aucs = {s: _within_task_auc(e) for s, e in prm.items()}
     measured = {s: a for s, a in aucs.items() if a is not None and not math.isnan(a)}
     out.append({"claim": f"3. PRM within-task AUC >= {MIN_WITHIN_TASK_AUC} in every seed",
                 "holds": None if not measured else
@@ -165,12 +147,8 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
                 all(ci[0] > 0 for ci in rerank.values()),
                 "why": "; ".join(f"seed {s}: prm_min - majority {ci}" for s, ci in rerank.items())
                 or "not measured"})
-    order = get("both-sparse:long")
-    out.append({"claim": "4. RL + both beats sparse on long horizons, interval above 0",
-                "holds": None if order is None or order["pooled"] is None
-                else order["pooled"]["low"] > 0,
-                "why": "not measured" if order is None or order["pooled"] is None
-                else f"pooled: {fmt(order['pooled'])}"})
+    out.append(_pooled_claim(comparisons.get("both-sparse:long"), 0.0,
+                             "4. RL + both beats sparse on long horizons, interval above 0"))
     per_eval = defaultdict(int)
     for r in rows:
         per_eval[(r["seed"], r["variant"])] += 1
@@ -183,6 +161,24 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
                 "why": f"{min_tasks} tasks per evaluation (fewest), {min_n} samples per task "
                        f"(fewest), seeds {seeds}"})
     return out
+
+
+def _fmt(ci: dict) -> str:
+    return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] (n={ci['n']})"
+
+
+def _pooled_claim(comparison: dict | None, min_gain: float, claim: str) -> dict:
+    """A claim on a comparison's pooled interval: mean >= min_gain and interval above 0."""
+    pooled = None if comparison is None else comparison["pooled"]
+    if pooled is None:
+        return {"claim": claim, "holds": None, "why": "not measured"}
+    return {"claim": claim, "holds": pooled["mean"] >= min_gain and pooled["low"] > 0,
+            "why": f"pooled over seeds {comparison['seeds']}: {_fmt(pooled)}"}
+
+
+def _within_task_auc(prm_eval: dict) -> float | None:
+    """The PRM's within-task AUC of PRM-min on test samples, from its eval.json."""
+    return prm_eval.get("test", {}).get("within_task", {}).get("min", {}).get("auc")
 
 
 def oracle_share(comparisons: dict[str, dict | None], tasks: str = "long") -> float | None:
@@ -205,5 +201,4 @@ def table(rows: list[dict], prm: dict[int, dict], *, n_boot: int = 10_000) -> di
     return {"pass@1": pass_at_1(rows), "comparisons": comparisons,
             "claims": claims(rows, comparisons, prm),
             "oracle_share_long": oracle_share(comparisons),
-            "prm_within_task_auc": {s: e.get("test", {}).get("within_task", {})
-                                    .get("min", {}).get("auc") for s, e in prm.items()}}
+            "prm_within_task_auc": {s: _within_task_auc(e) for s, e in prm.items()}}
