@@ -5,7 +5,8 @@ import torch
 from prmfast.config import ModelConfig
 from prmfast.models import build_tiny_model, encode, train_tokenizer
 from prmfast.rollout import HFGenerateBackend
-from prmfast.rollout.hf import PreallocatedLayer, preallocate, top_p_filter
+from prmfast.rollout.hf import (PreallocatedLayer, preallocate, sample_categorical,
+                                top_p_filter)
 
 PROMPTS = ["def f(xs):\n", "# 1. sort the list\ndef f(xs):\n    xs = sorted(xs)\n", "x"]
 
@@ -100,6 +101,54 @@ def test_preallocated_cache_gives_the_dynamic_caches_samples_on_cpu(policy, temp
     assert len({tuple(ids) for ids, _, _ in flat["dynamic"]}) > 1
 
 
+@pytest.mark.parametrize("kv_cache", HFGenerateBackend.KV_CACHES)
+def test_stopped_rows_leave_the_batch_without_changing_the_samples_on_cpu(policy, kv_cache):
+    """EOS made likely, so rows stop at many different steps: dropping stopped rows from the
+    decode batch (the default) gives the tokens of never dropping them, and log-probs equal to
+    rounding (the matmuls see fewer rows)."""
+    model, tok, _ = policy
+    gen = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, len(tok), (int(n),), generator=gen).tolist()
+               for n in torch.randint(1, 20, (5,), generator=gen)]
+
+    def likely_eos(module, args, logits):
+        return logits + 3.5 * torch.nn.functional.one_hot(
+            torch.tensor(tok.eos_token_id), logits.shape[-1])
+
+    kw = dict(n=4, max_new_tokens=30, temperature=1.0, top_p=0.95, seed=9)
+    never = HFGenerateBackend(model, tok, batch_size=20, kv_cache=kv_cache)
+    never.SHRINK_AT = float("inf")
+    hook = model.lm_head.register_forward_hook(likely_eos)
+    try:
+        out = [b.generate(prompts, **kw)
+               for b in (HFGenerateBackend(model, tok, batch_size=20, kv_cache=kv_cache), never)]
+    finally:
+        hook.remove()
+    shrunk, full = ([s for g in groups for s in g] for groups in out)
+    assert [s.response_ids for s in shrunk] == [s.response_ids for s in full]
+    assert [s.finish_reason for s in shrunk] == [s.finish_reason for s in full]
+    for a, b in zip(shrunk, full):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert len({len(s.response_ids) for s in full}) >= 5       # stops at many steps
+
+
+def test_sample_categorical_draws_each_token_with_its_probability_on_cpu():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 6, generator=gen) * (torch.rand(3, 6, generator=gen) > 0.3)
+    probs[:, 2] += 0.1                                  # no row all zero
+    draws = 40_000
+    uniform = torch.rand(3 * draws, generator=gen)
+    tok = sample_categorical(probs.repeat_interleave(draws, 0), uniform).view(3, draws)
+    freq = torch.stack([torch.bincount(row, minlength=6) for row in tok]).double() / draws
+    expected = (probs / probs.sum(1, keepdim=True)).double()
+    sigma = (expected * (1 - expected) / draws).sqrt()
+    assert ((freq - expected).abs() <= 5 * sigma + 1e-12).all()
+    assert (freq[expected == 0] == 0).all()             # a weight of 0 is never drawn
+    # a draw that rounds to the row's total takes the likeliest token, not a weight-0 one
+    edge = sample_categorical(torch.tensor([[0.3, 0.7, 0.0]]), torch.tensor([1.0]))
+    assert edge.tolist() == [1]
+
+
 def test_preallocated_layer_equals_dynamic_layer_on_cpu():
     from transformers.cache_utils import DynamicLayer
     torch.manual_seed(0)
@@ -111,6 +160,21 @@ def test_preallocated_layer_equals_dynamic_layer_on_cpu():
         assert ours.get_seq_length() == theirs.get_seq_length()
     with pytest.raises(ValueError, match="capacity of 9"):
         ours.update(torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4))
+
+
+def test_preallocated_layer_keeps_rows_as_dynamic_layer_does_on_cpu():
+    from transformers.cache_utils import DynamicLayer
+    torch.manual_seed(1)
+    ours, theirs = PreallocatedLayer(capacity=12), DynamicLayer()
+    for n, keep in ((5, None), (1, [0, 2, 3]), (1, None), (2, [2]), (1, None)):
+        if keep is not None:
+            for layer in (ours, theirs):
+                layer.batch_select_indices(torch.tensor(keep))
+        rows = theirs.keys.shape[0] if theirs.is_initialized else 4
+        k, v = torch.randn(rows, 3, n, 4), torch.randn(rows, 3, n, 4)
+        for a, b in zip(ours.update(k, v), theirs.update(k, v)):
+            assert torch.equal(a, b)
+    assert ours.keys.shape == (1, 3, 10, 4)
 
 
 def test_preallocate_keeps_other_layer_kinds_on_cpu():
