@@ -19,9 +19,9 @@ what it needs). Per size, one trainer (prmfast.rl.bench.build_trainer):
 - side by side: the update and the experience's four forwards with the two models' passes side
   by side on two threads (prmfast.rl.pairs) against in order, on the same experience, arms
   alternating (skipped when torch has one thread: then they are the same code);
-- generation: our HF backend (preallocated KV cache) vs the same loop on transformers'
-  DynamicCache (the same samples, asserted) and plain `model.generate` on the iteration's
-  prompts, generated tokens per second.
+- generation: our HF backend (preallocated KV cache, stopped rows dropped) vs the same loop
+  on transformers' DynamicCache and with every row decoded to the last step (the same samples,
+  asserted) and plain `model.generate` on the iteration's prompts, generated tokens per second.
 Each run appends one JSON row (machine, date, commit, versions, load, figures) to
 bench/results/rl_iteration.jsonl.
 """
@@ -301,8 +301,10 @@ def test_side_by_side_against_in_order(benchmark, report, trainer):
 
 
 def test_generation_against_hf_generate(benchmark, report, trainer):
-    """Generated tokens per second: our backend (prmfast.rollout.hf) and plain model.generate
-    with the same sampling settings on the same prompts and global seed."""
+    """Generated tokens per second: our backend (prmfast.rollout.hf), the same with every row
+    decoded to the last step (stopped rows kept in the batch, as before issue 18's second
+    session; the same samples, asserted), on transformers' DynamicCache, and plain
+    model.generate with the same sampling settings on the same prompts and global seed."""
     n = trainer.rl.prompts_per_step * trainer.rl.samples_per_prompt
     cfg, tok, model = trainer.cfg, trainer.tokenizer, trainer.policy
     prompts = [encode(tok, t.prompt) for t in trainer.tasks[:trainer.rl.prompts_per_step]]
@@ -311,6 +313,9 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
 
     dynamic = HFGenerateBackend(model, tok, batch_size=cfg.sampling.batch_size,
                                 kv_cache="dynamic")
+
+    every_row = HFGenerateBackend(model, tok, batch_size=cfg.sampling.batch_size)
+    every_row.SHRINK_AT = float("inf")
 
     def sample(backend):
         return backend.generate(prompts, n=samples, max_new_tokens=max_new,
@@ -325,6 +330,9 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
 
     def ours_dynamic():
         return count(sample(dynamic))
+
+    def ours_every_row():
+        return count(sample(every_row))
 
     def plain():
         torch.manual_seed(0)
@@ -345,9 +353,11 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
             generated += int(((stopped.cumsum(1) - stopped) == 0).sum())
         return generated
 
-    assert ([s.response_ids for g in sample(trainer.backend) for s in g]
-            == [s.response_ids for g in sample(dynamic) for s in g])
-    arms = {"ours": ours, "ours_dynamic": ours_dynamic, "generate": plain}
+    ids = [[s.response_ids for g in sample(backend) for s in g]
+           for backend in (trainer.backend, dynamic, every_row)]
+    assert ids[0] == ids[1] == ids[2]
+    arms = {"ours": ours, "ours_dynamic": ours_dynamic, "ours_every_row": ours_every_row,
+            "generate": plain}
     counts = {name: fn() for name, fn in arms.items()}
     times = {name: [] for name in arms}
     for _ in range(5):                                   # interleaved
@@ -360,5 +370,6 @@ def test_generation_against_hf_generate(benchmark, report, trainer):
     figures.update({f"{name}_tok_s": counts[name] / median(times[name]) for name in counts})
     figures["ours_vs_generate"] = figures["ours_tok_s"] / figures["generate_tok_s"]
     figures["ours_vs_dynamic_cache"] = figures["ours_tok_s"] / figures["ours_dynamic_tok_s"]
+    figures["ours_vs_every_row"] = figures["ours_tok_s"] / figures["ours_every_row_tok_s"]
     ROW[f"generation_{n}"] = figures
     report(f"generation, {n} responses", **figures)

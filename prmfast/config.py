@@ -90,6 +90,7 @@ class RLConfig:
     samples_per_prompt: int = 4
     ppo_epochs: int = 2
     minibatches: int = 2
+    minibatch_order: str = "prompt"   # prompt | sequence (docs/rl.md, "Minibatches")
     policy_lr: float = 1e-4
     critic_lr: float = 5e-4
     lr_schedule: str = "constant"

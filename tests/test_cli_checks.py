@@ -80,6 +80,13 @@ def test_rl_checkpoints_are_needed_only_by_the_baseline_on_cpu(tmp_path, capsys,
     check_config(load_config(sets=["sampling.temperature=0"]), ("sft", "eval"))   # greedy: fine
 
 
+@pytest.mark.parametrize("key, value", [("rl.minibatch_order", "tasks"),
+                                        ("rl.outcome_baseline", "mean")])
+def test_unknown_rl_choices_name_the_key_and_the_choices_on_cpu(key, value):
+    with pytest.raises(ConfigError, match=f"{key}: '{value}' is not one of"):
+        check_rl_config(load_config(sets=[f"{key}={value}"]))
+
+
 @pytest.mark.parametrize("content, words", [
     (b"[1, 2]", ["object", "list"]), (b'"x"', ["object", "str"]),
     (b"\xff\xfe{}", ["not UTF-8"]), (None, ["is a directory"]), (b"{", ["does not parse"])])

@@ -10,6 +10,7 @@ from prmfast.distributed import global_mean_std
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OUTCOME_BASELINES = ("none", "prompt_mean")
+MINIBATCH_ORDERS = ("prompt", "sequence")
 _WHITEN_RTOL = 1e-5    # std below this share of |mean| is rounding noise (float32 eps ~1.2e-7)
 
 
@@ -35,6 +36,20 @@ def prompt_mean_baseline(outcome: torch.Tensor, group_size: int) -> torch.Tensor
                          f"{group_size} samples")
     groups = outcome.reshape(-1, group_size)
     return (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)
+
+
+def minibatch_order(groups: list[list[int]], kind: str, gen: torch.Generator) -> list[int]:
+    """A random order of the sequences of one update epoch, cut into minibatches by the caller.
+    groups: the sequence indices of each prompt (every sequence in exactly one group).
+    kind "sequence": every sequence anywhere (one randperm over them); "prompt": the groups in
+    random order, each group's sequences together, so that a minibatch holds few prompts and
+    the packed forwards (which compute a shared prompt once) run on fewer prompt tokens."""
+    if kind not in MINIBATCH_ORDERS:
+        raise ValueError(f"kind: {kind!r} is not one of {list(MINIBATCH_ORDERS)}")
+    if kind == "sequence":
+        return torch.randperm(sum(map(len, groups)), generator=gen, device="cpu").tolist()
+    return [i for g in torch.randperm(len(groups), generator=gen, device="cpu").tolist()
+            for i in groups[g]]
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,13 @@ class PackedBatch:
     def num_tokens(self) -> int:
         return len(self._inputs.response)
 
+    def prompt_groups(self) -> list[list[int]]:
+        """The sequence indices of each distinct prompt, prompts in order of first appearance."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (seq, p) in enumerate(zip(self.sequences, self.prompt_lens)):
+            groups.setdefault(tuple(seq[:p]), []).append(i)
+        return list(groups.values())
+
     def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
         """A minibatch of the given sequences, and the [N_mb] index of its tokens in this
         batch's packed tensors (both on this batch's device)."""

@@ -35,7 +35,8 @@ from prmfast.distributed import deepspeed_config_path, get_rank, is_main
 from prmfast import trackers
 from prmfast.errors import StageError
 from prmfast.prm import is_frozen_prm, load_prm
-from prmfast.rl.algos import LR_SCHEDULES, OUTCOME_BASELINES, checkpoint_steps
+from prmfast.rl.algos import (LR_SCHEDULES, MINIBATCH_ORDERS, OUTCOME_BASELINES,
+                              checkpoint_steps)
 from prmfast.rl.rewards import REWARDS
 from prmfast.rl.trainer import DEEPSPEED_ON_CPU, PPOTrainer, latest_state
 from prmfast.runio import append_jsonl, read_jsonl, write_jsonl
@@ -76,6 +77,7 @@ def check_rl_config(cfg: Config) -> None:
                "rl.critic_init": (rl.critic_init, CRITIC_INITS),
                "rl.lr_schedule": (rl.lr_schedule, LR_SCHEDULES),
                "rl.outcome_baseline": (rl.outcome_baseline, OUTCOME_BASELINES),
+               "rl.minibatch_order": (rl.minibatch_order, MINIBATCH_ORDERS),
                "rl.engine": (rl.engine, ENGINES),
                "rl.rollout_backend": (rl.rollout_backend, ("hf", "vllm")),
                "rl.vllm_engine": (rl.vllm_engine, ("vllm", "hf"))}

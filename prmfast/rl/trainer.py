@@ -40,7 +40,7 @@ from prmfast.models.packed import PackedCritic, PackedPolicy
 from prmfast.prm import ValuePRM
 from prmfast import profiling
 from prmfast.profiling import nvtx_range
-from prmfast.rl.algos import lr_factor, step_seed
+from prmfast.rl.algos import lr_factor, minibatch_order, step_seed
 from prmfast.rl.experience import (ExperienceConfig, PackedBatch, critic_values,
                                    experience_metrics, facts_from_lines, line_view,
                                    make_experience, policy_logprobs)
@@ -222,7 +222,8 @@ class PPOTrainer:
 
     def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
         """rl.ppo_epochs passes over rl.minibatches minibatches of sequences (of this rank's
-        share; every rank takes the same number of steps). With train_policy=False (critic
+        share, in rl.minibatch_order; every rank takes the same number of steps). With
+        train_policy=False (critic
         warm-up) only the critic learns. Returns mean loss stats."""
         rl = self.rl
         n_seq = exp.batch.cu_seqlens.numel() - 1
@@ -235,8 +236,9 @@ class PPOTrainer:
         self.policy.train(train_policy)
         self.critic.train()
         try:
+            groups = exp.batch.prompt_groups()
             for _ in range(rl.ppo_epochs):
-                order = torch.randperm(n_seq, generator=gen, device="cpu").tolist()
+                order = minibatch_order(groups, rl.minibatch_order, gen)
                 for chunk in torch.tensor_split(torch.tensor(order, dtype=torch.long,
                                                              device="cpu"), n_chunks):
                     stats = self._minibatch_step(exp, chunk.tolist(), train_policy)

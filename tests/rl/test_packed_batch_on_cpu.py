@@ -109,3 +109,15 @@ def test_forwards_hand_back_views_of_the_engine_outputs_on_cpu(models):
     torch.testing.assert_close(values, outputs[1])
     torch.autograd.grad((logprobs + entropy + values).sum(), [logprobs, entropy, values])
     assert not fired
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prompt_groups_are_the_sequences_of_each_distinct_prompt_on_cpu(seed):
+    seqs, plens = _sequences(seed, n_seq=12)
+    groups = PackedBatch.from_sequences(seqs, plens, pad_id=0).prompt_groups()
+    assert sorted(i for g in groups for i in g) == list(range(len(seqs)))
+    prompts = [tuple(seqs[g[0]][:plens[g[0]]]) for g in groups]
+    assert len(set(prompts)) == len(groups)
+    for prompt, group in zip(prompts, groups):
+        assert all(tuple(seqs[i][:plens[i]]) == prompt for i in group)
+        assert group == sorted(group)
