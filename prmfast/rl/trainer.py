@@ -223,8 +223,7 @@ class PPOTrainer:
     def update(self, exp, *, train_policy: bool = True) -> dict[str, float]:
         """rl.ppo_epochs passes over rl.minibatches minibatches of sequences (of this rank's
         share, in rl.minibatch_order; every rank takes the same number of steps). With
-        train_policy=False (critic
-        warm-up) only the critic learns. Returns mean loss stats."""
+        train_policy=False (critic warm-up) only the critic learns. Returns mean loss stats."""
         rl = self.rl
         n_seq = exp.batch.cu_seqlens.numel() - 1
         n_chunks = min(rl.minibatches, max(1, int(D.all_reduce_metrics({"n": n_seq}, "min")["n"])))
