@@ -22,22 +22,6 @@ from prmfast.config import ConfigError
 DEVICE_TYPES = ("cpu", "cuda")
 
 
-def default_numba_threads() -> None:
-    """numba's kernels at one thread unless NUMBA_NUM_THREADS is set; call before any numba
-    kernel runs (numba reads it when it starts its threads). The kernels take about a
-    millisecond per RL iteration, and with a thread per core numba's idle threads made the
-    iteration's generation 1.6-2.5x slower on an idle 2-core VM (BENCHMARKS.md)."""
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-
-
-def torch_threads() -> int:
-    """CPU threads for torch: the cores not already busy (1-minute load average), at least 1.
-    On a shared machine oversubscribed OpenMP threads spin against each other (a tiny model's
-    SFT step measured 0.7 s with 1 thread and 4-9 s with 2 on a loaded 2-core box)."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, round(cores - os.getloadavg()[0])))
-
-
 def resolve_device(spec: str = "auto") -> torch.device:
     """The torch.device that `spec` (see the module docstring) names on this machine and rank.
     Raises ValueError when it cannot work here."""

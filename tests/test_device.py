@@ -275,20 +275,3 @@ def test_prm_and_sft_training_on_cuda_on_cpu_checkpoints(tiny_rl, tmp_path):
     assert sft.load_checkpoint(tmp_path, cpu_lm, opt, sched) > 0
     for key, value in lm.state_dict().items():
         assert torch.equal(cpu_lm.state_dict()[key], value.cpu()), key
-
-
-@pytest.mark.parametrize("preset", [None, "cores"])
-def test_numba_runs_one_thread_unless_the_environment_says_otherwise_on_cpu(preset):
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
-    expected = 1
-    if preset == "cores":       # numba refuses more threads than cores
-        expected = os.cpu_count() or 1
-        env["NUMBA_NUM_THREADS"] = str(expected)
-    code = ("from prmfast.device import default_numba_threads; default_numba_threads(); "
-            "import numba; print(numba.config.NUMBA_NUM_THREADS)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert int(out.stdout.strip()) == expected

@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     profiling.add_cli_flags(parser)
     args = parser.parse_args(argv)
-    from prmfast.device import default_numba_threads
     from prmfast.report import timing_table
-    default_numba_threads()             # as the pipeline's CLI does
     cfg = bench_config(args.preset, args.steps, args.set)
     trainer = build_trainer(cfg, args.run_dir)
     profiling.configure(nvtx=args.nvtx)
