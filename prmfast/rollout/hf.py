@@ -16,9 +16,9 @@ log-probs are bitwise those of the DynamicCache (tests/test_rollout.py).
 Tokens are drawn by inverse-CDF sampling from one uniform number per row and step, drawn for
 every row of the batch, and rows that have stopped leave the decode batch (with their cache
 rows) once they are a quarter of it: a row's tokens do not depend on when the others stopped,
-and the steps after the short responses cost only what the long ones need (on the default
-policy, 32 responses: 0.71-0.84 of the time per token of decoding every row to the end with
-torch.multinomial, BENCHMARKS.md).
+and the steps after the short responses cost only what the long ones need
+(bench/test_rl_iteration_bench.py times this against decoding every row to the end:
+`ours_vs_every_row`; BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -246,8 +246,7 @@ def sample_categorical(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tens
     [B] in [0, 1) -> [B] int64.
 
     Inverse-CDF sampling: the first token whose cumulative weight exceeds uniform x the row's
-    total, one random number per row where torch.multinomial draws one per vocabulary entry (6x
-    slower at [32, 512] on the CPU). A token of weight 0 is never drawn: where rounding puts
+    total, one random number per row where torch.multinomial draws one per vocabulary entry. A token of weight 0 is never drawn: where rounding puts
     the draw at the row's total, the row's most likely token is taken."""
     cdf = probs.cumsum(dim=-1)
     u = uniform.to(cdf.dtype)[:, None] * cdf[:, -1:]
