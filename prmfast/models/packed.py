@@ -383,6 +383,14 @@ def pack_sequences(sequences: list[list[int]],
     return ids.to(device), cu_seqlens.to(device)
 
 
+def prompt_groups(prompts: list[list[int]]) -> list[list[int]]:
+    """The indices of each distinct prompt, prompts in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(tuple(prompt), []).append(i)
+    return list(groups.values())
+
+
 def pack_shared(prompts: list[list[int]], responses: list[list[int]],
                 device: torch.device | str = "cpu"
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -396,12 +404,10 @@ def pack_shared(prompts: list[list[int]], responses: list[list[int]],
     response packed whole. Built on the CPU, moved to `device` once."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        groups.setdefault(tuple(prompt), []).append(i)
     ids: list[int] = []
     lengths, parents, starts = [], [], [0] * len(prompts)      # starts: of each response
-    for prompt, members in groups.items():
+    for members in prompt_groups(prompts):
+        prompt = prompts[members[0]]
         shared = len(members) > 1
         if shared:
             root = len(lengths)

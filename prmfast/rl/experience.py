@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prmfast import kernels
-from prmfast.models.packed import (pack_sequences, pack_shared,
+from prmfast.models.packed import (pack_sequences, pack_shared, prompt_groups,
                                    packed_predecessors)
 from prmfast.rl.algos import kl_estimate, prompt_mean_baseline, whiten
 from prmfast.rl.rewards import REWARDS, RewardInputs, line_rewards
@@ -108,11 +108,9 @@ class PackedBatch:
         return len(self._inputs.response)
 
     def prompt_groups(self) -> list[list[int]]:
-        """The sequence indices of each distinct prompt, prompts in order of first appearance."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (seq, p) in enumerate(zip(self.sequences, self.prompt_lens)):
-            groups.setdefault(tuple(seq[:p]), []).append(i)
-        return list(groups.values())
+        """The sequence indices of each distinct prompt, prompts in order of first appearance
+        (the groups pack_shared packs a prompt once for)."""
+        return prompt_groups([s[:p] for s, p in zip(self.sequences, self.prompt_lens)])
 
     def select(self, seq_ids: list[int], pad_id: int) -> tuple["PackedBatch", torch.Tensor]:
         """A minibatch of the given sequences, and the [N_mb] index of its tokens in this
