@@ -10,6 +10,8 @@ turns those evaluations into
   per seed and pooled (each task's difference averaged over the seeds that have both);
 - the claims of issue 17's targets, each with the numbers it was decided on, so that a table
   says plainly which of the paper's findings hold on this run and which do not.
+- where one run's changes land against another's (outcome_shift): the test tasks bucketed by the
+  SFT policy's correct count in an independent evaluation (scripts/compare_tables.py).
 
 Everything here is recomputable from per_task.jsonl and the PRM's eval.json files alone.
 """
@@ -36,6 +38,8 @@ MIN_GAIN_BOTH_VS_SFT = 0.05
 MIN_GAIN_ORACLE_VS_SPARSE_LONG = 0.03
 MIN_WITHIN_TASK_AUC = 0.70
 MIN_TASKS, MIN_SAMPLES, MIN_SEEDS = 500, 10, 3
+# outcome_shift's buckets of a task's correct count c of n samples
+OUTCOME_BUCKETS = ("none", "under half", "half or more", "all")
 
 
 def per_task_rows(seed: int, variant: str, raw: dict) -> list[dict]:
@@ -111,6 +115,36 @@ def pass_at_1(rows: list[dict]) -> dict[str, dict]:
             if per_task:
                 out.setdefault(v, {"per_seed": {}, "long": {}})[key][s] = (
                     sum(per_task.values()) / len(per_task))
+    return out
+
+
+def outcome_bucket(c: int, n: int) -> str:
+    """Which of OUTCOME_BUCKETS c correct samples of n fall in."""
+    return ("none" if c == 0 else "all" if c == n else
+            "under half" if 2 * c < n else "half or more")
+
+
+def outcome_shift(first: list[dict], second: list[dict], variant: str,
+                  base: str = "sft") -> dict[str, dict]:
+    """Where a variant's changes land. Each (seed, task) is bucketed by `base`'s correct count in
+    `first`, an evaluation independent of `second` (so that regression to the mean shows as the
+    change of base evaluated again, not as an effect); per bucket of OUTCOME_BUCKETS: {"pairs",
+    "change" (mean pass rate of `variant` in `second` minus base's in `first`), "to_none",
+    "to_all" (pairs where `variant` ends with none / all samples correct)}. Pairs missing from
+    either side are left out."""
+    base_rows = {(r["seed"], r["task_id"]): r for r in check_rows(first) if r["variant"] == base}
+    out = {b: {"pairs": 0, "change": 0.0, "to_none": 0, "to_all": 0} for b in OUTCOME_BUCKETS}
+    for r in check_rows(second):
+        b_row = base_rows.get((r["seed"], r["task_id"]))
+        if r["variant"] != variant or b_row is None:
+            continue
+        entry = out[outcome_bucket(b_row["c"], b_row["n"])]
+        entry["pairs"] += 1
+        entry["change"] += r["c"] / r["n"] - b_row["c"] / b_row["n"]
+        entry["to_none"] += r["c"] == 0
+        entry["to_all"] += r["c"] == r["n"]
+    for entry in out.values():
+        entry["change"] = entry["change"] / entry["pairs"] if entry["pairs"] else None
     return out
 
 

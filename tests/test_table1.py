@@ -1,8 +1,13 @@
 """prmfast.table1 on hand-computed cases: per-task rows, paired comparisons, claims."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from prmfast.table1 import (check_rows, claims, compare, oracle_share, pass_at_1, per_task_rows,
-                            table)
+from prmfast.table1 import (check_rows, claims, compare, oracle_share, outcome_bucket,
+                            outcome_shift, pass_at_1, per_task_rows, table)
 
 HORIZONS = {"t0": 2, "t1": 6, "t2": 7, "t3": 3}
 
@@ -66,6 +71,61 @@ def test_pass_at_1_weighs_tasks_equally():
     p = pass_at_1(rows)["sft"]
     assert p["per_seed"][0] == pytest.approx((0.2 + 0.1 + 0.0 + 0.5) / 4)
     assert p["long"][0] == pytest.approx(0.05)
+
+
+def test_outcome_buckets_of_a_count():
+    assert [outcome_bucket(c, 10) for c in (0, 1, 4, 5, 9, 10)] == [
+        "none", "under half", "under half", "half or more", "half or more", "all"]
+    assert [outcome_bucket(c, 3) for c in (0, 1, 2, 3)] == ["none", "under half", "half or more",
+                                                             "all"]
+
+
+def test_outcome_shift_buckets_by_the_first_evaluation_of_the_base():
+    # first run: SFT's counts of t0..t3 per seed; second run: SFT again and sparse
+    first = rows_for({(0, "sft"): [0, 3, 7, 10], (1, "sft"): [0, 0, 10, 2],
+                      (0, "sparse"): [10, 10, 10, 10]})       # not the base: ignored
+    second = rows_for({(0, "sft"): [1, 3, 7, 10], (0, "sparse"): [0, 10, 0, 10],
+                       (1, "sparse"): [10, 0, 10, 0]})
+    shift = outcome_shift(first, second, "sparse")
+    # none: (0,t0) 0->0, (1,t0) 0->10, (1,t1) 0->0
+    assert shift["none"] == {"pairs": 3, "change": pytest.approx(1 / 3), "to_none": 2, "to_all": 1}
+    # under half: (0,t1) 0.3->1.0, (1,t3) 0.2->0.0
+    assert shift["under half"] == {"pairs": 2, "change": pytest.approx((0.7 - 0.2) / 2),
+                                   "to_none": 1, "to_all": 1}
+    assert shift["half or more"] == {"pairs": 1, "change": pytest.approx(-0.7), "to_none": 1,
+                                     "to_all": 0}
+    # all: (0,t3) 1.0->1.0, (1,t2) 1.0->1.0
+    assert shift["all"] == {"pairs": 2, "change": pytest.approx(0.0), "to_none": 0, "to_all": 2}
+    again = outcome_shift(first, second, "sft")           # seed 1 has no second SFT evaluation
+    assert again["none"] == {"pairs": 1, "change": pytest.approx(0.1), "to_none": 0, "to_all": 0}
+    assert again["under half"]["pairs"] == 1 and again["under half"]["change"] == 0
+    assert outcome_shift(first, second, "oracle")["all"] == {
+        "pairs": 0, "change": None, "to_none": 0, "to_all": 0}
+    with pytest.raises(ValueError, match="0 <= c <= n"):
+        outcome_shift(first, [{**second[0], "c": 11}], "sft")
+
+
+def test_compare_tables_script(tmp_path):
+    first = rows_for({(0, "sft"): [0, 3, 7, 10], (0, "sparse"): [1, 3, 7, 10]})
+    second = rows_for({(0, "sft"): [1, 3, 7, 10], (0, "sparse"): [4, 3, 7, 10]})
+    files = []
+    for name, rows in (("first", first), ("second", second)):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = Path(__file__).resolve().parent.parent / "scripts" / "compare_tables.py"
+    run = subprocess.run([sys.executable, str(script), *map(str, files)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    # sparse: second - first = +0.3 on t0 (4 tasks); long tasks t1, t2 unchanged
+    assert "| sparse | all | +0.075 [" in run.stdout
+    assert "| sparse | long | +0.000 [" in run.stdout
+    assert "| none (1) | +0.100; 0 at none, 0 at all | +0.400; 0 at none, 0 at all |" in run.stdout
+    bad = subprocess.run([sys.executable, str(script), *map(str, files), "--variants", "oracle"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "oracle" in bad.stderr
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope.jsonl"),
+                              str(files[1])], capture_output=True, text=True)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
 def prm_eval(auc: float, rerank_low: float) -> dict:
