@@ -160,7 +160,7 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
                 all(ci["mean"] >= MIN_GAIN_BOTH_VS_SFT and ci["low"] > 0
                     for ci in both["per_seed"].values()),
                 "why": "not measured" if both is None else
-                "; ".join(f"seed {s}: {_fmt(ci)}" for s, ci in both["per_seed"].items())})
+                "; ".join(f"seed {s}: {format_interval(ci)}" for s, ci in both["per_seed"].items())})
     out.append(_pooled_claim(comparisons.get("sparse-sft:all"), 0.0,
                              "1b. RL sparse beats SFT, pooled interval above 0"))
     out.append(_pooled_claim(comparisons.get("oracle-sparse:long"), MIN_GAIN_ORACLE_VS_SPARSE_LONG,
@@ -197,7 +197,8 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
     return out
 
 
-def _fmt(ci: dict) -> str:
+def format_interval(ci: dict) -> str:
+    """A paired_bootstrap interval as "+0.012 [-0.003, +0.027] (n=500)"."""
     return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] (n={ci['n']})"
 
 
@@ -207,7 +208,7 @@ def _pooled_claim(comparison: dict | None, min_gain: float, claim: str) -> dict:
     if pooled is None:
         return {"claim": claim, "holds": None, "why": "not measured"}
     return {"claim": claim, "holds": pooled["mean"] >= min_gain and pooled["low"] > 0,
-            "why": f"pooled over seeds {comparison['seeds']}: {_fmt(pooled)}"}
+            "why": f"pooled over seeds {comparison['seeds']}: {format_interval(pooled)}"}
 
 
 def _within_task_auc(prm_eval: dict) -> float | None:

@@ -21,12 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prmfast.table1 import OUTCOME_BUCKETS, compare, outcome_shift  # noqa: E402
+from prmfast.table1 import (OUTCOME_BUCKETS, check_rows, compare, format_interval,  # noqa: E402
+                            outcome_shift)
 
 
 def read_rows(path: str) -> list[dict]:
+    """The per-task rows of a per_task.jsonl file, checked against its schema (ValueError)."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return check_rows(json.loads(line) for line in f if line.strip())
 
 
 def differences(first: list[dict], second: list[dict], variants: list[str]) -> str:
@@ -41,12 +43,8 @@ def differences(first: list[dict], second: list[dict], variants: list[str]) -> s
                 lines.append(f"| {v} | {tasks} | not in both | |")
                 continue
             per_seed = "; ".join(f"{s}: {ci['mean']:+.3f}" for s, ci in c["per_seed"].items())
-            lines.append(f"| {v} | {tasks} | {fmt(c['pooled'])} | {per_seed} |")
+            lines.append(f"| {v} | {tasks} | {format_interval(c['pooled'])} | {per_seed} |")
     return "\n".join(lines)
-
-
-def fmt(ci: dict) -> str:
-    return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] (n={ci['n']})"
 
 
 def buckets(first: list[dict], second: list[dict], variants: list[str], base: str) -> str:
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         first, second = read_rows(args.first), read_rows(args.second)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:        # json.JSONDecodeError is a ValueError
         print(f"cannot read the per-task rows: {exc}", file=sys.stderr)
         return 2
     present = sorted({r["variant"] for r in second})
@@ -85,12 +83,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.second if missing else args.first}; "
               f"the second file has {present}", file=sys.stderr)
         return 2
-    try:
-        print(differences(first, second, variants) + "\n\n"
-              + buckets(first, second, variants, args.base))
-    except ValueError as exc:          # a row off the per_task.jsonl schema
-        print(f"bad per-task rows: {exc}", file=sys.stderr)
-        return 2
+    print(differences(first, second, variants) + "\n\n"
+          + buckets(first, second, variants, args.base))
     return 0
 
 

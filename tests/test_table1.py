@@ -126,6 +126,10 @@ def test_compare_tables_script(tmp_path):
     missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope.jsonl"),
                               str(files[1])], capture_output=True, text=True)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    files[0].write_text(json.dumps({**first[0], "c": 11}) + "\n")    # off the schema
+    bad_row = subprocess.run([sys.executable, str(script), *map(str, files)], capture_output=True,
+                             text=True)
+    assert bad_row.returncode == 2 and "0 <= c <= n" in bad_row.stderr
 
 
 def prm_eval(auc: float, rerank_low: float) -> dict:
