@@ -160,7 +160,8 @@ def claims(rows: list[dict], comparisons: dict[str, dict | None],
                 all(ci["mean"] >= MIN_GAIN_BOTH_VS_SFT and ci["low"] > 0
                     for ci in both["per_seed"].values()),
                 "why": "not measured" if both is None else
-                "; ".join(f"seed {s}: {format_interval(ci)}" for s, ci in both["per_seed"].items())})
+                "; ".join(f"seed {s}: {format_interval(ci)}"
+                          for s, ci in both["per_seed"].items())})
     out.append(_pooled_claim(comparisons.get("sparse-sft:all"), 0.0,
                              "1b. RL sparse beats SFT, pooled interval above 0"))
     out.append(_pooled_claim(comparisons.get("oracle-sparse:long"), MIN_GAIN_ORACLE_VS_SPARSE_LONG,

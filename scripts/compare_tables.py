@@ -78,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     present = sorted({r["variant"] for r in second})
     variants = args.variants.split(",") if args.variants else present
     missing = [v for v in variants if v not in present]
-    if missing or not any(r["variant"] == args.base for r in first):
-        print(f"variants {missing or [args.base]} are not in "
-              f"{args.second if missing else args.first}; "
-              f"the second file has {present}", file=sys.stderr)
+    if missing:
+        print(f"variants {missing} are not in {args.second}, which has {present}", file=sys.stderr)
+        return 2
+    if not any(r["variant"] == args.base for r in first):
+        print(f"the base {args.base!r} is not in {args.first} (--base names the variant whose "
+              "counts define the buckets)", file=sys.stderr)
         return 2
     print(differences(first, second, variants) + "\n\n"
           + buckets(first, second, variants, args.base))

@@ -246,8 +246,9 @@ def sample_categorical(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tens
     [B] in [0, 1) -> [B] int64.
 
     Inverse-CDF sampling: the first token whose cumulative weight exceeds uniform x the row's
-    total, one random number per row where torch.multinomial draws one per vocabulary entry. A token of weight 0 is never drawn: where rounding puts
-    the draw at the row's total, the row's most likely token is taken."""
+    total, one random number per row where torch.multinomial draws one per vocabulary entry. A
+    token of weight 0 is never drawn: where rounding puts the draw at the row's total, the row's
+    most likely token is taken."""
     cdf = probs.cumsum(dim=-1)
     u = uniform.to(cdf.dtype)[:, None] * cdf[:, -1:]
     tok = torch.searchsorted(cdf, u, right=True).squeeze(1)
