@@ -245,6 +245,21 @@ def rerank_margins(groups: Sequence[Sequence[tuple[bool, Sequence[float]]]],
     return out
 
 
+def ranking_metrics(task_ids: Sequence[Hashable], passed: Sequence[bool],
+                    keys: Sequence[Hashable], scores: Sequence[Sequence[float]]) -> dict:
+    """How a PRM ranks the samples of each task, from one entry per sample (its task, whether it
+    passed, a key equal for identical responses, its line scores): {"rerank": rerank(...),
+    "rerank_ci95": rerank_margins(...), "within_task": within_task_all(...)}. Samples of
+    different runs pool by giving their tasks distinct ids (e.g. (run, task_id))."""
+    if not len(task_ids) == len(passed) == len(keys) == len(scores):
+        raise ValueError(f"one entry per sample: {len(task_ids)} task ids, {len(passed)} "
+                         f"outcomes, {len(keys)} keys, {len(scores)} score lists")
+    groups = group_by_task(task_ids, list(zip(passed, scores)))
+    key_groups = group_by_task(task_ids, keys)
+    return {"rerank": rerank(groups, key_groups), "rerank_ci95": rerank_margins(groups, key_groups),
+            "within_task": within_task_all(groups)}
+
+
 def _best_pass_rate(pass_rates: Sequence[float], values: Sequence[float]) -> float:
     """Expected pass rate of picking the highest value, ties picked uniformly."""
     top = max(values)

@@ -1,6 +1,8 @@
 """The "prm" stage: select the collected labels, train the PRM (fine-tuned or on a frozen
 backbone, prm.pretrained), save it to DIR/prm/model and evaluate it into DIR/prm/eval.json
-(held-out line metrics, reranking and within-task AUC on fresh test samples); DONE last. The
+(held-out line metrics, reranking and within-task AUC on fresh test samples) and
+DIR/prm/test_scores.jsonl (each test sample's line scores, so that reranking can be recomputed
+and pooled over runs: scripts/prm_pooled.py); DONE last. The
 fine-tuned kind is also saved in the standard format, DIR/prm/hf (a one-label
 AutoModelForTokenClassification folder with a model card: ValuePRM.save_token_classifier).
 
@@ -19,10 +21,10 @@ from prmfast.errors import StageError
 from prmfast.labeling.select import SELECTIONS, keeps_passing, select
 from prmfast.lines import segment
 from prmfast.prm.model import PRM
-from prmfast.runio import read_jsonl, save_whole, write_json
+from prmfast.runio import read_jsonl, save_whole, write_json, write_jsonl
 from prmfast.prm.data import example, example_from_record
-from prmfast.prm.metrics import (EARLY_STOPS, group_by_task, oracle_labels, rerank,
-                                 rerank_margins, response_metrics, within_task_all)
+from prmfast.prm.metrics import (EARLY_STOPS, group_by_task, oracle_labels, ranking_metrics,
+                                 response_metrics, within_task_all)
 
 
 def split_by_task(records: list[dict], val_fraction: float,
@@ -120,25 +122,28 @@ def run(cfg, run_dir: str | Path) -> Path:
     return out_dir / "prm"
 
 
-def evaluate_samples(prm: PRM, rows: list[dict], tokenizer) -> dict:
+def evaluate_samples(prm: PRM, rows: list[dict], tokenizer,
+                     scores_path: Path | None = None) -> dict:
     """Score sampled responses (rows of rerank_samples.jsonl: task_id, prompt_ids, response_ids,
     passed, oracle_m_star) and measure: line AUC / accuracy and first-error localisation against
     the oracle, best-of-N reranking per task (rerank) and how the PRM orders the responses of
-    each task (within_task_auc)."""
+    each task (within_task_auc). scores_path: also write one row per sample there (task_id,
+    passed, response_ids, scores: its line scores), from which the measures can be recomputed."""
     lines = [segment(r["response_ids"], tokenizer) for r in rows]
     scores = prm.predict([example(r["prompt_ids"], r["response_ids"], ln.spans,
                                   [0.0] * len(ln.spans)) for r, ln in zip(rows, lines)],
                          progress=True)
-    task_ids = [r["task_id"] for r in rows]
-    groups = group_by_task(task_ids, [(r["passed"], sc) for r, sc in zip(rows, scores)])
-    keys = group_by_task(task_ids, [tuple(r["response_ids"]) for r in rows])
+    if scores_path is not None:
+        write_jsonl(scores_path, ({"task_id": r["task_id"], "passed": r["passed"],
+                                   "response_ids": r["response_ids"],
+                                   "scores": [float(x) for x in sc]}
+                                  for r, sc in zip(rows, scores)))
     out = response_metrics(scores, [ln.is_comment for ln in lines],
                            {"oracle": [oracle_labels(ln.is_comment, r["passed"],
                                                      r.get("oracle_m_star"))
                                        for r, ln in zip(rows, lines)]})
-    out["rerank"] = rerank(groups, keys)
-    out["rerank_ci95"] = rerank_margins(groups, keys)
-    out["within_task"] = within_task_all(groups)
+    out.update(ranking_metrics([r["task_id"] for r in rows], [r["passed"] for r in rows],
+                               [tuple(r["response_ids"]) for r in rows], scores))
     return out
 
 
@@ -197,7 +202,7 @@ def train_and_evaluate(cfg, out_dir: Path, test_tasks: list) -> dict:
     policy = Policy(list_checkpoints(out_dir / "rl_baseline")[-1], cfg, make_sandbox(cfg))
     rows = sample_responses(policy, test_tasks[:cfg.prm.rerank_tasks], cfg.prm.rerank_n, cfg,
                             stage_dir / "rerank_samples.jsonl", cfg.prm.rerank_temperature)
-    test = evaluate_samples(prm, rows, policy.tokenizer)
+    test = evaluate_samples(prm, rows, policy.tokenizer, stage_dir / "test_scores.jsonl")
     result = {"selection": cfg.prm.selection, "neutral_comments": neutral,
               "prm_config": dataclasses.asdict(cfg.prm),
               "train_responses": len(train_sel), "val_responses": len(val_sel),

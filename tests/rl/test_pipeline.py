@@ -12,7 +12,9 @@ import pytest
 
 from prmfast.config import load_config
 from prmfast.errors import StageError
+from prmfast.prm.metrics import ranking_metrics
 from prmfast.rl.stage import check_rl_ready, run_rl, variant_name
+from prmfast.runio import write_json
 from tests.browser import Responses, load_page, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +35,7 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end(smoke_run):
+def test_smoke_pipeline_end_to_end(smoke_run, tmp_path):
     run, proc, wall = smoke_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rl_prm:" in proc.stderr and "Loading weights" not in proc.stderr  # stage bars only
@@ -45,6 +47,14 @@ def test_smoke_pipeline_end_to_end(smoke_run):
         assert [p["step"] for p in probes] == [0, 2], name
         assert all(0 <= p["train_pass@1"] <= 1 and 0 <= p["validation_pass@1"] <= 1
                    for p in probes)
+    prm_test = json.loads((run / "prm" / "eval.json").read_text())["test"]
+    scores = [json.loads(x) for x in (run / "prm" / "test_scores.jsonl").read_text().splitlines()]
+    assert len(scores) == prm_test["rerank"]["problems"] * prm_test["rerank"]["n"]
+    again = ranking_metrics([r["task_id"] for r in scores], [r["passed"] for r in scores],
+                            [tuple(r["response_ids"]) for r in scores],
+                            [r["scores"] for r in scores])   # the stored scores made eval.json's
+    write_json(tmp_path / "again.json", again)                    # as eval.json (NaN: null)
+    assert json.loads((tmp_path / "again.json").read_text()) == {k: prm_test[k] for k in again}
     ev = json.loads((run / "eval.json").read_text())
     assert set(ev["models"]) == {"sft", "rl_baseline", "rl_prm"}
     assert {"pass@1", "by_horizon", "by_length", "best_of_k"} <= set(ev["models"]["rl_prm"])
