@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from prmfast.prm.metrics import ranking_metrics  # noqa: E402
 from prmfast.runio import RunFileError, read_jsonl  # noqa: E402
+from prmfast.table1 import format_interval  # noqa: E402
 
 FIELDS = {"task_id": str, "passed": bool, "response_ids": list, "scores": list}
 
@@ -66,13 +67,15 @@ def table(names: list[str], runs: list[list[dict]]) -> tuple[str, dict]:
         rr, ci, wt = m["rerank"], m["rerank_ci95"], m["within_task"]["min"]
         lines.append(f"| {name} | {rr['problems']} | {wt['auc']:.3f} ({wt['pairs']}) | "
                      f"{rr['prm_min']:.3f} / {rr['majority']:.3f} / {rr['random']:.3f} | "
-                     f"{_interval(rr['prm_min'] - rr['majority'], ci['prm_min-majority'])} | "
-                     f"{_interval(rr['prm_min'] - rr['random'], ci['prm_min-random'])} |")
+                     f"{_interval(rr, ci, 'majority')} | {_interval(rr, ci, 'random')} |")
     return "\n".join(lines), figures
 
 
-def _interval(mean: float, bounds: list[float]) -> str:
-    return f"{mean:+.3f} [{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+def _interval(rerank: dict, ci95: dict, base: str) -> str:
+    """PRM-min minus `base` with its interval, as table1.format_interval writes one."""
+    low, high = ci95[f"prm_min-{base}"]
+    return format_interval({"mean": rerank["prm_min"] - rerank[base], "low": low, "high": high,
+                            "n": rerank["problems"]})
 
 
 def main(argv: list[str] | None = None) -> int:

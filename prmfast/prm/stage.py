@@ -135,8 +135,7 @@ def evaluate_samples(prm: PRM, rows: list[dict], tokenizer,
                          progress=True)
     if scores_path is not None:
         write_jsonl(scores_path, ({"task_id": r["task_id"], "passed": r["passed"],
-                                   "response_ids": r["response_ids"],
-                                   "scores": [float(x) for x in sc]}
+                                   "response_ids": r["response_ids"], "scores": sc}
                                   for r, sc in zip(rows, scores)))
     out = response_metrics(scores, [ln.is_comment for ln in lines],
                            {"oracle": [oracle_labels(ln.is_comment, r["passed"],
